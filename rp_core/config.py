@@ -1,0 +1,341 @@
+"""The run configuration: one pydantic model, resolved from layered sources.
+
+Precedence, lowest first: built-in defaults < preset < config file (TOML or YAML)
+< environment (`RP_SECTION__KEY=value`) < command-line flags and `--set`.
+Every error names the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from rp_core.errors import ConfigError
+from rp_core.interfaces import ComponentOptions, RuntimeContext
+from rp_core.models import ModelPool, models_dir_from_env
+
+if TYPE_CHECKING:
+    from rp_core.plugins import PluginHost
+
+ENV_PREFIX = "RP_"
+PRESET_ENV = "RP_PRESET"
+COMPONENT_SECTIONS = ("detector", "identity_encoder", "inverter", "generator", "merger")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComponentChoice(_Section):
+    """Which component fills a slot, and its options (validated by the component itself)."""
+
+    name: str | None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class AlignSection(_Section):
+    face_image_size: int = Field(1024, ge=64, le=4096, description="side of the aligned square crop, pixels")
+
+    @field_validator("face_image_size")
+    @classmethod
+    def _multiple_of_8(cls, value: int) -> int:
+        if value % 8:
+            raise ValueError("must be a multiple of 8 (the VAE downsamples by 8)")
+        return value
+
+
+class RuntimeSection(_Section):
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    seed: int = Field(0, ge=0, lt=2**63)
+    batch_size: int | Literal["auto"] = 8
+    models_dir: Path | None = None
+    allow_slow_cpu: bool = False
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be >= 1 or 'auto'")
+        return value
+
+
+class RunConfig(_Section):
+    """The fully resolved configuration of one run."""
+
+    preset: str | None = None
+    detector: ComponentChoice = ComponentChoice(name="sfd")
+    identity_encoder: ComponentChoice = ComponentChoice(name="buffalo_l")
+    inverter: ComponentChoice = ComponentChoice(name="ledits_sdxl")
+    generator: ComponentChoice = ComponentChoice(name="ipadapter_faceid")
+    merger: ComponentChoice = ComponentChoice(name="affine")
+    align: AlignSection = AlignSection()
+    runtime: RuntimeSection = RuntimeSection()
+
+    def runtime_context(self, pool: ModelPool | None = None) -> RuntimeContext:
+        rt = self.runtime
+        ctx = RuntimeContext(
+            device=rt.device,
+            dtype=rt.dtype,
+            seed=rt.seed,
+            batch_size=rt.batch_size,
+            models_dir=rt.models_dir,
+            allow_slow_cpu=rt.allow_slow_cpu,
+        )
+        if pool is not None:
+            ctx.pool = pool
+        return ctx
+
+
+#: Command-line shortcuts: flag name -> the config keys it sets. A flag that targets
+#: several components sets the key only on those whose options define it.
+FLAG_KEYS: dict[str, tuple[str, ...]] = {
+    "attribute_prompt": ("generator.options.attribute_prompt",),
+    "sd_model": ("inverter.options.sd_model", "generator.options.sd_model"),
+    "ip_adapter": ("inverter.options.ip_adapter", "generator.options.ip_adapter"),
+    "insightface_root": ("identity_encoder.options.root",),
+    "device": ("runtime.device",),
+    "skip": ("inverter.options.skip",),
+    "id_emb_scale": ("generator.options.id_emb_scale",),
+    "guidance_scale": ("inverter.options.guidance_scale", "generator.options.guidance_scale"),
+    "num_inversion_steps": ("inverter.options.num_inversion_steps",),
+    "face_image_size": ("align.face_image_size",),
+    "det_thresh": ("detector.options.det_thresh",),
+    "det_size": ("detector.options.det_size",),
+    "ip_adapter_scale": ("inverter.options.ip_adapter_scale", "generator.options.ip_adapter_scale"),
+    "seed": ("runtime.seed",),
+    "dtype": ("runtime.dtype",),
+    "batch_size": ("runtime.batch_size",),
+    "models_dir": ("runtime.models_dir",),
+    "detector": ("detector.name",),
+    "identity_encoder": ("identity_encoder.name",),
+    "inverter": ("inverter.name",),
+    "generator": ("generator.name",),
+    "merger": ("merger.name",),
+}
+
+
+def parse_scalar(text: str) -> Any:
+    """Parse a value given as text (env or --set) the way YAML would: 1.5, true, null, [1, 2]."""
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def load_config_file(path: Path | str) -> dict[str, Any]:
+    """Read a TOML (.toml) or YAML (.yaml/.yml) config file into a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix.lower() in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file {path}: unsupported extension {path.suffix!r}; use .toml, .yaml or .yml")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} is not valid: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key}: cannot set a key below {part!r}, which holds the value {child!r}")
+        node = child
+    node[parts[-1]] = value
+
+
+def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`RP_GENERATOR__OPTIONS__BLOCK_SIZE=12` -> {"generator": {"options": {"block_size": 12}}}."""
+    layer: dict[str, Any] = {}
+    for name, value in environ.items():
+        if name.startswith(ENV_PREFIX) and "__" in name:
+            key = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+            set_dotted(layer, key, parse_scalar(value))
+    if PRESET_ENV in environ:
+        layer["preset"] = environ[PRESET_ENV]
+    models_dir = models_dir_from_env() if environ is os.environ else environ.get("RP_MODELS_DIR")
+    if models_dir:
+        set_dotted(layer, "runtime.models_dir", str(models_dir))
+    return layer
+
+
+def merge_layers(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge `top` over `base`. Choosing another component drops the options meant for the old one."""
+    result = copy.deepcopy(base)
+    for key, value in top.items():
+        old = result.get(key)
+        if key in COMPONENT_SECTIONS and isinstance(value, Mapping) and isinstance(old, dict):
+            if "name" in value and value["name"] != old.get("name"):
+                old = {"name": value["name"], "options": {}}
+            result[key] = merge_layers(old, value)
+        elif isinstance(value, Mapping) and isinstance(old, dict):
+            result[key] = merge_layers(old, value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def _format_validation_error(exc: ValidationError, prefix: str, data: Mapping[str, Any]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        key = f"{prefix}{loc}" if loc else prefix.rstrip(".")
+        value = err.get("input", "<missing>")
+        if err["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(_allowed_keys(exc, data, err["loc"]))) or "none"
+            lines.append(f"{key}: unknown key (value {value!r}); allowed keys here: {allowed}")
+        else:
+            lines.append(f"{key}: bad value {value!r}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(exc: ValidationError, data: Mapping[str, Any], loc: Sequence[Any]) -> list[str]:
+    model = _MODEL_FOR_ERRORS.get(exc.title)
+    if model is None:
+        return []
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None) if field else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return []
+    return list(model.model_fields)
+
+
+_MODEL_FOR_ERRORS: dict[str, type[BaseModel]] = {}
+
+
+def _validate(model: type[BaseModel], data: Mapping[str, Any], prefix: str = "") -> Any:
+    _MODEL_FOR_ERRORS[model.__name__] = model
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, prefix, data)) from None
+
+
+def validate_options(host: PluginHost, section: str, choice: ComponentChoice) -> ComponentOptions:
+    """Validate one component's options with the component's own model."""
+    assert choice.name is not None
+    from rp_core.errors import PluginError
+
+    try:
+        registration = host.get(section, choice.name)
+    except PluginError as exc:
+        raise ConfigError(f"{section}.name: bad value {choice.name!r}: {exc}") from None
+    options: ComponentOptions = _validate(registration.cls.Options, choice.options, f"{section}.options.")
+    return options
+
+
+def resolve_config(
+    host: PluginHost,
+    *,
+    config_file: Path | str | None = None,
+    preset: str | None = None,
+    flags: Mapping[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> RunConfig:
+    """Build the run config from every source, in precedence order, and validate all of it."""
+    environ = os.environ if environ is None else environ
+    file_layer = load_config_file(config_file) if config_file else {}
+    env = env_layer(environ)
+    flag_layer: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        key, value = item.split("=", 1)
+        set_dotted(flag_layer, key.strip(), parse_scalar(value))
+    if preset:
+        flag_layer["preset"] = preset
+
+    preset_name = flag_layer.get("preset") or env.get("preset") or file_layer.get("preset")
+    preset_layer: dict[str, Any] = {}
+    if preset_name:
+        presets = host.presets
+        if preset_name not in presets:
+            raise ConfigError(f"preset: bad value {preset_name!r}: allowed: {', '.join(sorted(presets)) or 'none'}")
+        preset_layer = copy.deepcopy(presets[preset_name].config)
+        preset_layer["preset"] = preset_name
+
+    defaults = RunConfig().model_dump(mode="json")
+    merged = defaults
+    for layer in (preset_layer, file_layer, env, flag_layer):
+        merged = merge_layers(merged, layer)
+
+    _apply_flags(host, merged, flags or {})
+    config: RunConfig = _validate(RunConfig, merged)
+    for section in COMPONENT_SECTIONS:
+        choice: ComponentChoice = getattr(config, section)
+        if choice.name:
+            validate_options(host, section, choice)
+    return config
+
+
+def _apply_flags(host: PluginHost, merged: dict[str, Any], flags: Mapping[str, Any]) -> None:
+    """Apply command-line flags; a flag no selected component understands is an error."""
+    # component names first, so option flags go to the components finally chosen
+    ordered = sorted(flags.items(), key=lambda kv: not FLAG_KEYS.get(kv[0], ("",))[0].endswith(".name"))
+    for flag, value in ordered:
+        if value is None:
+            continue
+        targets = FLAG_KEYS.get(flag)
+        if targets is None:
+            raise ConfigError(f"unknown flag {flag!r}")
+        applied = []
+        for key in targets:
+            section = key.split(".")[0]
+            if section in COMPONENT_SECTIONS and key.endswith(".name"):
+                merged = _replace_component(merged, section, value)
+                applied.append(key)
+            elif section in COMPONENT_SECTIONS:
+                field = key.split(".")[-1]
+                name = merged.get(section, {}).get("name")
+                if name and field in _option_fields(host, section, name):
+                    set_dotted(merged, key, value)
+                    applied.append(key)
+            else:
+                set_dotted(merged, key, value)
+                applied.append(key)
+        if not applied:
+            chosen = ", ".join(f"{k.split('.')[0]}={merged.get(k.split('.')[0], {}).get('name')}" for k in targets)
+            raise ConfigError(
+                f"--{flag.replace('_', '-')} {value!r}: not used by the selected components ({chosen})"
+            )
+
+
+def _replace_component(merged: dict[str, Any], section: str, name: Any) -> dict[str, Any]:
+    updated = merge_layers(merged, {section: {"name": name}})
+    merged.clear()
+    merged.update(updated)
+    return merged
+
+
+def _option_fields(host: PluginHost, section: str, name: str) -> set[str]:
+    from rp_core.errors import PluginError
+
+    try:
+        return set(host.get(section, name).cls.Options.model_fields)
+    except PluginError as exc:
+        raise ConfigError(f"{section}.name: bad value {name!r}: {exc}") from None
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json")

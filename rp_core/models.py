@@ -1,0 +1,92 @@
+"""Model files: where each is looked for, whether it is there, how to get it.
+
+Components describe their weights with `ModelFile` so `rp doctor`, `rp models download`
+and the missing-model error all speak about the same files in the same words.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rp_core.errors import MissingModelsError
+
+MODELS_DIR_ENV = "RP_MODELS_DIR"
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One weight file or folder a component needs."""
+
+    component: str
+    description: str
+    found_at: Path | None
+    looked_in: tuple[Path, ...]
+    how_to_get: str
+
+    @property
+    def present(self) -> bool:
+        return self.found_at is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "component": self.component,
+            "description": self.description,
+            "present": self.present,
+            "found_at": str(self.found_at) if self.found_at else None,
+            "looked_in": [str(p) for p in self.looked_in],
+            "how_to_get": self.how_to_get,
+        }
+
+
+def first_existing(candidates: Sequence[Path]) -> Path | None:
+    for path in candidates:
+        if path.exists():
+            return path
+    return None
+
+
+def require_present(files: Sequence[ModelFile]) -> None:
+    """Raise one error naming every missing file, or return quietly."""
+    missing = [f for f in files if not f.present]
+    if missing:
+        raise MissingModelsError(missing)
+
+
+def models_dir_from_env() -> Path | None:
+    value = os.environ.get(MODELS_DIR_ENV)
+    return Path(value).expanduser() if value else None
+
+
+class ModelPool:
+    """Process-wide cache of loaded models keyed by (model, dtype, device, ...).
+
+    The inverter and the generator ask for the same key and so share one SDXL.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[Hashable, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, factory: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = factory()
+            return self._items[key]
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+DEFAULT_POOL = ModelPool()
