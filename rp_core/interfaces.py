@@ -45,6 +45,8 @@ class Component(ABC):
     kind: ClassVar[str] = ""
     name: ClassVar[str] = ""
     Options: ClassVar[type[ComponentOptions]] = ComponentOptions
+    #: Modules `load()` imports; `rp doctor` import-checks them without loading any weights.
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: ComponentOptions | None = None, context: RuntimeContext | None = None) -> None:
         self.options = options if options is not None else self.Options()

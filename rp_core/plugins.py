@@ -209,6 +209,10 @@ class PluginHost:
             self._presets = presets
         return self._presets
 
+    def plugin_version(self, plugin: str) -> str:
+        """The version of an installed plugin ("local" for a plugins-dir file)."""
+        return self._versions.get(plugin, "unknown")
+
     def add_commands(self, cli: Any) -> None:
         self.pm.hook.rp_register_commands(cli=cli)
 
