@@ -282,11 +282,28 @@ def resolve_config(
 
     _apply_flags(host, merged, flags or {})
     config: RunConfig = _validate(RunConfig, merged)
+    used = _sections_used(host, config)
     for section in COMPONENT_SECTIONS:
         choice: ComponentChoice = getattr(config, section)
-        if choice.name:
+        if not choice.name:
+            continue
+        # A slot the chosen generator never fills (the default diffusion inverter under the
+        # offline preset) is only checked when its plugin is installed: blocking or not
+        # installing a plugin must not break configs that never use it.
+        if section in used or choice.name in host.registry[section]:
             validate_options(host, section, choice)
     return config
+
+
+def _sections_used(host: PluginHost, config: RunConfig) -> set[str]:
+    used = {"detector", "generator", "merger"}
+    name = config.generator.name
+    cls = host.registry["generator"].get(name).cls if name and name in host.registry["generator"] else None
+    if cls is None or getattr(cls, "needs_identity", False):
+        used.add("identity_encoder")
+    if cls is None or getattr(cls, "needs_inversion", False):
+        used.add("inverter")
+    return used
 
 
 def _apply_flags(host: PluginHost, merged: dict[str, Any], flags: Mapping[str, Any]) -> None:
