@@ -1,0 +1,117 @@
+"""The JSON run manifest: what ran, with which versions, on which files, and what happened to each face.
+
+It lets someone holding an anonymized image say exactly how it was produced, and
+lets a later run or an auditor check that every face was handled.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import rp_core
+from rp_core.io import publish
+
+#: Distributions always reported, then modules reported only when this run imported them.
+_DISTRIBUTIONS = ("rp-anonymize", "numpy", "pillow", "pydantic", "pluggy", "click", "rich")
+_OPTIONAL_MODULES = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "peft",
+    "accelerate",
+    "insightface",
+    "onnxruntime",
+    "dlib",
+    "cv2",
+    "skimage",
+    "face_alignment",
+)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shaped this run's output."""
+    versions: dict[str, str] = {"python": platform.python_version()}
+    for dist in _DISTRIBUTIONS:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    versions.setdefault("rp-anonymize", rp_core.__version__)
+    for module_name in _OPTIONAL_MODULES:
+        module = sys.modules.get(module_name)
+        if module is not None:
+            versions[module_name] = str(getattr(module, "__version__", "unknown"))
+    return versions
+
+
+@dataclass
+class ImageEntry:
+    """One input file's outcome."""
+
+    input: str
+    output: str | None
+    status: str  # anonymized | no_face | failed | skipped_existing
+    faces: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "input": self.input,
+            "output": self.output,
+            "status": self.status,
+            "faces": self.faces,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+        if self.error is not None:
+            data["error"] = self.error
+        return data
+
+
+@dataclass
+class RunManifest:
+    """Accumulates a run's facts; `write` stores them atomically as JSON."""
+
+    config: dict[str, Any]
+    components: dict[str, dict[str, Any]]
+    images: list[ImageEntry] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for entry in self.images:
+            counts[entry.status] = counts.get(entry.status, 0) + 1
+        return {
+            "rp_version": rp_core.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+            "command": sys.argv[1:],
+            "config": self.config,
+            "components": self.components,
+            "packages": package_versions(),
+            "summary": {"images": len(self.images), "faces": sum(len(e.faces) for e in self.images), **counts},
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "images": [entry.to_dict() for entry in self.images],
+        }
+
+    def write(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                json.dump(self.to_dict(), stream, indent=2, default=str)
+                stream.write("\n")
+            publish(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        return path
