@@ -283,7 +283,7 @@ def resolve_config(
     _apply_flags(host, merged, flags or {})
     config: RunConfig = _validate(RunConfig, merged)
     used = _sections_used(host, config)
-    for section in COMPONENT_SECTIONS:
+    for section in ("generator", *(s for s in COMPONENT_SECTIONS if s != "generator")):
         choice: ComponentChoice = getattr(config, section)
         if not choice.name:
             continue
@@ -298,10 +298,12 @@ def resolve_config(
 def _sections_used(host: PluginHost, config: RunConfig) -> set[str]:
     used = {"detector", "generator", "merger"}
     name = config.generator.name
-    cls = host.registry["generator"].get(name).cls if name and name in host.registry["generator"] else None
-    if cls is None or getattr(cls, "needs_identity", False):
+    registration = host.registry["generator"].get(name) if name else None
+    if registration is None:
+        return used  # the unknown generator is the error to report
+    if getattr(registration.cls, "needs_identity", False):
         used.add("identity_encoder")
-    if cls is None or getattr(cls, "needs_inversion", False):
+    if getattr(registration.cls, "needs_inversion", False):
         used.add("inverter")
     return used
 
