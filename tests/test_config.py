@@ -1,0 +1,169 @@
+"""Config resolution: selection by file, precedence of sources, and every error path's message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from throwaway import throwaway_host
+
+from rp_core.config import resolve_config
+from rp_core.errors import ConfigError
+from rp_core.orchestrator import Anonymizer
+
+SELECT_TOML = """
+[detector]
+name = "centre"
+
+[generator]
+name = "flat"
+options = { level = 11 }
+
+[merger]
+name = "box"
+"""
+
+SELECT_YAML = """
+detector:
+  name: centre
+generator:
+  name: flat
+  options:
+    level: 11
+merger:
+  name: box
+"""
+
+
+@pytest.mark.parametrize(("filename", "text"), [("run.toml", SELECT_TOML), ("run.yaml", SELECT_YAML)])
+def test_throwaway_detector_selected_by_name_in_a_config_file(tmp_path: Path, filename: str, text: str) -> None:
+    path = tmp_path / filename
+    path.write_text(text)
+    host = throwaway_host()
+    config = resolve_config(host, config_file=path, environ={})
+    assert config.detector.name == "centre" and config.generator.options == {"level": 11}
+    image = np.zeros((80, 80, 3), np.uint8)
+    image[20:60, 20:60] = 200
+    result = Anonymizer(config, host).anonymize(image)
+    assert result.face_count == 1 and result.records[0].detector == "centre"
+    assert (result.image[35:45, 35:45] == 11).all()  # the throwaway generator's level reached the pixels
+
+
+def _precedence(tmp_path: Path, *, preset: bool, file: bool, env: bool, flags: bool) -> tuple[int, int]:
+    path = tmp_path / "c.toml"
+    path.write_text("[generator]\nname = 'flat'\noptions = { level = 3 }\n[runtime]\nseed = 2\n")
+    config = resolve_config(
+        throwaway_host(),
+        preset="flat9" if preset else None,
+        config_file=path if file else None,
+        environ={"RP_GENERATOR__OPTIONS__LEVEL": "4", "RP_RUNTIME__SEED": "3"} if env else {},
+        flags={"seed": 4, "detector": "centre", "merger": "box", "generator": "flat"}
+        if flags
+        else {"detector": "centre", "merger": "box", "generator": "flat"},
+        overrides=["generator.options.level=5"] if flags else [],
+    )
+    return config.generator.options.get("level", 7), config.runtime.seed
+
+
+def test_precedence_defaults_preset_file_env_flags(tmp_path: Path) -> None:
+    assert _precedence(tmp_path, preset=False, file=False, env=False, flags=False) == (7, 0)  # defaults
+    assert _precedence(tmp_path, preset=True, file=False, env=False, flags=False) == (9, 1)  # preset
+    assert _precedence(tmp_path, preset=True, file=True, env=False, flags=False) == (3, 2)  # file > preset
+    assert _precedence(tmp_path, preset=True, file=True, env=True, flags=False) == (4, 3)  # env > file
+    assert _precedence(tmp_path, preset=True, file=True, env=True, flags=True) == (5, 4)  # flags > env
+
+
+def test_preset_can_come_from_env(tmp_path: Path) -> None:
+    config = resolve_config(throwaway_host(), environ={"RP_PRESET": "flat"})
+    assert config.preset == "flat" and config.detector.name == "centre"
+
+
+def _error(tmp_path: Path, *, text: str | None = None, suffix: str = ".toml", **kwargs) -> str:
+    kwargs.setdefault("preset", "flat")
+    if text is not None:
+        path = tmp_path / f"bad{suffix}"
+        path.write_text(text)
+        kwargs["config_file"] = path
+    with pytest.raises(ConfigError) as info:
+        resolve_config(throwaway_host(), environ=kwargs.pop("environ", {}), **kwargs)
+    return str(info.value)
+
+
+def test_unknown_section_key_names_key_value_and_allowed(tmp_path: Path) -> None:
+    message = _error(tmp_path, overrides=["runtime.sed=3"])
+    assert "runtime.sed" in message and "3" in message and "seed" in message and "batch_size" in message
+
+
+def test_unknown_top_level_section(tmp_path: Path) -> None:
+    message = _error(tmp_path, text="[generatr]\nname = 'flat'\n")
+    assert "generatr" in message and "generator" in message
+
+
+def test_unknown_component_option_lists_the_components_options(tmp_path: Path) -> None:
+    message = _error(tmp_path, overrides=["generator.options.lvl=3"])
+    assert "generator.options.lvl" in message and "unknown key" in message and "level" in message
+
+
+def test_bad_type(tmp_path: Path) -> None:
+    message = _error(tmp_path, environ={"RP_RUNTIME__SEED": "abc"})
+    assert "runtime.seed" in message and "'abc'" in message and "integer" in message
+
+
+def test_bad_range(tmp_path: Path) -> None:
+    message = _error(tmp_path, overrides=["generator.options.level=300"])
+    assert "generator.options.level" in message and "300" in message and "255" in message
+    message = _error(tmp_path, overrides=["align.face_image_size=100"])
+    assert "align.face_image_size" in message and "100" in message and "multiple of 8" in message
+
+
+def test_bad_choice(tmp_path: Path) -> None:
+    message = _error(tmp_path, overrides=["runtime.dtype=float8"])
+    assert "runtime.dtype" in message and "float8" in message and "float16" in message
+
+
+def test_unknown_component_name_lists_available(tmp_path: Path) -> None:
+    message = _error(tmp_path, flags={"detector": "centr"})
+    assert "detector.name" in message and "'centr'" in message and "centre" in message
+
+
+def test_unknown_preset_lists_presets(tmp_path: Path) -> None:
+    message = _error(tmp_path, preset="ofline")
+    assert "preset" in message and "'ofline'" in message and "flat9" in message
+
+
+def test_bad_set_syntax(tmp_path: Path) -> None:
+    message = _error(tmp_path, overrides=["generator.options.level"])
+    assert "generator.options.level" in message and "section.key=value" in message
+
+
+def test_flag_no_selected_component_uses(tmp_path: Path) -> None:
+    message = _error(tmp_path, flags={"det_thresh": 0.3})
+    assert "--det-thresh" in message and "0.3" in message and "detector=centre" in message
+
+
+def test_bad_file_extension(tmp_path: Path) -> None:
+    message = _error(tmp_path, text="detector: {name: centre}\n", suffix=".json")
+    assert "'.json'" in message and ".toml" in message and ".yaml" in message
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    message = _error(tmp_path, text="[detector\nname = 'centre'\n")
+    assert "bad.toml" in message and "not valid" in message
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path: Path) -> None:
+    message = _error(tmp_path, text="- just\n- a list\n", suffix=".yaml")
+    assert "mapping" in message and "list" in message
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    message = _error(tmp_path, config_file=tmp_path / "nope.toml")
+    assert "nope.toml" in message and "does not exist" in message
+
+
+def test_unknown_generator_by_flag_is_the_error_reported(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("detector: {name: centre}\ngenerator: {name: flat, options: {level: 2}}\nmerger: {name: box}\n")
+    with pytest.raises(ConfigError, match="generator.name: bad value 'pixelate'"):
+        resolve_config(throwaway_host(), config_file=path, flags={"generator": "pixelate"}, environ={})

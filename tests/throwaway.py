@@ -1,0 +1,149 @@
+"""Throwaway components and plugins for host/config/CLI tests.
+
+They are real components (subclasses of the interfaces, registered through the real
+hooks); they just do trivial work so the tests are fast and need no weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from rp_core import hookimpl
+from rp_core.interfaces import (
+    ComponentOptions,
+    Detector,
+    Generator,
+    IdentityEncoder,
+    Inverter,
+    Merger,
+)
+from rp_core.plugins import PluginHost
+from rp_core.types import AlignedFace, Face, GenerationRequest, IdentityEmbedding, Inversion
+
+
+class CentreDetector(Detector):
+    """Reports one face in the middle of every image that is not uniformly flat."""
+
+    name = "centre"
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        if image.min() == image.max():
+            return []
+        h, w = image.shape[:2]
+        s = min(h, w) / 4
+        cx, cy = w / 2, h / 2
+        points = [
+            (cx - s / 2, cy - s / 3),
+            (cx + s / 2, cy - s / 3),
+            (cx, cy),
+            (cx - s / 3, cy + s / 2),
+            (cx + s / 3, cy + s / 2),
+        ]
+        return [Face(box=(cx - s, cy - s, cx + s, cy + s), score=0.9, landmarks=np.array(points), detector=self.name)]
+
+
+class FlatOptions(ComponentOptions):
+    level: int = Field(7, ge=0, le=255)
+
+
+class FlatGenerator(Generator):
+    """Fills each face crop with one grey level."""
+
+    name = "flat"
+    Options: ClassVar[type[ComponentOptions]] = FlatOptions
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:
+        level = self.options.level  # type: ignore[attr-defined]
+        return [np.full_like(r.face.crop, level) for r in requests]
+
+
+class BoxMerger(Merger):
+    """Writes each crop's mean colour over the face box (enough to see that a face was replaced)."""
+
+    name = "box"
+
+    def merge(self, image: np.ndarray, faces: Sequence[AlignedFace], crops: Sequence[np.ndarray]) -> np.ndarray:
+        out = image.copy()
+        for aligned, crop in zip(faces, crops, strict=True):
+            x0, y0, x1, y1 = (int(round(v)) for v in aligned.face.box)
+            out[max(y0, 0) : y1, max(x0, 0) : x1] = crop.reshape(-1, 3).mean(axis=0).astype(np.uint8)
+        return out
+
+
+class ConstantEncoder(IdentityEncoder):
+    name = "constant"
+
+    def encode(self, image: np.ndarray, faces: Sequence[Face]) -> list[IdentityEmbedding]:
+        return [IdentityEmbedding(np.ones(4), self.name) for _ in faces]
+
+
+class NullInverter(Inverter):
+    name = "null"
+
+    def invert(self, faces: Sequence[AlignedFace], seeds: Sequence[int]) -> list[Inversion]:
+        return [Inversion(self.name, None) for _ in faces]
+
+
+class ThrowawayPlugin:
+    """Provides one component of every kind, a preset and a command."""
+
+    @hookimpl
+    def rp_register_detectors(self, register: Callable[[type], None]) -> None:
+        register(CentreDetector)
+
+    @hookimpl
+    def rp_register_identity_encoders(self, register: Callable[[type], None]) -> None:
+        register(ConstantEncoder)
+
+    @hookimpl
+    def rp_register_inverters(self, register: Callable[[type], None]) -> None:
+        register(NullInverter)
+
+    @hookimpl
+    def rp_register_generators(self, register: Callable[[type], None]) -> None:
+        register(FlatGenerator)
+
+    @hookimpl
+    def rp_register_mergers(self, register: Callable[[type], None]) -> None:
+        register(BoxMerger)
+
+    @hookimpl
+    def rp_register_presets(self, register: Callable[..., None]) -> None:
+        register(
+            "flat", {"detector": {"name": "centre"}, "generator": {"name": "flat"}, "merger": {"name": "box"}}, "test"
+        )
+        register("flat9", {"generator": {"name": "flat", "options": {"level": 9}}, "runtime": {"seed": 1}}, "test")
+
+
+def throwaway_host(**kwargs: Any) -> PluginHost:
+    """A host with only the throwaway plugin: tests do not depend on which real plugins exist yet."""
+    kwargs.setdefault("load_entry_points", False)
+    kwargs.setdefault("environ", {})
+    return PluginHost(extra_plugins=[ThrowawayPlugin()], **kwargs)
+
+
+#: The same detector as a file for --plugins-dir / RP_PLUGINS_DIR tests.
+PLUGIN_FILE = """
+import numpy as np
+from rp_core import hookimpl
+from rp_core.interfaces import Detector
+from rp_core.types import Face
+
+
+class EverywhereDetector(Detector):
+    name = "everywhere"
+
+    def detect(self, image):
+        h, w = image.shape[:2]
+        points = np.array([(w * 0.4, h * 0.4), (w * 0.6, h * 0.4), (w * 0.5, h * 0.5), (w * 0.42, h * 0.6), (w * 0.58, h * 0.6)])
+        return [Face(box=(w * 0.3, h * 0.3, w * 0.7, h * 0.7), score=1.0, landmarks=points, detector=self.name)]
+
+
+@hookimpl
+def rp_register_detectors(register):
+    register(EverywhereDetector)
+"""
