@@ -33,7 +33,11 @@ class MissingModelsError(RpError):
     exit_code = 3
 
     def __init__(self, files: Sequence[ModelFile]) -> None:
-        self.files = list(files)
+        # the inverter and the generator share SDXL: name each missing file once
+        unique: dict[tuple[str, tuple[str, ...]], ModelFile] = {}
+        for f in files:
+            unique.setdefault((f.description, tuple(str(p) for p in f.looked_in)), f)
+        self.files = list(unique.values())
         lines = ["Missing model files:"]
         for f in self.files:
             lines.append(f"  - {f.component}: {f.description}")
