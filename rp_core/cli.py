@@ -303,7 +303,8 @@ class _Run:
             anonymizer.load()
         manifest = RunManifest(config=self.config.model_dump(mode="json"), components=_component_info(anonymizer))
         manifest.timings["load"] = time.perf_counter() - load_start
-        self._stream(anonymizer, todo)
+        if todo:
+            self._stream(anonymizer, todo)
         manifest.images = [self.entries[i] for i in sorted(self.entries)]
         manifest.timings["total"] = time.perf_counter() - started
         if todo:
@@ -521,7 +522,7 @@ def models() -> None:
 @click.pass_context
 def models_download(ctx: click.Context, target: Path | None, **kwargs: Any) -> None:
     """Download every model file the chosen components need (into their usual caches, or --to DIR)."""
-    from rp_core.doctor import components_in_use
+    from rp_core.doctor import DOWNLOAD_HOSTS, components_in_use, network_available
     from rp_core.errors import MissingModelsError
 
     args = _pop_config_args(kwargs)
@@ -532,7 +533,11 @@ def models_download(ctx: click.Context, target: Path | None, **kwargs: Any) -> N
     console = _console()
     components = components_in_use(get_host(ctx), resolved)
     problems: list[str] = []
-    for section, component in components.items():
+    incomplete = {s: c for s, c in components.items() if any(not f.present for f in c.model_files())}
+    if incomplete and not network_available():
+        console.print(f"offline: none of {', '.join(DOWNLOAD_HOSTS)} resolves; nothing was downloaded", markup=False)
+        incomplete = {}
+    for section, component in incomplete.items():
         try:
             component.download(target)
         except RpError as exc:

@@ -1,0 +1,180 @@
+"""The `rp` command line, run as a user would: real plugins, real files, subprocesses where timing matters."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from throwaway import PLUGIN_FILE, throwaway_host
+
+from rp_core.cli import create_cli
+from rp_core.io import read_image, write_image
+from rp_core.plugins import PluginHost
+from rp_core.samples import insightface_t1
+
+CHECK_IMPORTS = """
+import sys, time
+from rp_core.cli import main
+sys.argv = ["rp", *sys.argv[1:]]
+code = 0
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code or 0
+print("HEAVY:" + ",".join(m for m in ("torch", "diffusers", "cv2", "onnxruntime", "insightface") if m in sys.modules))
+sys.exit(code)
+"""
+
+
+def _real_host() -> PluginHost:
+    return PluginHost()
+
+
+def _has(kind: str, name: str) -> bool:
+    try:
+        return name in _real_host().names(kind)
+    except Exception:
+        return False
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], float]:
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK_IMPORTS, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
+    return done, time.perf_counter() - start
+
+
+@pytest.mark.parametrize("args", [("--help",), ("plugins",), ("plugins", "--json")])
+def test_help_and_plugins_are_fast_and_import_no_torch(args: tuple[str, ...]) -> None:
+    best = float("inf")
+    for _ in range(3):  # best of three: the machine may be busy with other tests
+        done, seconds = _run(*args)
+        assert done.returncode == 0, done.stderr
+        best = min(best, seconds)
+    assert done.stdout.strip().endswith("HEAVY:"), done.stdout[-300:]
+    assert best < 1.0, f"rp {' '.join(args)} took {best:.2f} s"
+
+
+def test_plugins_json_lists_every_builtin_plugin() -> None:
+    result = CliRunner().invoke(create_cli(), ["plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    plugins = {p["name"]: p for p in json.loads(result.stdout)}
+    assert plugins["rp-presets"]["provides"]["preset"] == ["default", "offline"]
+    assert all({"name", "version", "hooks", "provides"} <= set(p) for p in plugins.values())
+
+
+def test_config_show_prints_the_resolved_config(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[runtime]\nseed = 5\n")
+    cli = create_cli(throwaway_host())
+    args = ["config", "show", "--preset", "flat", "--config", str(config), "--set", "generator.options.level=3"]
+    result = CliRunner().invoke(cli, [*args, "--format", "json"], env={"RP_RUNTIME__BATCH_SIZE": "2"})
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["detector"]["name"] == "centre" and shown["runtime"]["seed"] == 5
+    assert shown["generator"]["options"] == {"level": 3} and shown["runtime"]["batch_size"] == 2
+    yaml_result = CliRunner().invoke(cli, args)
+    assert "preset: flat" in yaml_result.stdout
+
+
+def test_config_error_is_one_message_and_exit_2_without_traceback() -> None:
+    cli = create_cli(throwaway_host())
+    result = CliRunner().invoke(cli, ["config", "show", "--preset", "flat", "--set", "runtime.seed"])
+    assert result.exit_code == 2
+    assert "expected section.key=value" in result.output and "Traceback" not in result.output
+    debug = CliRunner().invoke(cli, ["config", "show", "--debug", "--preset", "flat", "--set", "runtime.seed"])
+    assert debug.exception is not None and type(debug.exception).__name__ == "ConfigError"
+
+
+def test_anonymize_with_a_plugins_dir_detector(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "local_detector.py").write_text(PLUGIN_FILE)
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    write_image(tmp_path / "in.png", image)
+    cli = create_cli(throwaway_host(plugins_dir=plugins))
+    args = ["anonymize", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--preset", "flat"]
+    result = CliRunner().invoke(cli, [*args, "--detector", "everywhere"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out.png.manifest.json").read_text())
+    assert manifest["images"][0]["faces"][0]["detector"] == "everywhere"
+    assert not np.array_equal(read_image(tmp_path / "out.png"), image)
+
+
+def _photo_tree(root: Path) -> dict[str, np.ndarray]:
+    """t1 (6 faces) and astronaut in a nested tree, a flat image with no face, and a broken file."""
+    from skimage import data
+
+    t1 = insightface_t1()
+    assert t1 is not None, "insightface's t1.jpg is missing"
+    (root / "people" / "group").mkdir(parents=True)
+    shutil.copyfile(t1, root / "people" / "group" / "t1.jpg")
+    write_image(root / "people" / "astronaut.png", data.astronaut())
+    empty = np.full((48, 64, 3), 90, np.uint8)
+    write_image(root / "empty.png", empty)
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (root / "notes.txt").write_text("not an image")
+    return {"empty.png": empty}
+
+
+@pytest.mark.skipif(
+    not (_has("detector", "dlib") and _has("generator", "pixelate")), reason="needs rp-dlib and rp-obfuscate"
+)
+def test_anonymize_folder_with_offline_preset_mirrors_tree_and_reports(tmp_path: Path) -> None:
+    source, out = tmp_path / "in", tmp_path / "out"
+    originals = _photo_tree(source)
+    before = {p: p.read_bytes() for p in source.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(create_cli(), ["anonymize", str(source), "-o", str(out), "--preset", "offline"])
+    assert result.exit_code == 4, result.output  # one bad file -> non-zero at the end
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert written == ["empty.png", "manifest.json", "people/astronaut.png", "people/group/t1.jpg"]
+    assert "no face found; copied unchanged" in result.output and "empty.png" in result.output
+    assert "broken.jpg" in result.output and "1 of 4 files failed" in result.output
+    assert np.array_equal(read_image(out / "empty.png"), originals["empty.png"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    by_name = {Path(e["input"]).name: e for e in manifest["images"]}
+    assert by_name["t1.jpg"]["status"] == "anonymized" and len(by_name["t1.jpg"]["faces"]) == 6
+    assert by_name["empty.png"]["status"] == "no_face" and by_name["broken.jpg"]["status"] == "failed"
+    assert manifest["components"]["detector"]["name"] == "dlib" and "numpy" in manifest["packages"]
+    assert manifest["config"]["preset"] == "offline" and "total" in manifest["timings"]
+    assert {p: p.read_bytes() for p in source.rglob("*") if p.is_file()} == before  # inputs untouched
+
+    again = CliRunner().invoke(create_cli(), ["anonymize", str(source / "people"), "-o", str(out / "people")])
+    assert again.exit_code == 0 and "exists, skipped" in again.output
+
+
+@pytest.mark.skipif(
+    not (_has("detector", "sfd") and _has("identity_encoder", "buffalo_l")), reason="needs rp-sfd and rp-buffalo-l"
+)
+@pytest.mark.parametrize("command", [["doctor"], ["models", "download"]])
+def test_missing_models_fail_fast_with_one_clear_message(tmp_path: Path, command: list[str]) -> None:
+    env = {"TORCH_HOME": str(tmp_path / "torch"), "HF_HOME": str(tmp_path / "hf"), "RP_OFFLINE": "1"}
+    args = [*command, "--detector", "sfd", "--insightface-root", str(tmp_path / "insightface")]
+    done, seconds = _run(*args, env=env)
+    assert seconds < 5.0
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "s3fd-619a316812.pth" in done.stderr and str(tmp_path / "torch") in done.stderr
+    assert "w600k_r50.onnx" in done.stderr and str(tmp_path / "insightface") in done.stderr
+    assert "buffalo_l.zip" in done.stderr and "get it:" in done.stderr
+
+
+def test_samples_copies_photos(tmp_path: Path) -> None:
+    result = CliRunner().invoke(create_cli(throwaway_host()), ["samples", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert read_image(tmp_path / "s" / "t1.jpg").shape == (886, 1280, 3)
+    assert read_image(tmp_path / "s" / "astronaut.png").shape == (512, 512, 3)
+
+
+def test_bad_flag_value_is_a_usage_error() -> None:
+    result = CliRunner().invoke(create_cli(throwaway_host()), ["config", "show", "--batch-size", "lots"])
+    assert result.exit_code == 2 and "lots" in result.output and "auto" in result.output
