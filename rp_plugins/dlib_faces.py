@@ -1,0 +1,247 @@
+"""dlib's face detector (HOG or MMOD), 68-point shape predictor and 128-d face descriptor.
+
+Runs anywhere with no downloads: the weights ship in the `face_recognition_models`
+package. It is the offline detector and the independent recognizer that measures
+whether an anonymized face can still be re-identified (design section 4).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from rp_core import hookimpl
+from rp_core.errors import RpError
+from rp_core.interfaces import ComponentOptions, Detector, IdentityEncoder, RuntimeContext
+from rp_core.models import ModelFile, first_existing, require_present
+from rp_core.types import Face, IdentityEmbedding
+
+SHAPE_68 = "shape_predictor_68_face_landmarks.dat"
+MMOD = "mmod_human_face_detector.dat"
+RESNET = "dlib_face_recognition_resnet_model_v1.dat"
+DLIB_FILES_URL = "http://dlib.net/files/"
+_HOW_TO_GET = "pip install face_recognition_models (bundles dlib's .dat files), or put {name} in the models dir"
+
+
+def package_models_dir() -> Path | None:
+    """Folder of the .dat files in `face_recognition_models` (not imported: it needs pkg_resources)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+def dlib_model_file(component: str, filename: str, description: str, context: RuntimeContext) -> ModelFile:
+    """Look for a dlib .dat file in the models dir first, then in face_recognition_models."""
+    candidates: list[Path] = []
+    if context.models_dir is not None:
+        base = Path(context.models_dir).expanduser()
+        candidates += [base / filename, base / "dlib" / filename]
+    package = package_models_dir()
+    if package is not None:
+        candidates.append(package / filename)
+    return ModelFile(
+        component=component,
+        description=f"{description} ({filename})",
+        found_at=first_existing(candidates),
+        looked_in=tuple(candidates),
+        how_to_get=_HOW_TO_GET.format(name=filename) + f" (also at {DLIB_FILES_URL}{filename}.bz2)",
+    )
+
+
+def _download_dat(files: list[ModelFile], target: Path | None, context: RuntimeContext) -> list[Path]:
+    """Fetch missing .dat files from dlib.net into `target` (or the models dir); returns present paths."""
+    import bz2
+    import urllib.request
+
+    present = [f.found_at for f in files if f.found_at is not None]
+    missing = [f for f in files if f.found_at is None]
+    if not missing:
+        return present
+    folder = target or context.models_dir
+    if folder is None:
+        raise RpError("dlib weights are missing and there is no models dir to download into; pass a target folder")
+    folder = Path(folder).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in missing:
+        filename = f.description.rsplit("(", 1)[-1].rstrip(")")
+        with urllib.request.urlopen(f"{DLIB_FILES_URL}{filename}.bz2", timeout=60) as response:
+            data = bz2.decompress(response.read())
+        partial = folder / f"{filename}.part"
+        partial.write_bytes(data)
+        partial.replace(folder / filename)
+        present.append(folder / filename)
+    return present
+
+
+def _pooled(context: RuntimeContext, path: Path, factory: Callable[[str], Any]) -> Any:
+    """Share one loaded dlib model per file across components (detector, encoder, evaluators)."""
+    return context.pool.get(("dlib", factory.__name__, str(path)), lambda: factory(str(path)))
+
+
+def longest_side_scale(shape: tuple[int, ...], det_size: int | None) -> float:
+    """Factor that brings the longest side down to `det_size`; never above 1 (no upscaling)."""
+    if det_size is None:
+        return 1.0
+    return min(1.0, det_size / float(max(shape[:2])))
+
+
+def resize_for_detection(image: np.ndarray, scale: float) -> np.ndarray:
+    import cv2
+
+    if scale >= 1.0:
+        return image
+    height, width = image.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+class DlibDetectorOptions(ComponentOptions):
+    """Options of the dlib detector."""
+
+    model: Literal["hog", "mmod"] = Field(
+        "hog", description="hog: fast frontal detector; mmod: CNN detector, finds more poses but slow on CPU"
+    )
+    upsample: int = Field(0, ge=0, le=4, description="upsample the image this many times to find small faces (slower)")
+    det_thresh: float = Field(
+        0.0, description="hog: adjust_threshold added to the SVM threshold; mmod: minimum confidence. Higher = fewer faces"
+    )
+    det_size: int | None = Field(
+        None, ge=32, description="longest image side given to the detector (downscale only); None = full size"
+    )
+
+
+class DlibDetector(Detector):
+    """dlib HOG or MMOD face detector with the 68-point shape predictor."""
+
+    name: ClassVar[str] = "dlib"
+    Options: ClassVar[type[ComponentOptions]] = DlibDetectorOptions
+    options: DlibDetectorOptions
+
+    def model_files(self) -> list[ModelFile]:
+        files = [dlib_model_file(self.name, SHAPE_68, "dlib 68-point shape predictor", self.context)]
+        if self.options.model == "mmod":
+            files.append(dlib_model_file(self.name, MMOD, "dlib MMOD CNN face detector", self.context))
+        return files
+
+    def download(self, target: Path | None = None) -> list[Path]:
+        return _download_dat(self.model_files(), target, self.context)
+
+    def _load(self) -> None:
+        import dlib
+
+        files = self.model_files()
+        require_present(files)
+        paths = [f.found_at for f in files if f.found_at is not None]
+        self._predictor = _pooled(self.context, paths[0], dlib.shape_predictor)
+        if self.options.model == "mmod":
+            self._detector = _pooled(self.context, paths[1], dlib.cnn_face_detection_model_v1)
+        else:
+            self._detector = self.context.pool.get(("dlib", "hog"), dlib.get_frontal_face_detector)
+
+    def version(self) -> str:
+        return "dlib-1"
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Detect on a downscaled copy if `det_size` asks for it, then fit landmarks at full size."""
+        import dlib
+
+        self.load()
+        image = np.ascontiguousarray(image[:, :, :3], dtype=np.uint8)
+        scale = longest_side_scale(image.shape, self.options.det_size)
+        small = resize_for_detection(image, scale)
+        found: list[tuple[Any, float]] = []
+        if self.options.model == "mmod":
+            for det in self._detector(small, self.options.upsample):
+                if det.confidence >= self.options.det_thresh:
+                    found.append((det.rect, float(det.confidence)))
+        else:
+            rects, scores, _ = self._detector.run(small, self.options.upsample, self.options.det_thresh)
+            found = [(rect, float(score)) for rect, score in zip(rects, scores, strict=True)]
+        faces = []
+        for rect, score in found:
+            box = tuple(v / scale for v in (rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1))
+            full_rect = dlib.rectangle(*(round(v) for v in box))
+            shape = self._predictor(image, full_rect)
+            points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+            faces.append(Face(box=box, score=score, landmarks=points, detector=self.name))
+        return faces
+
+
+class DlibEncoderOptions(ComponentOptions):
+    """Options of the dlib face descriptor."""
+
+    num_jitters: int = Field(0, ge=0, le=100, description="average over this many jittered copies (slower, slightly steadier)")
+    padding: float = Field(0.25, ge=0.0, le=1.0, description="context around the face chip, as dlib's compute_face_descriptor")
+
+
+class DlibEncoder(IdentityEncoder):
+    """dlib's 128-d ResNet face descriptor, computed from the face's own 68 landmarks (no re-detection)."""
+
+    name: ClassVar[str] = "dlib"
+    Options: ClassVar[type[ComponentOptions]] = DlibEncoderOptions
+    options: DlibEncoderOptions
+    metric: ClassVar[Literal["cosine", "euclidean"]] = "euclidean"
+    match_threshold: ClassVar[float] = 0.6
+    model_name: ClassVar[str] = "dlib_resnet_v1"
+
+    def model_files(self) -> list[ModelFile]:
+        return [dlib_model_file(self.name, RESNET, "dlib 128-d face recognition ResNet", self.context)]
+
+    def download(self, target: Path | None = None) -> list[Path]:
+        return _download_dat(self.model_files(), target, self.context)
+
+    def _load(self) -> None:
+        import dlib
+
+        files = self.model_files()
+        require_present(files)
+        assert files[0].found_at is not None
+        self._model = _pooled(self.context, files[0].found_at, dlib.face_recognition_model_v1)
+
+    def version(self) -> str:
+        return "dlib-resnet-v1"
+
+    def encode(self, image: np.ndarray, faces: Sequence[Face]) -> list[IdentityEmbedding]:
+        import dlib
+
+        if not faces:
+            return []
+        self.load()
+        shapes = dlib.full_object_detections()
+        for face in faces:
+            shapes.append(_object_detection(face))
+        image = np.ascontiguousarray(image[:, :, :3], dtype=np.uint8)
+        vectors = self._model.compute_face_descriptor(image, shapes, self.options.num_jitters, self.options.padding)
+        return [IdentityEmbedding(vector=np.array(v, dtype=np.float32), model=self.model_name) for v in vectors]
+
+
+def _object_detection(face: Face) -> Any:
+    """A dlib full_object_detection from the face's box and 68 landmarks."""
+    import dlib
+
+    if face.landmarks.shape != (68, 2):
+        raise RpError(
+            f"the dlib identity encoder needs 68 landmarks, but detector {face.detector or '?'!r} gave "
+            f"{face.landmarks.shape[0]}; dlib's 5-point layout (eye corners, nose base) cannot be derived "
+            "from ArcFace's 5 points. Use a 68-point detector (dlib, sfd) or the buffalo_l encoder."
+        )
+    x0, y0, x1, y1 = (round(v) for v in face.box)
+    rect = dlib.rectangle(x0, y0, max(x1 - 1, x0), max(y1 - 1, y0))
+    points = dlib.points([dlib.point(round(x), round(y)) for x, y in face.landmarks])
+    return dlib.full_object_detection(rect, points)
+
+
+@hookimpl
+def rp_register_detectors(register: Callable[[type], None]) -> None:
+    register(DlibDetector)
+
+
+@hookimpl
+def rp_register_identity_encoders(register: Callable[[type], None]) -> None:
+    register(DlibEncoder)
