@@ -164,7 +164,7 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
         "overrides",
         multiple=True,
         metavar="SECTION.KEY=VALUE",
-        help="Set any config key, e.g. --set generator.options.block_size=12 (repeatable).",
+        help="Set any config key, e.g. --set generator.options.blocks=8 (repeatable).",
     )(func)
     func = click.option("--preset", default=None, help="Start from a named preset (see `rp plugins`).")(func)
     func = click.option(
@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 @click.option("--keep-metadata", is_flag=True, help="Keep EXIF/XMP/ICC/comments (default: strip all metadata).")
 @click.pass_context
 def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path, **kwargs: Any) -> None:
-    """Anonymize INPUT... (files or folders) into OUTPUT (a file, or a folder mirroring the inputs)."""
+    """Anonymize every face in the input files or folders; OUTPUT is a file, or a folder mirroring the inputs."""
     from rp_core.io import plan_inputs
 
     args = _pop_config_args(kwargs)
