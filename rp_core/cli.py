@@ -479,8 +479,8 @@ def doctor(ctx: click.Context, as_json: bool, **kwargs: Any) -> None:
     missing = [f for h in in_use for f in h.missing_files]
     if missing:
         raise MissingModelsError(missing)
-    broken = [h for h in in_use if not h.ok] or [m for m, reason in core.items() if reason]
-    if broken:
+    broken_core = [module for module, reason in core.items() if reason]
+    if broken_core or any(not h.ok for h in in_use):
         raise RpError("some components this config uses cannot run here (see above)")
 
 

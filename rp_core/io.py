@@ -72,9 +72,10 @@ def read_image_with_metadata(path: Path | str, *, max_pixels: int = MAX_PIXELS) 
             Image.MAX_IMAGE_PIXELS = max_pixels
             try:
                 with Image.open(path) as opened:
-                    if getattr(opened, "n_frames", 1) > 1:
+                    frames = int(getattr(opened, "n_frames", 1))
+                    if frames > 1:
                         raise InputError(
-                            f"{path}: has {opened.n_frames} frames (animated or multi-page); "
+                            f"{path}: has {frames} frames (animated or multi-page); "
                             "only single-frame images are supported, extract the frames first"
                         )
                     opened.load()
