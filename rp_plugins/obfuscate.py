@@ -1,0 +1,135 @@
+"""Classic obfuscation generators: pixelate, blur and solid fill of the face in its aligned crop.
+
+They need no weights, no identity and no inversion, and take milliseconds, so the
+`offline` preset runs anywhere. Each changes only the face region of the crop
+(`rp_plugins._facemask.face_region`), which is larger than the merger's feathered
+mask, so the paste-back blends from obfuscated face to untouched photo without a seam.
+Their defaults are strong enough that dlib's detector + 128-d descriptor no longer
+re-identify the faces of t1.jpg and astronaut (tests/test_obfuscate.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Annotated, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from rp_core import hookimpl
+from rp_core.interfaces import ComponentOptions, Generator
+from rp_core.types import GenerationRequest
+
+Channel = Annotated[int, Field(ge=0, le=255)]
+
+
+class _Obfuscator(Generator):
+    """Common loop: obfuscate the whole crop, then keep the result only inside the face region."""
+
+    needs_identity: ClassVar[bool] = False
+    needs_inversion: ClassVar[bool] = False
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:
+        from rp_plugins._facemask import face_region
+
+        out = []
+        for request in requests:
+            crop = np.asarray(request.face.crop)
+            region = face_region(request.face)
+            new = crop.copy()
+            new[region] = self._obfuscate(crop)[region]
+            out.append(new)
+        return out
+
+    def _obfuscate(self, crop: np.ndarray) -> np.ndarray:
+        """The whole crop obfuscated (same shape, uint8)."""
+        raise NotImplementedError
+
+
+class PixelateOptions(ComponentOptions):
+    """Options of the pixelate generator."""
+
+    blocks: int = Field(
+        6,
+        ge=2,
+        le=64,
+        description="pixel blocks across the face width (fewer = stronger); 6 defeats dlib re-identification",
+    )
+
+
+class Pixelate(_Obfuscator):
+    """Mosaic: average the crop over a coarse grid aligned to the face."""
+
+    name: ClassVar[str] = "pixelate"
+    Options: ClassVar[type[ComponentOptions]] = PixelateOptions
+    options: PixelateOptions
+
+    def _obfuscate(self, crop: np.ndarray) -> np.ndarray:
+        import cv2
+
+        from rp_plugins._facemask import FACE_WIDTH_FRACTION
+
+        side = crop.shape[0]
+        grid = max(2, round(self.options.blocks / FACE_WIDTH_FRACTION))
+        small = cv2.resize(crop, (grid, grid), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (side, side), interpolation=cv2.INTER_NEAREST)
+
+
+class BlurOptions(ComponentOptions):
+    """Options of the blur generator."""
+
+    strength: float = Field(
+        0.12,
+        gt=0.0,
+        le=1.0,
+        description="Gaussian sigma as a share of the face width; 0.12 defeats dlib re-identification",
+    )
+
+
+class Blur(_Obfuscator):
+    """Gaussian blur with a sigma proportional to the face, so the result does not depend on resolution."""
+
+    name: ClassVar[str] = "blur"
+    Options: ClassVar[type[ComponentOptions]] = BlurOptions
+    options: BlurOptions
+
+    def _obfuscate(self, crop: np.ndarray) -> np.ndarray:
+        import cv2
+
+        from rp_plugins._facemask import FACE_WIDTH_FRACTION
+
+        side = crop.shape[0]
+        sigma = self.options.strength * FACE_WIDTH_FRACTION * side
+        # A wide blur loses nothing at a lower resolution: blur a copy with sigma ~4 px and scale it up.
+        factor = max(1.0, sigma / 4.0)
+        work = max(8, round(side / factor))
+        small = cv2.resize(crop, (work, work), interpolation=cv2.INTER_AREA) if work < side else crop
+        small_sigma = sigma * work / side
+        blurred = cv2.GaussianBlur(small, (0, 0), sigmaX=small_sigma, sigmaY=small_sigma, borderType=cv2.BORDER_REFLECT)
+        if work < side:
+            blurred = cv2.resize(blurred, (side, side), interpolation=cv2.INTER_LINEAR)
+        return np.asarray(blurred, dtype=np.uint8)
+
+
+class SolidOptions(ComponentOptions):
+    """Options of the solid generator."""
+
+    color: tuple[Channel, Channel, Channel] = Field((0, 0, 0), description="fill colour as RGB 0-255")
+
+
+class Solid(_Obfuscator):
+    """Fill the face with one colour: nothing of the face survives."""
+
+    name: ClassVar[str] = "solid"
+    Options: ClassVar[type[ComponentOptions]] = SolidOptions
+    options: SolidOptions
+
+    def _obfuscate(self, crop: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(np.array(self.options.color, dtype=np.uint8), crop.shape)
+
+
+@hookimpl
+def rp_register_generators(register: Callable[[type], None]) -> None:
+    register(Pixelate)
+    register(Blur)
+    register(Solid)

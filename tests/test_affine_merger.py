@@ -1,0 +1,101 @@
+"""The affine merger: untouched outside the crop footprints, feathered inside, deterministic on overlaps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rp_core.align import align_face, align_faces, crop_footprint
+from rp_core.types import AlignedFace, Face
+from rp_plugins.affine_merger import AffineMerger, AffineMergerOptions
+from rp_plugins.dlib_faces import DlibDetector
+
+
+@pytest.fixture(scope="module")
+def t1_aligned(t1: np.ndarray) -> list[AlignedFace]:
+    return align_faces(t1, DlibDetector().detect(t1), 256)
+
+
+@pytest.fixture(scope="module")
+def astronaut_face(astronaut: np.ndarray) -> Face:
+    return DlibDetector().detect(astronaut)[0]
+
+
+@pytest.mark.parametrize("region", ["face", "crop"])
+def test_pixels_outside_footprints_are_byte_identical(
+    t1: np.ndarray, t1_aligned: list[AlignedFace], region: str
+) -> None:
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, af.crop.shape, dtype=np.uint8) for af in t1_aligned]
+    out = AffineMerger(AffineMergerOptions(region=region)).merge(t1, t1_aligned, crops)
+    assert out.shape == t1.shape and out.dtype == np.uint8
+    footprints = np.zeros(t1.shape[:2], bool)
+    for af in t1_aligned:
+        footprints |= crop_footprint(af.matrix, af.size, t1.shape)
+    assert np.array_equal(out[~footprints], t1[~footprints])
+    changed = (out != t1).any(axis=2)
+    for af in t1_aligned:  # every face changed at its centre
+        x, y = (round(v) for v in af.face.landmarks[30])
+        assert changed[y, x]
+    assert not np.shares_memory(out, t1)
+
+
+def test_face_region_leaves_the_crop_corners_alone(t1: np.ndarray, t1_aligned: list[AlignedFace]) -> None:
+    crops = [np.zeros_like(af.crop) for af in t1_aligned]
+    out = AffineMerger().merge(t1, t1_aligned, crops)
+    changed = (out != t1).any(axis=2)
+    footprints = np.zeros(t1.shape[:2], bool)
+    for af in t1_aligned:
+        footprints |= crop_footprint(af.matrix, af.size, t1.shape)
+    assert changed.sum() < 0.6 * footprints.sum()  # only the face ellipse, not the whole squares
+
+
+def test_no_hard_edge(astronaut_face: Face) -> None:
+    image = np.full((512, 512, 3), 200, np.uint8)
+    aligned = align_face(image, astronaut_face, 256)
+    out = AffineMerger().merge(image, [aligned], [np.zeros_like(aligned.crop)])
+    values = out[:, :, 0].astype(np.int16)
+    x, y = (round(v) for v in astronaut_face.landmarks[30])
+    assert values[y, x] == 0  # full strength on the face
+    assert (values == 200).mean() > 0.5  # untouched elsewhere
+    steps = max(np.abs(np.diff(values, axis=0)).max(), np.abs(np.diff(values, axis=1)).max())
+    assert steps < 40  # a hard edge would step by 200 between neighbouring pixels
+    ramp = (values > 5) & (values < 195)
+    assert ramp.sum() > 500  # a band of intermediate values all around the face
+
+
+def test_overlapping_faces_are_merged_deterministically(astronaut: np.ndarray, astronaut_face: Face) -> None:
+    shifted = Face((0, 0, 1, 1), 0.5, astronaut_face.landmarks * 0.8 + 40, detector="dlib")  # smaller, overlapping
+    faces = [align_face(astronaut, astronaut_face, 256, index=0), align_face(astronaut, shifted, 256, index=1)]
+    crops = [np.full_like(faces[0].crop, 30), np.full_like(faces[1].crop, 220)]
+    merger = AffineMerger()
+    forward = merger.merge(astronaut, faces, crops)
+    backward = merger.merge(astronaut, faces[::-1], crops[::-1])
+    assert np.array_equal(forward, backward)
+    assert np.array_equal(forward, merger.merge(astronaut, faces, crops))
+    # the larger face is pasted last, so it wins where both are at full strength
+    x, y = (round(v) for v in astronaut_face.landmarks[30])
+    assert forward[y, x, 0] == 30
+
+
+def test_rejects_bad_crops(astronaut: np.ndarray, astronaut_face: Face) -> None:
+    aligned = align_face(astronaut, astronaut_face, 256)
+    merger = AffineMerger()
+    with pytest.raises(ValueError, match="must be uint8"):
+        merger.merge(astronaut, [aligned], [np.zeros((128, 128, 3), np.uint8)])
+    with pytest.raises(ValueError, match="must be uint8"):
+        merger.merge(astronaut, [aligned], [np.zeros((256, 256, 3), np.float32)])
+    with pytest.raises(ValueError, match="1 faces but 0 crops"):
+        merger.merge(astronaut, [aligned], [])
+
+
+def test_no_faces_returns_a_copy(astronaut: np.ndarray) -> None:
+    out = AffineMerger().merge(astronaut, [], [])
+    assert np.array_equal(out, astronaut) and not np.shares_memory(out, astronaut)
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="3 x feather"):
+        AffineMergerOptions(erode=0.01, feather=0.02)
+    with pytest.raises(ValueError):
+        AffineMergerOptions.model_validate({"blend": "poisson"})
