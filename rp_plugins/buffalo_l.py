@@ -96,7 +96,9 @@ class BuffaloL(IdentityEncoder):
         path = files[0].found_at
         assert path is not None
         providers = self.providers()
-        self._model = self.context.pool.get(("insightface", str(path), tuple(providers)), lambda: _arcface(path, providers))
+        self._model = self.context.pool.get(
+            ("insightface", str(path), tuple(providers)), lambda: _arcface(path, providers)
+        )
 
     def version(self) -> str:
         return "buffalo_l-w600k_r50"

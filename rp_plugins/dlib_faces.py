@@ -109,7 +109,8 @@ class DlibDetectorOptions(ComponentOptions):
     )
     upsample: int = Field(0, ge=0, le=4, description="upsample the image this many times to find small faces (slower)")
     det_thresh: float = Field(
-        0.0, description="hog: adjust_threshold added to the SVM threshold; mmod: minimum confidence. Higher = fewer faces"
+        0.0,
+        description="hog: adjust_threshold added to the SVM threshold; mmod: minimum confidence. Higher = fewer faces",
     )
     det_size: int | None = Field(
         None, ge=32, description="longest image side given to the detector (downscale only); None = full size"
@@ -176,8 +177,12 @@ class DlibDetector(Detector):
 class DlibEncoderOptions(ComponentOptions):
     """Options of the dlib face descriptor."""
 
-    num_jitters: int = Field(0, ge=0, le=100, description="average over this many jittered copies (slower, slightly steadier)")
-    padding: float = Field(0.25, ge=0.0, le=1.0, description="context around the face chip, as dlib's compute_face_descriptor")
+    num_jitters: int = Field(
+        0, ge=0, le=100, description="average over this many jittered copies (slower, slightly steadier)"
+    )
+    padding: float = Field(
+        0.25, ge=0.0, le=1.0, description="context around the face chip, as dlib's compute_face_descriptor"
+    )
 
 
 class DlibEncoder(IdentityEncoder):

@@ -40,7 +40,7 @@ def torch_hub_checkpoints() -> Path:
 
 
 def resolve_device(device: str) -> str:
-    """"auto" -> cuda when torch sees a GPU, else cpu; an explicit cuda without a GPU is an error."""
+    """ "auto" -> cuda when torch sees a GPU, else cpu; an explicit cuda without a GPU is an error."""
     import torch
 
     if device == "auto":
@@ -53,13 +53,23 @@ def resolve_device(device: str) -> str:
 class SfdOptions(ComponentOptions):
     """Options of the SFD + FAN detector."""
 
-    det_thresh: float = Field(0.5, ge=0.0, le=1.0, description="SFD score a face must exceed (face-alignment's filter_threshold)")
-    det_size: int | None = Field(
-        1280, ge=32, description="longest image side given to SFD (downscale only; landmarks use the full image); None = full size"
+    det_thresh: float = Field(
+        0.5, ge=0.0, le=1.0, description="SFD score a face must exceed (face-alignment's filter_threshold)"
     )
-    flip_input: bool = Field(True, description="average FAN over the mirrored face too (steadier landmarks, twice the FAN time)")
-    sfd_path: str | None = Field(None, description=f"explicit path to {SFD_FILE}; default: models dir, then torch hub cache")
-    fan_path: str | None = Field(None, description=f"explicit path to {FAN_FILE}; default: models dir, then torch hub cache")
+    det_size: int | None = Field(
+        1280,
+        ge=32,
+        description="longest image side given to SFD (downscale only; landmarks use the full image); None = full size",
+    )
+    flip_input: bool = Field(
+        True, description="average FAN over the mirrored face too (steadier landmarks, twice the FAN time)"
+    )
+    sfd_path: str | None = Field(
+        None, description=f"explicit path to {SFD_FILE}; default: models dir, then torch hub cache"
+    )
+    fan_path: str | None = Field(
+        None, description=f"explicit path to {FAN_FILE}; default: models dir, then torch hub cache"
+    )
 
 
 class SfdDetector(Detector):

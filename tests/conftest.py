@@ -55,9 +55,13 @@ def write_random_arcface(path: Path, seed: int = 0) -> Path:
         numpy_helper.from_array(np.zeros(512, np.float32), "fc.b"),
     ]
     nodes = [
-        helper.make_node("Conv", ["input.1", "conv1.w", "conv1.b"], ["c1"], name="Conv_0", strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "Conv", ["input.1", "conv1.w", "conv1.b"], ["c1"], name="Conv_0", strides=[2, 2], pads=[1, 1, 1, 1]
+        ),
         helper.make_node("PRelu", ["c1", "slope"], ["r1"], name="PRelu_1"),
-        helper.make_node("Conv", ["r1", "conv2.w", "conv2.b"], ["c2"], name="Conv_2", strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "Conv", ["r1", "conv2.w", "conv2.b"], ["c2"], name="Conv_2", strides=[2, 2], pads=[1, 1, 1, 1]
+        ),
         helper.make_node("Relu", ["c2"], ["r2"], name="Relu_3"),
         helper.make_node("GlobalAveragePool", ["r2"], ["pool"], name="GlobalAveragePool_4"),
         helper.make_node("Flatten", ["pool"], ["flat"], name="Flatten_5", axis=1),

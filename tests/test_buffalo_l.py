@@ -72,7 +72,9 @@ def test_root_option_finds_the_pack(random_buffalo_dir: Path, astronaut: np.ndar
 
 
 def test_missing_file_fails_fast_naming_the_path(tmp_path: Path) -> None:
-    encoder = BuffaloL(BuffaloLOptions(root=str(tmp_path / "root")), RuntimeContext(models_dir=tmp_path / "models", pool=ModelPool()))
+    encoder = BuffaloL(
+        BuffaloLOptions(root=str(tmp_path / "root")), RuntimeContext(models_dir=tmp_path / "models", pool=ModelPool())
+    )
     start = time.perf_counter()
     with pytest.raises(MissingModelsError) as caught:
         encoder.load()

@@ -65,7 +65,9 @@ def test_det_size_never_upscales(astronaut: np.ndarray) -> None:
     assert [f.box for f in plain] == [f.box for f in large]
 
 
-def test_same_face_flipped_and_rescaled_matches(detector: DlibDetector, encoder: DlibEncoder, astronaut: np.ndarray) -> None:
+def test_same_face_flipped_and_rescaled_matches(
+    detector: DlibDetector, encoder: DlibEncoder, astronaut: np.ndarray
+) -> None:
     other = np.ascontiguousarray(cv2.resize(astronaut[:, ::-1], (384, 384), interpolation=cv2.INTER_AREA))
     a = encoder.encode(astronaut, detector.detect(astronaut))[0]
     b = encoder.encode(other, detector.detect(other))[0]

@@ -108,5 +108,7 @@ def test_detection_path_maps_boxes_back(
 
 def test_high_threshold_finds_nothing(crafted_weights: tuple[Path, Path], astronaut: np.ndarray) -> None:
     sfd_path, fan_path = crafted_weights
-    options = SfdOptions(sfd_path=str(sfd_path), fan_path=str(fan_path), det_size=128, det_thresh=0.999, flip_input=False)
+    options = SfdOptions(
+        sfd_path=str(sfd_path), fan_path=str(fan_path), det_size=128, det_thresh=0.999, flip_input=False
+    )
     assert SfdDetector(options, RuntimeContext(pool=POOL)).detect(astronaut) == []
