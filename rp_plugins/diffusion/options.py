@@ -1,0 +1,36 @@
+"""Options of the diffusion inverter and generator (the reference's parameter table)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from rp_core.interfaces import ComponentOptions
+
+SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
+FACEID_REPO = "h94/IP-Adapter-FaceID"
+
+
+class SdxlOptions(ComponentOptions):
+    """Settings the inverter and generator share; equal values share one loaded pipeline."""
+
+    sd_model: str = Field(SDXL_BASE, description="Hugging Face id or local folder of SDXL base 1.0")
+    ip_adapter: str = Field(
+        FACEID_REPO,
+        description="Hugging Face id, local folder or file of the IP-Adapter-FaceID SDXL weights (ip-adapter-faceid_sdxl.bin)",
+    )
+    ip_adapter_scale: float = Field(1.0, ge=0.0, le=10.0, description="IP-Adapter influence strength")
+    guidance_scale: float = Field(
+        -10.0, ge=-100.0, le=100.0, description="classifier-free guidance; negative pushes away from the identity"
+    )
+
+
+class InverterOptions(SdxlOptions):
+    skip: float = Field(
+        0.7, ge=0.0, lt=1.0, description="fraction of the 1000 diffusion timesteps skipped at the noisy end"
+    )
+    num_inversion_steps: int = Field(100, ge=2, le=1000, description="number of inversion (and regeneration) steps")
+
+
+class GeneratorOptions(SdxlOptions):
+    attribute_prompt: str | None = Field(None, max_length=1000, description='steers the new face, e.g. "an old man"')
+    id_emb_scale: float = Field(1.0, ge=0.0, le=100.0, description="scale of the identity embedding pushed away from")

@@ -1,0 +1,302 @@
+"""Loading SDXL + IP-Adapter-FaceID once per process, and the UNet/VAE/text calls both loops use.
+
+The inverter and the generator ask the shared model pool for the same key
+(model, adapter, dtype, device), so one pipeline serves both. Files are located
+before anything is loaded so a missing model fails fast with a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rp_core.errors import DeviceError, MissingModelsError
+from rp_core.interfaces import RuntimeContext
+from rp_core.models import ModelFile
+from rp_plugins.diffusion.options import FACEID_REPO, SDXL_BASE, SdxlOptions
+from rp_plugins.diffusion.random_weights import FACEID_WEIGHT_NAME, SDXL_SCHEDULER_CONFIG
+
+#: What `rp models download` fetches of SDXL base: configs, tokenizers and fp16 weights (~7 GB).
+SDXL_PATTERNS = [
+    "model_index.json",
+    "*/config.json",
+    "scheduler/*",
+    "tokenizer/*",
+    "tokenizer_2/*",
+    "*/*.fp16.safetensors",
+]
+CPU_FULL_SIZE_NOTE = (
+    "Full-size SDXL on a CPU takes roughly an hour per face at the default 100 steps "
+    "(200 UNet evaluations of ~14 TFLOP each). Use --device cuda, or pass "
+    "--set runtime.allow_slow_cpu=true to run anyway."
+)
+
+
+def _local_name(repo_or_path: str) -> str:
+    return repo_or_path.rstrip("/").split("/")[-1]
+
+
+def _hf_cached(repo_id: str, filename: str) -> Path | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(repo_id, filename)
+    return Path(found) if isinstance(found, str) else None
+
+
+def _hf_cache_dir() -> Path:
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return Path(HF_HUB_CACHE)
+    except ImportError:
+        return Path("~/.cache/huggingface/hub").expanduser()
+
+
+def locate_sdxl(sd_model: str, models_dir: Path | None) -> ModelFile:
+    """Find an SDXL folder (holding model_index.json): local path, --models folder, or the HF cache."""
+    candidates = [Path(sd_model).expanduser()]
+    if models_dir is not None:
+        candidates.append(models_dir / _local_name(sd_model))
+    found = next((c for c in candidates if (c / "model_index.json").is_file()), None)
+    looked = [c / "model_index.json" for c in candidates]
+    if found is None and not Path(sd_model).expanduser().exists() and sd_model.count("/") == 1:
+        cached = _hf_cached(sd_model, "model_index.json")
+        looked.append(_hf_cache_dir() / ("models--" + sd_model.replace("/", "--")))
+        if cached is not None and (cached.parent / "unet" / "config.json").is_file():
+            found = cached.parent
+    return ModelFile(
+        component="ledits_sdxl / ipadapter_faceid",
+        description=f"Stable Diffusion XL base 1.0 ({sd_model})",
+        found_at=found,
+        looked_in=tuple(looked),
+        how_to_get=f"`rp models download` (fetches {SDXL_BASE} from Hugging Face, ~7 GB), or pass --sd-model /path/to/sdxl-folder",
+    )
+
+
+def locate_faceid(ip_adapter: str, models_dir: Path | None) -> ModelFile:
+    """Find ip-adapter-faceid_sdxl.bin: a file, a folder holding it, the --models folder, or the HF cache."""
+    path = Path(ip_adapter).expanduser()
+    candidates = [path] if path.suffix in (".bin", ".safetensors") else [path / FACEID_WEIGHT_NAME]
+    if models_dir is not None:
+        candidates.append(models_dir / _local_name(FACEID_REPO) / FACEID_WEIGHT_NAME)
+    found = next((c for c in candidates if c.is_file()), None)
+    looked = list(candidates)
+    if found is None and not path.exists() and ip_adapter.count("/") == 1:
+        found = _hf_cached(ip_adapter, FACEID_WEIGHT_NAME)
+        looked.append(_hf_cache_dir() / ("models--" + ip_adapter.replace("/", "--")))
+    return ModelFile(
+        component="ledits_sdxl / ipadapter_faceid",
+        description=f"IP-Adapter-FaceID SDXL weights {FACEID_WEIGHT_NAME} ({ip_adapter})",
+        found_at=found,
+        looked_in=tuple(looked),
+        how_to_get=f"`rp models download` (fetches {FACEID_WEIGHT_NAME} from {FACEID_REPO}), or pass --ip-adapter /path/to/{FACEID_WEIGHT_NAME}",
+    )
+
+
+def sdxl_model_files(options: SdxlOptions, context: RuntimeContext) -> list[ModelFile]:
+    return [locate_sdxl(options.sd_model, context.models_dir), locate_faceid(options.ip_adapter, context.models_dir)]
+
+
+def download_sdxl(options: SdxlOptions, target: Path | None) -> list[Path]:
+    """Fetch SDXL (fp16 files) and the FaceID weights into the HF cache, or into `target`."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    paths = []
+    if not Path(options.sd_model).expanduser().exists():
+        local = str(target / _local_name(options.sd_model)) if target else None
+        paths.append(Path(snapshot_download(options.sd_model, allow_patterns=SDXL_PATTERNS, local_dir=local)))
+    if not Path(options.ip_adapter).expanduser().exists():
+        local = str(target / _local_name(options.ip_adapter)) if target else None
+        paths.append(Path(hf_hub_download(options.ip_adapter, FACEID_WEIGHT_NAME, local_dir=local)))
+    return paths
+
+
+def resolve_device(device: str) -> Any:
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"runtime.device={device!r}, but this torch build sees no CUDA GPU")
+        index = resolved.index or 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"runtime.device={device!r}, but only {torch.cuda.device_count()} CUDA device(s) exist")
+        resolved = torch.device("cuda", index)
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: Any) -> Any:
+    import torch
+
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+
+
+def _is_full_size(sdxl_dir: Path) -> bool:
+    try:
+        config = json.loads((sdxl_dir / "unet" / "config.json").read_text())
+    except (OSError, ValueError):
+        return True
+    return int(config.get("block_out_channels", [0])[-1]) >= 1280
+
+
+@dataclass
+class SdxlBundle:
+    """One loaded SDXL + FaceID pipeline and the calls the inversion and sampling loops make."""
+
+    pipe: Any
+    device: Any
+    dtype: Any
+    scheduler_config: dict[str, Any]
+    _prompts: dict[str | None, tuple[Any, Any, Any, Any]] = field(default_factory=dict)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
+
+    def new_scheduler(self, timesteps: Sequence[int]) -> Any:
+        """A fresh SDE-DPM-Solver++ (2nd order) with the reference's custom timesteps and a clean multistep state."""
+        from diffusers import DPMSolverMultistepScheduler
+
+        scheduler = DPMSolverMultistepScheduler.from_config(
+            self.scheduler_config,
+            algorithm_type="sde-dpmsolver++",
+            solver_order=2,
+            final_sigmas_type="sigma_min",
+            use_karras_sigmas=False,
+            use_lu_lambdas=False,
+            use_exponential_sigmas=False,
+            use_beta_sigmas=False,
+        )
+        scheduler.set_timesteps(timesteps=[int(t) for t in timesteps], device=self.device)
+        return scheduler
+
+    def prompt_conditioning(self, attribute_prompt: str | None) -> tuple[Any, Any, Any, Any]:
+        """(cond_embeds, cond_pooled, uncond_embeds, uncond_pooled): cond is "", uncond the attribute prompt or zeros.
+
+        Encoded once per distinct prompt and kept.
+        """
+        import torch
+
+        if attribute_prompt not in self._prompts:
+            with torch.no_grad():
+                cond, uncond, cond_pooled, uncond_pooled = self.pipe.encode_prompt(
+                    prompt="",
+                    device=self.device,
+                    num_images_per_prompt=1,
+                    do_classifier_free_guidance=True,
+                    negative_prompt=attribute_prompt or None,
+                )
+            self._prompts[attribute_prompt] = (cond, cond_pooled, uncond, uncond_pooled)
+        return self._prompts[attribute_prompt]
+
+    def encode_images(self, crops: Sequence[np.ndarray]) -> Any:
+        """uint8 crops -> scaled latents (VAE in fp32: SDXL's VAE overflows in fp16)."""
+        import torch
+
+        pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        vae = self.pipe.vae
+        with torch.no_grad():
+            latents = vae.encode(pixels.to(self.device, torch.float32)).latent_dist.mode()
+        # a standard layout: the UNet's conv kernels round differently per memory layout
+        return (latents * vae.config.scaling_factor).contiguous()
+
+    def decode_latents(self, latents: Any) -> list[np.ndarray]:
+        import torch
+
+        vae = self.pipe.vae
+        with torch.no_grad():
+            images = vae.decode(latents.to(torch.float32) / vae.config.scaling_factor).sample
+        images = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return [np.ascontiguousarray(img) for img in images]
+
+    def guided_noise(
+        self,
+        latents: Any,
+        timestep: Any,
+        text: tuple[Any, Any, Any, Any],
+        identity_uncond: Any,
+        identity_cond: Any,
+        guidance_scale: float,
+    ) -> Any:
+        """Classifier-free guided noise prediction for a batch, both branches in one UNet call.
+
+        Each batch entry carries its own FaceID embedding (`image_embeds` row order = batch order),
+        so faces of one batch never share an identity.
+        """
+        import torch
+
+        batch = latents.shape[0]
+        cond, cond_pooled, uncond, uncond_pooled = text
+        size = latents.shape[-1] * self.vae_scale_factor
+        time_ids = torch.tensor([[size, size, 0, 0, size, size]], device=self.device, dtype=self.dtype)
+        model_input = torch.cat([latents, latents]).to(self.dtype).contiguous()
+        hidden = torch.cat([uncond.expand(batch, -1, -1), cond.expand(batch, -1, -1)]).to(self.dtype)
+        pooled = torch.cat([uncond_pooled.expand(batch, -1), cond_pooled.expand(batch, -1)]).to(self.dtype)
+        faces = torch.cat([identity_uncond, identity_cond]).to(self.device, self.dtype)
+        with torch.no_grad():
+            noise = self.pipe.unet(
+                model_input,
+                timestep,
+                encoder_hidden_states=hidden,
+                added_cond_kwargs={
+                    "text_embeds": pooled,
+                    "time_ids": time_ids.expand(2 * batch, -1),
+                    "image_embeds": [faces],
+                },
+                return_dict=False,
+            )[0].float()
+        noise_uncond, noise_cond = noise.chunk(2)
+        return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+
+
+def load_bundle(options: SdxlOptions, context: RuntimeContext) -> SdxlBundle:
+    """Load (or reuse from the pool) the pipeline these options and this runtime name."""
+    device = resolve_device(context.device)
+    dtype = resolve_dtype(context.dtype, device)
+    files = sdxl_model_files(options, context)
+    if not all(f.present for f in files) and os.environ.get("HF_HUB_OFFLINE") != "1":
+        try:
+            download_sdxl(options, None)
+        except Exception:  # offline or unreachable: report the files below instead of a network traceback
+            pass
+        files = sdxl_model_files(options, context)
+    if not all(f.present for f in files):
+        raise MissingModelsError([f for f in files if not f.present])
+    sdxl_dir, faceid_file = files[0].found_at, files[1].found_at
+    assert sdxl_dir is not None and faceid_file is not None
+    if device.type == "cpu" and not context.allow_slow_cpu and _is_full_size(sdxl_dir):
+        raise DeviceError(CPU_FULL_SIZE_NOTE)
+    key = ("sdxl-faceid", str(sdxl_dir.resolve()), str(faceid_file.resolve()), str(dtype), str(device))
+    return context.pool.get(key, lambda: _load(sdxl_dir, faceid_file, device, dtype))
+
+
+def _load(sdxl_dir: Path, faceid_file: Path, device: Any, dtype: Any) -> SdxlBundle:
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+    has_fp16 = any(sdxl_dir.glob("unet/*.fp16.safetensors"))
+    pipe = StableDiffusionXLPipeline.from_pretrained(
+        sdxl_dir, torch_dtype=dtype, variant="fp16" if has_fp16 else None, add_watermarker=False
+    )
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_ip_adapter(
+        str(faceid_file.parent), subfolder=None, weight_name=faceid_file.name, image_encoder_folder=None
+    )
+    pipe.to(device)
+    pipe.vae.to(torch.float32)
+    scheduler_config = dict(pipe.scheduler.config) if pipe.scheduler is not None else dict(SDXL_SCHEDULER_CONFIG)
+    return SdxlBundle(pipe=pipe, device=device, dtype=dtype, scheduler_config=scheduler_config)
