@@ -9,6 +9,7 @@ imports the orchestrator, so a broken OpenCV install is reported, not crashed on
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,9 +28,17 @@ LIBGL_HINT = (
 )
 
 
-def import_status(module: str) -> str | None:
-    """None when `module` imports here, else a one-line reason (with a fix for the usual libGL case)."""
+def import_status(module: str, *, deep: bool = True) -> str | None:
+    """None when `module` imports here, else a one-line reason (with a fix for the usual libGL case).
+
+    `deep=False` only checks that the module is installed: importing torch and diffusers
+    takes seconds, and doctor must answer fast.
+    """
     try:
+        if not deep:
+            if importlib.util.find_spec(module) is None:
+                return f"ModuleNotFoundError: No module named {module!r}"
+            return None
         importlib.import_module(module)
     except Exception as exc:  # ImportError, OSError from missing shared libraries, ...
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
@@ -115,7 +124,7 @@ def check_components(host: PluginHost, config: RunConfig) -> list[ComponentHealt
             registration = host.get(section, name)
             health = ComponentHealth(section, name, registration.plugin, in_use=used.get(section) == name)
             requires: tuple[str, ...] = tuple(getattr(registration.cls, "requires", ()))
-            health.imports = {module: import_status(module) for module in requires}
+            health.imports = {module: import_status(module, deep=False) for module in requires}
             try:
                 health.files = build_component(host, config, section, name).model_files()
             except Exception as exc:  # one broken plugin must not hide the state of the others
