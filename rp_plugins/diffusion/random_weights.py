@@ -213,7 +213,7 @@ def random_faceid_state_dict(
     rank = spec.faceid_lora_rank
 
     def rand(*shape: int, scale: float = 0.02) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen) * scale
+        return torch.randn(*shape, generator=gen, device="cpu") * scale
 
     image_proj = {
         "proj.0.weight": rand(2 * id_dim, id_dim),

@@ -8,7 +8,6 @@ before anything is loaded so a missing model fails fast with a clear message.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,12 +265,6 @@ def load_bundle(options: SdxlOptions, context: RuntimeContext) -> SdxlBundle:
     device = resolve_device(context.device)
     dtype = resolve_dtype(context.dtype, device)
     files = sdxl_model_files(options, context)
-    if not all(f.present for f in files) and os.environ.get("HF_HUB_OFFLINE") != "1":
-        try:
-            download_sdxl(options, None)
-        except Exception:  # offline or unreachable: report the files below instead of a network traceback
-            pass
-        files = sdxl_model_files(options, context)
     if not all(f.present for f in files):
         raise MissingModelsError([f for f in files if not f.present])
     sdxl_dir, faceid_file = files[0].found_at, files[1].found_at

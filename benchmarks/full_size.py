@@ -1,0 +1,137 @@
+"""Full-size SDXL + FaceID with random weights on a GPU: per-face time, UNet call time, peak memory, NaN check.
+
+Compute does not depend on the weight values, so random weights of the real architecture
+give real timings without a download. The model folder is written to disk and loaded
+through the product's own loading code (the same path `rp anonymize` takes).
+
+    python benchmarks/full_size.py --batch-sizes 1,4,8 --steps 100 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def synthetic_crops(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    """Smooth random images (low-frequency noise), a stand-in for aligned face crops."""
+    rng = np.random.default_rng(seed)
+    block = size // 16
+    return [np.kron(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), np.ones((block, block, 1), np.uint8)) for _ in range(count)]
+
+
+def unet_call_ms(bundle: Any, batch: int, repeats: int = 10) -> float:
+    """Median milliseconds of one guided UNet call (both guidance branches) at `batch` faces."""
+    import torch
+
+    latent = bundle.pipe.unet.config.sample_size
+    x = torch.randn(batch, 4, latent, latent, device=bundle.device)
+    ids = torch.randn(batch, 1, 512, device=bundle.device)
+    text = bundle.prompt_conditioning(None)
+    t = torch.tensor(299, device=bundle.device)
+    for _ in range(3):
+        bundle.guided_noise(x, t, text, torch.zeros_like(ids), ids, -10.0)
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        bundle.guided_noise(x, t, text, torch.zeros_like(ids), ids, -10.0)
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", type=Path, default=Path("/tmp/rp-full-random"))
+    parser.add_argument("--batch-sizes", default="1,4,8")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--dtype", default="float16")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    import torch
+
+    from rp_core.interfaces import RuntimeContext
+    from rp_core.types import AlignedFace, Face, GenerationRequest, IdentityEmbedding
+    from rp_plugins.diffusion.components import IpAdapterFaceIdGenerator, LeditsSdxlInverter
+    from rp_plugins.diffusion.random_weights import write_random_models
+
+    results: dict[str, Any] = {"card": torch.cuda.get_device_name(0), "torch": torch.__version__, "steps": args.steps}
+    print(f"card: {results['card']}, torch {torch.__version__}", flush=True)
+    start = time.perf_counter()
+    if not (args.models / "sdxl" / "model_index.json").exists():
+        torch.set_default_device("cuda")  # random init of 3.5 B parameters is much faster on the GPU
+        write_random_models(args.models, "full", seed=0, dtype=torch.float16)
+        torch.set_default_device("cpu")
+    results["write_models_s"] = time.perf_counter() - start
+    print(f"random full-size models written in {results['write_models_s']:.1f} s", flush=True)
+
+    context = RuntimeContext(device="cuda", dtype=args.dtype)
+    sdxl_dir, faceid = args.models / "sdxl", args.models / "faceid" / "ip-adapter-faceid_sdxl.bin"
+    common = dict(sd_model=str(sdxl_dir), ip_adapter=str(faceid))
+    inverter = LeditsSdxlInverter(LeditsSdxlInverter.Options(**common, num_inversion_steps=args.steps), context)
+    generator = IpAdapterFaceIdGenerator(IpAdapterFaceIdGenerator.Options(**common), context)
+    start = time.perf_counter()
+    inverter.load()
+    generator.load()
+    results["load_s"] = time.perf_counter() - start
+    assert inverter.bundle is generator.bundle, "inverter and generator must share one pipeline"
+    print(f"pipeline loaded in {results['load_s']:.1f} s (shared: yes)", flush=True)
+
+    rng = np.random.default_rng(0)
+    rows = []
+    first_image_s = None
+    for batch in [int(b) for b in args.batch_sizes.split(",")]:
+        crops = synthetic_crops(batch, args.size, seed=batch)
+        faces = [AlignedFace(Face((0, 0, 1, 1), 1.0, np.zeros((5, 2))), crop, np.eye(2, 3)) for crop in crops]
+        identities = [IdentityEmbedding(v / np.linalg.norm(v), "buffalo_l") for v in rng.standard_normal((batch, 512))]
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        inversions = inverter.invert(faces, [0] * batch)
+        torch.cuda.synchronize()
+        invert_s = time.perf_counter() - start
+        requests = [GenerationRequest(f, i, inv) for f, i, inv in zip(faces, identities, inversions, strict=True)]
+        latents = generator.generate_latents(requests)
+        images = generator.bundle.decode_latents(latents)
+        torch.cuda.synchronize()
+        total_s = time.perf_counter() - start
+        if first_image_s is None:
+            first_image_s = results["load_s"] + total_s
+        finite = bool(torch.isfinite(latents).all()) and all(
+            bool(torch.isfinite(inv.state.noise_maps).all() and torch.isfinite(inv.state.start).all()) for inv in inversions
+        )
+        spread = float(np.std(np.stack(images).astype(np.float32)))
+        row = {
+            "batch": batch,
+            "per_face_s": total_s / batch,
+            "invert_s": invert_s,
+            "total_s": total_s,
+            "unet_call_ms": unet_call_ms(generator.bundle, batch),
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+            "finite": finite,
+            "image_std": spread,
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    results["rows"] = rows
+    results["first_image_s"] = first_image_s
+    print("\n| batch | s/face | UNet ms/call | peak GiB | finite |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['batch']} | {r['per_face_s']:.2f} | {r['unet_call_ms']:.1f} | {r['peak_gib']:.1f} | {r['finite']} |")
+    print(f"load {results['load_s']:.1f} s, first image after {first_image_s:.1f} s (load + first batch)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
