@@ -247,19 +247,31 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=False, path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output file or folder.")
+@click.option("-o", "--output", default=None, type=click.Path(path_type=Path), help="Output file or folder.")
 @config_options
 @click.option("--aligned", is_flag=True, help="Treat each input as one already-aligned face (no detection).")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them).")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Finish an interrupted run: keep the outputs it wrote (writes are atomic) and its manifest entries.",
+)
+@click.option(
+    "--in-place", is_flag=True, help="Replace each input by its anonymized version (instead of -o); irreversible."
+)
 @click.option("--keep-metadata", is_flag=True, help="Keep EXIF/XMP/ICC/comments (default: strip all metadata).")
 @click.pass_context
-def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path, **kwargs: Any) -> None:
+def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None, in_place: bool, **kwargs: Any) -> None:
     """Anonymize every face in the input files or folders; OUTPUT is a file, or a folder mirroring the inputs."""
-    from rp_core.io import plan_inputs
+    from rp_core.io import plan_in_place, plan_inputs
 
+    if output is None and not in_place:
+        raise click.UsageError("give an output with -o/--output, or --in-place to replace the inputs")
+    if output is not None and in_place:
+        raise click.UsageError("-o/--output and --in-place exclude each other")
     args = _pop_config_args(kwargs)
     config = resolve(ctx, args)
-    plan = plan_inputs(inputs, output)
+    plan = plan_in_place(inputs) if in_place else plan_inputs(inputs, output)  # type: ignore[arg-type]
     console = _console()
     for path in plan.ignored:
         console.print(f"ignored (not a supported image): {path}", markup=False)
@@ -279,36 +291,72 @@ class _Run:
         aligned: bool,
         overwrite: bool,
         keep_metadata: bool,
+        resume: bool = False,
     ) -> None:
+        from rp_core.manifest import Journal, journal_path
+
         self.host, self.config, self.plan, self.console = host, config, plan, console
-        self.aligned, self.overwrite, self.keep_metadata = aligned, overwrite, keep_metadata
+        self.aligned, self.overwrite, self.keep_metadata, self.resume = aligned, overwrite, keep_metadata, resume
         self.metadata: dict[int, ImageMetadata] = {}
         self.read_times: dict[int, float] = {}
         self.entries: dict[int, ImageEntry] = {}
+        self.journal = Journal(journal_path(plan.manifest_path))
+
+    def _plan_todo(self) -> list[int]:
+        """Which jobs to run; the others get their earlier entry (--resume) or a skipped one."""
+        from rp_core.io import temporary_files_for
+        from rp_core.manifest import ImageEntry, previous_entries
+
+        previous = previous_entries(self.plan.manifest_path) if self.resume else {}
+        if self.resume:  # a killed run may leave temporary files behind: they are never outputs
+            for target in {*(job.target for job in self.plan.jobs), self.plan.manifest_path}:
+                for temporary in temporary_files_for(target):
+                    temporary.unlink(missing_ok=True)
+        todo = []
+        for i, job in enumerate(self.plan.jobs):
+            earlier = previous.get(str(job.source))
+            done_before = earlier is not None and earlier.status in ("anonymized", "no_face")
+            if self.plan.in_place or self.resume:
+                # an in-place output always exists, and a resumed run may have been killed between writing
+                # an output and noting it: only a recorded output counts as done (redoing one is deterministic)
+                skip = done_before and (self.plan.in_place or job.target.exists()) and not self.overwrite
+            else:
+                skip = job.target.exists() and not self.overwrite
+            if not skip:
+                todo.append(i)
+            elif self.resume and done_before and earlier is not None:
+                self.entries[i] = earlier
+            else:
+                self.entries[i] = ImageEntry(str(job.source), str(job.target), "skipped_existing")
+                self.console.print(f"{job.target}: exists, skipped (use --overwrite to replace it)", markup=False)
+        resumed = sum(1 for e in self.entries.values() if e.status != "skipped_existing")
+        if resumed:
+            self.console.print(f"resuming: {resumed} files already done, {len(todo)} to go", markup=False)
+        return todo
 
     def execute(self) -> None:
-        from rp_core.manifest import ImageEntry, RunManifest
+        from rp_core.manifest import RunManifest
 
         started = time.perf_counter()
         anonymizer = _build_anonymizer(self.config, self.host)
-        todo = []
-        for i, job in enumerate(self.plan.jobs):
-            if job.target.exists() and not self.overwrite:
-                self.entries[i] = ImageEntry(str(job.source), str(job.target), "skipped_existing")
-                self.console.print(f"{job.target}: exists, skipped (use --overwrite to replace it)", markup=False)
-            else:
-                todo.append(i)
+        todo = self._plan_todo()
         load_start = time.perf_counter()
         if todo:
             anonymizer.load()
         manifest = RunManifest(config=self.config.model_dump(mode="json"), components=_component_info(anonymizer))
         manifest.timings["load"] = time.perf_counter() - load_start
         if todo:
-            self._stream(anonymizer, todo)
+            # a resumed run appends to the journal the killed one left, so nothing it did is forgotten
+            self.journal.open(keep=self.resume)
+            try:
+                self._stream(anonymizer, todo)
+            finally:
+                self.journal.close(remove=False)
         manifest.images = [self.entries[i] for i in sorted(self.entries)]
         manifest.timings["total"] = time.perf_counter() - started
-        if todo:
+        if todo or any(e.status != "skipped_existing" for e in manifest.images):
             manifest.write(self.plan.manifest_path)
+            self.journal.close(remove=True)
         self._summary(manifest)
 
     def _stream(self, anonymizer: Any, todo: list[int]) -> None:
@@ -319,8 +367,10 @@ class _Run:
             files = progress.add_task("files", total=len(todo))
             faces = progress.add_task("faces", total=None)
             self._advance = lambda: progress.advance(files)
-            for key, result in anonymizer.anonymize_stream(self._images(todo), aligned=self.aligned):
+            stream = anonymizer.anonymize_stream(self._images(todo), aligned=self.aligned, on_error=self._image_failed)
+            for key, result in stream:
                 self._write(int(key), result)
+                self.journal.record(self.entries[int(key)])
                 progress.advance(faces, result.face_count)
                 progress.advance(files)
 
@@ -343,12 +393,24 @@ class _Run:
             yield i, array
 
     def _fail(self, i: int, exc: Exception) -> None:
+        from rp_core.errors import VerificationError
         from rp_core.manifest import ImageEntry
 
         job = self.plan.jobs[i]
-        self.entries[i] = ImageEntry(str(job.source), None, "failed", error=str(exc))
+        status = "verification_failed" if isinstance(exc, VerificationError) else "failed"
+        self.entries[i] = ImageEntry(str(job.source), None, status, error=str(exc))
         self.console.print(f"failed: {exc}", markup=False)
+        self.journal.record(self.entries[i])
         self._advance()
+
+    def _image_failed(self, key: Any, exc: Exception) -> None:
+        """A decoded image the pipeline could not anonymize safely: nothing is written for it."""
+        job = self.plan.jobs[int(key)]
+        message = str(exc)
+        if str(job.source) not in message:
+            message = f"{job.source}: {message}"
+        error = type(exc)(message) if isinstance(exc, RpError) else RpError(message)
+        self._fail(int(key), error)
 
     def _write(self, i: int, result: Any) -> None:
         from rp_core.io import write_image
@@ -375,16 +437,21 @@ class _Run:
         done = sum(e.status == "anonymized" for e in entries)
         no_face = sum(e.status == "no_face" for e in entries)
         skipped = sum(e.status == "skipped_existing" for e in entries)
-        failed = [e for e in entries if e.status == "failed"]
+        failed = [e for e in entries if e.status in ("failed", "verification_failed")]
+        leaking = [e for e in failed if e.status == "verification_failed"]
         faces = sum(len(e.faces) for e in entries)
         line = f"{done} anonymized ({faces} faces), {no_face} without a face, {skipped} skipped, {len(failed)} failed"
+        if leaking:
+            line += f" ({len(leaking)} refused: a face still matched its original)"
         where = f"; manifest: {self.plan.manifest_path}" if any(e.status != "skipped_existing" for e in entries) else ""
         self.console.print(line + where, markup=False)
         if failed:
             self.console.print(f"{len(failed)} of {len(entries)} files failed:", markup=False)
             for entry in failed:
                 self.console.print(f"  {entry.error}", markup=False)
-            raise click.exceptions.Exit(InputError.exit_code)
+            from rp_core.errors import VerificationError
+
+            raise click.exceptions.Exit(VerificationError.exit_code if leaking else InputError.exit_code)
 
 
 def _build_anonymizer(config: RunConfig, host: PluginHost) -> Any:

@@ -67,6 +67,37 @@ class RuntimeSection(_Section):
         return value
 
 
+class VerifySection(_Section):
+    """Re-check every face on the output; what to do with one that still matches its original."""
+
+    enabled: bool = True
+    encoder: str | None = Field(
+        None, description="identity encoder to re-check with; None: the generator's own when it uses one, else dlib"
+    )
+    encoder_options: dict[str, Any] = Field(default_factory=dict)
+    threshold: float | None = Field(
+        None, description="same-person threshold; None: the encoder's own (cosine above, or distance below, it)"
+    )
+    policy: Literal["retry", "fallback", "fail"] = Field(
+        "retry", description="retry (then fallback), fallback (obfuscate the face), fail (no output, exit 5)"
+    )
+    max_retries: int = Field(2, ge=0, le=10, description="retries with stronger guidance and a new seed")
+    guidance_factor: float = Field(1.5, gt=1.0, le=10.0, description="guidance_scale multiplier per retry")
+    fallback_generator: str = Field("pixelate", min_length=1, description="obfuscates faces that leak or are skipped")
+    fallback_options: dict[str, Any] = Field(default_factory=dict)
+
+
+class CoverageSection(_Section):
+    """Faces the main detector missed, and faces too small to regenerate: both are obfuscated."""
+
+    detector: str | None = Field(None, description="a second, cheap detector (e.g. dlib); None: off")
+    detector_options: dict[str, Any] = Field(default_factory=dict)
+    iou: float = Field(0.3, ge=0.0, le=1.0, description="a second-detector face overlapping less than this is missed")
+    min_face_size: float = Field(
+        0.0, ge=0.0, description="faces smaller than this (pixels, geometric mean of box sides) are obfuscated"
+    )
+
+
 class RunConfig(_Section):
     """The fully resolved configuration of one run."""
 
@@ -78,6 +109,8 @@ class RunConfig(_Section):
     merger: ComponentChoice = ComponentChoice(name="affine")
     align: AlignSection = AlignSection()
     runtime: RuntimeSection = RuntimeSection()
+    verify: VerifySection = VerifySection()
+    coverage: CoverageSection = CoverageSection()
 
     def runtime_context(self, pool: ModelPool | None = None) -> RuntimeContext:
         rt = self.runtime

@@ -54,6 +54,12 @@ class InputError(RpError):
     exit_code = 4
 
 
+class VerificationError(RpError):
+    """An anonymized face still matches its original identity and the policy allows no fix: nothing is written."""
+
+    exit_code = 5
+
+
 class DeviceError(RpError):
     """The requested device or precision cannot run this component."""
 

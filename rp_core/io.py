@@ -255,11 +255,13 @@ class InputPlan:
     to_folder: bool
     output: Path
     ignored: tuple[Path, ...] = field(default_factory=tuple)
+    manifest_name: str = "manifest.json"
+    in_place: bool = False
 
     @property
     def manifest_path(self) -> Path:
         if self.to_folder:
-            return self.output / "manifest.json"
+            return self.output / self.manifest_name
         return self.output.with_name(self.output.name + ".manifest.json")
 
 
@@ -303,6 +305,52 @@ def plan_inputs(inputs: Sequence[Path | str], output: Path | str) -> InputPlan:
     for job in jobs:
         _check_not_same(job.source, job.target)
     return InputPlan(tuple(jobs), to_folder=True, output=out, ignored=tuple(ignored))
+
+
+def plan_in_place(inputs: Sequence[Path | str]) -> InputPlan:
+    """Pair every input file with itself (`--in-place`): each is replaced, atomically, by its anonymized version.
+
+    The manifest goes next to a single file (`photo.jpg.manifest.json`), else into the first
+    input folder (or the first file's folder) as `rp-manifest.json`.
+    """
+    sources = [Path(p) for p in inputs]
+    if not sources:
+        raise InputError("no input given")
+    jobs: list[Job] = []
+    ignored: list[Path] = []
+    for source in sources:
+        if not source.exists():
+            raise InputError(f"{source}: no such file or folder")
+        if source.is_file():
+            format_for(source)  # it is written back in the format its extension names
+            jobs.append(Job(source, source))
+            continue
+        files, skipped = _walk(source, exclude=source / ".rp-no-such-folder")
+        ignored.extend(skipped)
+        jobs.extend(Job(f, f) for f in files)
+    _check_unique(jobs)
+    if len(sources) == 1 and sources[0].is_file():
+        return InputPlan(tuple(jobs), to_folder=False, output=sources[0], ignored=tuple(ignored), in_place=True)
+    folder = next((s for s in sources if s.is_dir()), sources[0].parent)
+    return InputPlan(
+        tuple(jobs),
+        to_folder=True,
+        output=folder,
+        ignored=tuple(ignored),
+        manifest_name="rp-manifest.json",
+        in_place=True,
+    )
+
+
+def temporary_files_for(target: Path) -> list[Path]:
+    """Leftover temporary files of an interrupted `write_image(target)` (or manifest write)."""
+    if not target.parent.is_dir():
+        return []
+    return sorted(target.parent.glob(f".{glob_escape(target.name)}.*.part"))
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def _walk(folder: Path, exclude: Path) -> tuple[list[Path], list[Path]]:

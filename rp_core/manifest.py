@@ -59,10 +59,21 @@ class ImageEntry:
 
     input: str
     output: str | None
-    status: str  # anonymized | no_face | failed | skipped_existing
+    status: str  # anonymized | no_face | failed | verification_failed | skipped_existing
     faces: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImageEntry:
+        return cls(
+            input=str(data["input"]),
+            output=data.get("output"),
+            status=str(data["status"]),
+            faces=list(data.get("faces") or []),
+            timings=dict(data.get("timings") or {}),
+            error=data.get("error"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -115,3 +126,60 @@ class RunManifest:
             Path(temp_name).unlink(missing_ok=True)
             raise
         return path
+
+
+def journal_path(manifest_path: Path) -> Path:
+    """Where a run notes each finished file as it goes, so `--resume` can rebuild the manifest after a kill."""
+    return manifest_path.with_name(f".{manifest_path.name}.journal")
+
+
+class Journal:
+    """Append-only JSON lines, one per finished file, flushed to disk each time; removed when the manifest is written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stream: Any = None
+
+    def open(self, *, keep: bool) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._stream = open(self.path, "a" if keep else "w", encoding="utf-8")  # noqa: SIM115
+
+    def record(self, entry: ImageEntry) -> None:
+        if self._stream is None:
+            return
+        self._stream.write(json.dumps(entry.to_dict(), default=str) + "\n")
+        self._stream.flush()
+        os.fsync(self._stream.fileno())
+
+    def close(self, *, remove: bool) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        if remove:
+            self.path.unlink(missing_ok=True)
+
+
+def previous_entries(manifest_path: Path) -> dict[str, ImageEntry]:
+    """Entries of an earlier run into the same output, by input path: its manifest, then its journal (newer wins).
+
+    A torn last journal line (the process was killed while writing it) is ignored.
+    """
+    entries: dict[str, ImageEntry] = {}
+    try:
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+        for item in data.get("images", []):
+            entry = ImageEntry.from_dict(item)
+            entries[entry.input] = entry
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    try:
+        lines = journal_path(manifest_path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            entry = ImageEntry.from_dict(json.loads(line))
+        except (ValueError, KeyError, TypeError):
+            continue
+        entries[entry.input] = entry
+    return entries

@@ -3,6 +3,11 @@
 Faces of consecutive images are gathered into batches of `runtime.batch_size` for the
 inverter and generator; images come out in input order as soon as all their faces
 are done. Only the components the chosen generator needs are built and loaded.
+
+Fail closed (rp_core.verify): faces a second detector finds that the main one missed,
+and faces below `coverage.min_face_size`, go to the fallback generator instead; after
+merging, every face is re-checked with an identity encoder and a face that still
+matches its original is retried, obfuscated, or fails its image (`verify.policy`).
 """
 
 from __future__ import annotations
@@ -17,11 +22,16 @@ import numpy as np
 
 from rp_core.align import align_faces, aligned_input
 from rp_core.config import COMPONENT_SECTIONS, RunConfig, validate_options
-from rp_core.errors import ConfigError
+from rp_core.errors import ConfigError, RpError, VerificationError
 from rp_core.interfaces import Component, Detector, Generator, IdentityEncoder, Inverter, Merger
 from rp_core.models import ModelFile, ModelPool
 from rp_core.plugins import PluginHost
 from rp_core.types import AlignedFace, FaceRecord, GenerationRequest, IdentityEmbedding, ImageResult
+from rp_core.verify import Verifier, build_extra_component, missed_faces, verify_encoder_name
+
+#: Why a face skips the main generator and goes straight to the fallback one.
+ROUTE_GENERATE, ROUTE_COVERAGE, ROUTE_SMALL = "generate", "coverage", "small"
+ErrorHandler = Callable[[Hashable, Exception], None]
 
 
 @dataclass
@@ -31,8 +41,14 @@ class _ImageWork:
     faces: list[AlignedFace]
     identities: list[IdentityEmbedding | None]
     timings: dict[str, float]
+    routes: list[str] = field(default_factory=list)
+    originals: list[IdentityEmbedding] | None = None
     crops: dict[int, np.ndarray] = field(default_factory=dict)
     face_timings: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def to_generate(self) -> list[int]:
+        return [i for i, route in enumerate(self.routes) if route == ROUTE_GENERATE]
 
     @property
     def done(self) -> bool:
@@ -51,9 +67,20 @@ class Anonymizer:
         self.needs_identity = bool(getattr(generator_cls, "needs_identity", False))
         self.needs_inversion = bool(getattr(generator_cls, "needs_inversion", False))
         if self.needs_identity and not config.identity_encoder.name:
-            raise ConfigError(f"generator {config.generator.name!r} needs an identity encoder; identity_encoder.name is empty")
+            raise ConfigError(
+                f"generator {config.generator.name!r} needs an identity encoder; identity_encoder.name is empty"
+            )
         if self.needs_inversion and not config.inverter.name:
             raise ConfigError(f"generator {config.generator.name!r} needs an inverter; inverter.name is empty")
+        self._extras: dict[str, Component] = {}
+        self._verifier: Verifier | None = None
+        # build the safeguards now, so a misspelt name or option fails before any image is read
+        if config.verify.enabled:
+            _ = self.verifier
+        if config.verify.enabled or config.coverage.detector or config.coverage.min_face_size > 0:
+            _ = self.fallback_generator
+        if config.coverage.detector:
+            _ = self.coverage_detector
 
     # -- components ----------------------------------------------------------------------
 
@@ -101,10 +128,77 @@ class Anonymizer:
     def merger(self) -> Merger:
         return self.component("merger")  # type: ignore[return-value]
 
+    # -- safeguards (rp_core.verify) ------------------------------------------------------
+
+    def _extra(self, key: str, kind: str, name: str, options: dict[str, Any]) -> Component:
+        if key not in self._extras:
+            self._extras[key] = build_extra_component(self.host, self.context, kind, name, options, key)
+        return self._extras[key]
+
+    @property
+    def verifier(self) -> Verifier:
+        """The re-check encoder; the pipeline's own identity encoder when it is the same one."""
+        if self._verifier is None:
+            cfg = self.config.verify
+            name = verify_encoder_name(cfg.encoder, self.needs_identity, self.config.identity_encoder.name)
+            own = self.config.identity_encoder
+            if (
+                self.needs_identity
+                and name == own.name
+                and (not cfg.encoder_options or cfg.encoder_options == own.options)
+            ):
+                encoder = self.encoder
+            else:
+                try:
+                    encoder = self._extra("verify.encoder", "identity_encoder", name, cfg.encoder_options)  # type: ignore[assignment]
+                except ConfigError as exc:
+                    raise ConfigError(
+                        f"{exc}\nOutputs are re-checked before they are written: set verify.encoder to an installed "
+                        "identity encoder, or verify.enabled=false to write them unchecked"
+                    ) from None
+            self._verifier = Verifier(encoder, cfg.threshold)  # type: ignore[arg-type]
+        return self._verifier
+
+    @property
+    def fallback_generator(self) -> Generator:
+        cfg = self.config.verify
+        generator = self._extra("verify.fallback_generator", "generator", cfg.fallback_generator, cfg.fallback_options)
+        if getattr(generator, "needs_identity", False) or getattr(generator, "needs_inversion", False):
+            raise ConfigError(
+                f"verify.fallback_generator: bad value {cfg.fallback_generator!r}: a fallback must need no identity "
+                "and no inversion (use pixelate, blur or solid)"
+            )
+        return generator  # type: ignore[return-value]
+
+    @property
+    def coverage_detector(self) -> Detector | None:
+        cfg = self.config.coverage
+        if not cfg.detector:
+            return None
+        return self._extra("coverage.detector", "detector", cfg.detector, cfg.detector_options)  # type: ignore[return-value]
+
+    def _safeguards(self) -> list[Component]:
+        extras: list[Component] = []
+        if self.config.verify.enabled:
+            extras.append(self.verifier.encoder)
+        if self.config.verify.enabled or self.config.coverage.detector or self.config.coverage.min_face_size > 0:
+            extras.append(self.fallback_generator)
+        detector = self.coverage_detector
+        if detector is not None:
+            extras.append(detector)
+        own = {id(c) for c in self._components.values()}
+        return [c for c in extras if id(c) not in own]
+
+    def load_safeguards(self) -> None:
+        for component in self._safeguards():
+            component.load()
+
     def model_files(self) -> list[ModelFile]:
         files: list[ModelFile] = []
         for section in self.sections_in_use():
             files.extend(self.component(section).model_files())
+        for component in self._safeguards():
+            files.extend(component.model_files())
         return files
 
     def load(self) -> None:
@@ -126,27 +220,43 @@ class Anonymizer:
     # -- running ---------------------------------------------------------------------------
 
     def anonymize(self, image: np.ndarray, *, aligned: bool = False) -> ImageResult:
-        """Anonymize one RGB uint8 image."""
+        """Anonymize one RGB uint8 image; raises VerificationError rather than return a leaking one."""
         return next(iter(self.anonymize_stream([(0, image)], aligned=aligned)))[1]
 
     def anonymize_stream(
-        self, images: Iterable[tuple[Hashable, np.ndarray]], *, aligned: bool = False
+        self,
+        images: Iterable[tuple[Hashable, np.ndarray]],
+        *,
+        aligned: bool = False,
+        on_error: ErrorHandler | None = None,
     ) -> Iterator[tuple[Hashable, ImageResult]]:
-        """Anonymize (key, image) pairs, batching faces across images; yields in input order."""
+        """Anonymize (key, image) pairs, batching faces across images; yields in input order.
+
+        Without `on_error` the first failing image raises. With it, an image whose detection,
+        encoding, merging or verification fails is handed to `on_error(key, exc)` and left
+        out of the results, and the stream goes on with the other images.
+        """
         self.load()
+        self.load_safeguards()
         pending: deque[_ImageWork] = deque()
         queue: deque[tuple[_ImageWork, int]] = deque()
         batch = self.batch_size
         for key, image in images:
-            work = self._prepare(key, image, aligned)
+            try:
+                work = self._prepare(key, image, aligned)
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                on_error(key, _per_image(exc))
+                continue
             pending.append(work)
-            queue.extend((work, i) for i in range(len(work.faces)))
+            queue.extend((work, i) for i in work.to_generate)
             while len(queue) >= batch:
                 self._run_batch([queue.popleft() for _ in range(batch)])
-            yield from self._finished(pending)
+            yield from self._finished(pending, on_error)
         while queue:
             self._run_batch([queue.popleft() for _ in range(min(batch, len(queue)))])
-        yield from self._finished(pending)
+        yield from self._finished(pending, on_error)
 
     def _prepare(self, key: Hashable, image: np.ndarray, aligned: bool) -> _ImageWork:
         timings: dict[str, float] = {}
@@ -156,15 +266,45 @@ class Anonymizer:
             found = self.detector.detect(image)
             best = max(found, key=lambda f: f.size) if found else None
             faces = [aligned_input(image, size, best)]
+            routes = [ROUTE_GENERATE]
         else:
-            faces = align_faces(image, self.detector.detect(image), size)
+            found = self.detector.detect(image)
+            extra: list[Any] = []
+            coverage = self.coverage_detector
+            if coverage is not None:
+                extra = missed_faces(found, coverage.detect(image), self.config.coverage.iou)
+            faces = align_faces(image, [*found, *extra], size)
+            routes = [ROUTE_GENERATE] * len(found) + [ROUTE_COVERAGE] * len(extra)
+        min_size = self.config.coverage.min_face_size
+        routes = [
+            ROUTE_SMALL if r == ROUTE_GENERATE and af.face.size < min_size else r
+            for r, af in zip(routes, faces, strict=True)
+        ]
         timings["detect_align"] = time.perf_counter() - start
-        identities: list[IdentityEmbedding | None] = [None] * len(faces)
-        if self.needs_identity and faces:
+        work = _ImageWork(key, image, faces, [None] * len(faces), timings, routes)
+        if self.needs_identity and work.to_generate:
             start = time.perf_counter()
-            identities = list(self.encoder.encode(image, [f.face for f in faces]))
+            chosen = work.to_generate
+            encoded = self.encoder.encode(image, [faces[i].face for i in chosen])
+            for i, embedding in zip(chosen, encoded, strict=True):
+                work.identities[i] = embedding
             timings["encode"] = time.perf_counter() - start
-        return _ImageWork(key, image, faces, identities, timings)
+        if self.config.verify.enabled and faces:
+            start = time.perf_counter()
+            verifier = self.verifier
+            if self.needs_identity and verifier.encoder is self.encoder and all(e is not None for e in work.identities):
+                work.originals = [e for e in work.identities if e is not None]
+            else:
+                work.originals = verifier.encode(image, [f.face for f in faces])
+            timings["verify_encode"] = time.perf_counter() - start
+        others = [i for i, route in enumerate(routes) if route != ROUTE_GENERATE]
+        if others:
+            start = time.perf_counter()
+            crops = self.fallback_generator.generate([GenerationRequest(face=faces[i]) for i in others])
+            for i, crop in zip(others, crops, strict=True):
+                work.crops[i] = crop
+            timings["fallback"] = time.perf_counter() - start
+        return work
 
     def _run_batch(self, items: list[tuple[_ImageWork, int]]) -> None:
         seed = self.config.runtime.seed
@@ -188,10 +328,19 @@ class Anonymizer:
             work.crops[i] = crop
             work.face_timings[i] = dict(per_face)
 
-    def _finished(self, pending: deque[_ImageWork]) -> Iterator[tuple[Hashable, ImageResult]]:
+    def _finished(
+        self, pending: deque[_ImageWork], on_error: ErrorHandler | None
+    ) -> Iterator[tuple[Hashable, ImageResult]]:
         while pending and pending[0].done:
             work = pending.popleft()
-            yield work.key, self._merge(work)
+            try:
+                result = self._merge(work)
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                on_error(work.key, _per_image(exc))
+                continue
+            yield work.key, result
 
     def _merge(self, work: _ImageWork) -> ImageResult:
         if not work.faces:
@@ -200,16 +349,150 @@ class Anonymizer:
         crops = [work.crops[i] for i in range(len(work.faces))]
         merged = self.merger.merge(work.image, work.faces, crops)
         work.timings["merge"] = time.perf_counter() - start
+        fallback_name = self.config.verify.fallback_generator
+        generators = [self.generator.name if r == ROUTE_GENERATE else fallback_name for r in work.routes]
+        notes: list[dict[str, Any]] = [{} for _ in work.faces]
+        for i, route in enumerate(work.routes):
+            if route == ROUTE_COVERAGE:
+                notes[i]["found_by"] = f"coverage detector {self.config.coverage.detector}"
+            elif route == ROUTE_SMALL:
+                notes[i]["obfuscated_because"] = (
+                    f"smaller than coverage.min_face_size ({self.config.coverage.min_face_size:g} px)"
+                )
+        if self.config.verify.enabled:
+            start = time.perf_counter()
+            merged = self._verify(work, crops, merged, generators, notes)
+            work.timings["verify"] = time.perf_counter() - start
         records = tuple(
             FaceRecord(
                 index=i,
                 box=af.face.box,
                 score=af.face.score,
                 detector=af.face.detector or str(self.config.detector.name),
-                action="regenerated" if self.needs_inversion else "obfuscated",
-                generator=self.generator.name,
+                action="regenerated" if self.needs_inversion and generators[i] == self.generator.name else "obfuscated",
+                generator=generators[i],
                 timings=work.face_timings.get(i, {}),
+                notes=notes[i],
             )
             for i, af in enumerate(work.faces)
         )
         return ImageResult(image=merged, records=records, timings=work.timings)
+
+    # -- verification ---------------------------------------------------------------------------
+
+    def _verify(
+        self,
+        work: _ImageWork,
+        crops: list[np.ndarray],
+        merged: np.ndarray,
+        generators: list[str],
+        notes: list[dict[str, Any]],
+    ) -> np.ndarray:
+        """Re-check every face of `merged`; fix or refuse leaks per `verify.policy`. Updates crops/generators/notes."""
+        cfg = self.config.verify
+        verifier = self.verifier
+        faces = [af.face for af in work.faces]
+        assert work.originals is not None
+        checks = verifier.check(work.image, merged, faces, work.originals)
+        first = [c.score for c in checks]
+        tries = [0] * len(faces)
+        fallback: list[str | None] = [None] * len(faces)
+
+        def leaking() -> list[int]:
+            return [i for i, c in enumerate(checks) if c.leak]
+
+        if leaking() and cfg.policy == "fail":
+            raise VerificationError(self._leak_message(leaking(), checks, "policy 'fail'"))
+        if cfg.policy == "retry":
+            for attempt in range(1, cfg.max_retries + 1):
+                retry = [i for i in leaking() if work.routes[i] == ROUTE_GENERATE]
+                generator = self._stronger_generator(attempt) if retry else None
+                if generator is None:
+                    break
+                seed = self.config.runtime.seed + attempt
+                for i, crop in zip(retry, self._regenerate(work, retry, generator, seed), strict=True):
+                    crops[i] = crop
+                    tries[i] = attempt
+                merged = self.merger.merge(work.image, work.faces, crops)
+                checks = verifier.check(work.image, merged, faces, work.originals)
+        to_fallback = [i for i in leaking() if fallback[i] is None]
+        if to_fallback:
+            generator = self.fallback_generator
+            for i, crop in zip(
+                to_fallback,
+                generator.generate([GenerationRequest(face=work.faces[i]) for i in to_fallback]),
+                strict=True,
+            ):
+                crops[i] = crop
+                fallback[i] = generator.name
+                generators[i] = generator.name
+            merged = self.merger.merge(work.image, work.faces, crops)
+            checks = verifier.check(work.image, merged, faces, work.originals)
+        for i, check in enumerate(checks):
+            notes[i]["verify"] = {
+                **verifier.describe(),
+                "score_first": round(first[i], 4),
+                "score_final": round(check.score, 4),
+                "unchanged": check.unchanged,
+                "leak": check.leak,
+                "retries": tries[i],
+                "fallback": fallback[i],
+            }
+        if leaking():
+            raise VerificationError(self._leak_message(leaking(), checks, f"policy {cfg.policy!r} and the fallback"))
+        return merged
+
+    def _leak_message(self, leaks: list[int], checks: list[Any], after: str) -> str:
+        verifier = self.verifier
+        word = "similarity" if verifier.metric == "cosine" else "distance"
+        sign = ">" if verifier.metric == "cosine" else "<"
+        parts = [
+            f"face {i}: "
+            + ("not replaced" if checks[i].unchanged else f"{word} {checks[i].score:.3f} {sign} {verifier.threshold:g}")
+            for i in leaks
+        ]
+        return (
+            f"{len(leaks)} of {len(checks)} faces still match their original ({verifier.name}) after {after}: "
+            f"{'; '.join(parts)}; nothing written"
+        )
+
+    def _stronger_generator(self, attempt: int) -> Generator | None:
+        """The generator with guidance_scale times guidance_factor**attempt; None when it has no guidance."""
+        from pydantic import ValidationError
+
+        generator = self.generator
+        fields = type(generator.options).model_fields
+        if "guidance_scale" not in fields:
+            return None
+        values = generator.options.model_dump()
+        values["guidance_scale"] = values["guidance_scale"] * self.config.verify.guidance_factor**attempt
+        try:
+            options = type(generator.options).model_validate(values)
+        except ValidationError:
+            return None  # beyond the allowed range: nothing stronger to try
+        stronger = type(generator)(options, self.context)
+        stronger.load()  # pooled weights: shares the loaded pipeline, loads nothing twice
+        return stronger
+
+    def _regenerate(self, work: _ImageWork, indices: list[int], generator: Generator, seed: int) -> list[np.ndarray]:
+        faces = [work.faces[i] for i in indices]
+        inversions: list[Any] = [None] * len(indices)
+        if self.needs_inversion:
+            inversions = self.inverter.invert(faces, [seed] * len(faces))
+        requests = [
+            GenerationRequest(face=work.faces[i], identity=work.identities[i], inversion=inv, seed=seed)
+            for i, inv in zip(indices, inversions, strict=True)
+        ]
+        crops = generator.generate(requests)
+        if len(crops) != len(indices):
+            raise RuntimeError(f"generator {generator.name!r} returned {len(crops)} crops for {len(indices)} faces")
+        return crops
+
+
+def _per_image(exc: Exception) -> Exception:
+    """Expected errors pass as they are; anything else becomes one line naming its type."""
+    if isinstance(exc, RpError):
+        return exc
+    wrapped = RpError(f"{type(exc).__name__}: {exc}".splitlines()[0])
+    wrapped.__cause__ = exc
+    return wrapped

@@ -22,6 +22,9 @@ options = { level = 11 }
 
 [merger]
 name = "box"
+
+[verify]
+enabled = false
 """
 
 SELECT_YAML = """
@@ -33,6 +36,8 @@ generator:
     level: 11
 merger:
   name: box
+verify:
+  enabled: false
 """
 
 
