@@ -85,6 +85,11 @@ class VerifySection(_Section):
     guidance_factor: float = Field(1.5, gt=1.0, le=10.0, description="guidance_scale multiplier per retry")
     fallback_generator: str = Field("pixelate", min_length=1, description="obfuscates faces that leak or are skipped")
     fallback_options: dict[str, Any] = Field(default_factory=dict)
+    last_resort: str | None = Field(
+        "solid",
+        description="fills a face that still matches after the fallback; kept with a note, since none of its pixels "
+        "survive (the encoder is then reading context or a non-face). None: fail the image instead",
+    )
 
 
 class CoverageSection(_Section):

@@ -27,7 +27,7 @@ from rp_core.interfaces import Component, Detector, Generator, IdentityEncoder, 
 from rp_core.models import ModelFile, ModelPool
 from rp_core.plugins import PluginHost
 from rp_core.types import AlignedFace, FaceRecord, GenerationRequest, IdentityEmbedding, ImageResult
-from rp_core.verify import Verifier, build_extra_component, missed_faces, verify_encoder_name
+from rp_core.verify import Check, Verifier, build_extra_component, missed_faces, verify_encoder_name
 
 #: Why a face skips the main generator and goes straight to the fallback one.
 ROUTE_GENERATE, ROUTE_COVERAGE, ROUTE_SMALL = "generate", "coverage", "small"
@@ -79,6 +79,10 @@ class Anonymizer:
             _ = self.verifier
         if config.verify.enabled or config.coverage.detector or config.coverage.min_face_size > 0:
             _ = self.fallback_generator
+        if config.verify.enabled and config.verify.last_resort:
+            filler = self._extra("verify.last_resort", "generator", config.verify.last_resort, {})
+            if getattr(filler, "needs_identity", False) or getattr(filler, "needs_inversion", False):
+                raise ConfigError(f"verify.last_resort: bad value {config.verify.last_resort!r}: use solid (or null)")
         if config.coverage.detector:
             _ = self.coverage_detector
 
@@ -183,6 +187,8 @@ class Anonymizer:
             extras.append(self.verifier.encoder)
         if self.config.verify.enabled or self.config.coverage.detector or self.config.coverage.min_face_size > 0:
             extras.append(self.fallback_generator)
+        if self.config.verify.enabled and self.config.verify.last_resort:
+            extras.append(self._extra("verify.last_resort", "generator", self.config.verify.last_resort, {}))
         detector = self.coverage_detector
         if detector is not None:
             extras.append(detector)
@@ -428,6 +434,19 @@ class Anonymizer:
                 generators[i] = generator.name
             merged = self.merger.merge(work.image, work.faces, crops)
             checks = verifier.check(work.image, merged, faces, work.originals)
+        last_resort: list[str | None] = [None] * len(faces)
+        if leaking() and cfg.last_resort:
+            filler = self._extra("verify.last_resort", "generator", cfg.last_resort, {})
+            stuck = leaking()
+            requests = [GenerationRequest(face=work.faces[i]) for i in stuck]
+            for i, crop in zip(stuck, filler.generate(requests), strict=True):  # type: ignore[attr-defined]
+                crops[i] = crop
+                last_resort[i] = generators[i] = filler.name
+            merged = self.merger.merge(work.image, work.faces, crops)
+            checks = verifier.check(work.image, merged, faces, work.originals)
+            # Nothing of these face regions survives, yet the encoder still calls them a match: it is reading
+            # the surroundings or a region that is no face (a false detection). Kept, and said so.
+            checks = [Check(c.score, c.unchanged, False) if last_resort[i] else c for i, c in enumerate(checks)]
         for i, check in enumerate(checks):
             notes[i]["verify"] = {
                 **verifier.describe(),
@@ -437,7 +456,10 @@ class Anonymizer:
                 "leak": check.leak,
                 "retries": tries[i],
                 "fallback": fallback[i],
+                "last_resort": last_resort[i],
             }
+            if last_resort[i] and verifier.matches(check.score):
+                notes[i]["verify"]["inconclusive"] = "still matches with the face region filled: not identity"
         if leaking():
             raise VerificationError(self._leak_message(leaking(), checks, f"policy {cfg.policy!r} and the fallback"))
         return merged

@@ -161,8 +161,14 @@ def test_policy_fail_raises_and_a_generator_without_guidance_goes_straight_to_fa
     assert result.records[0].notes["verify"]["fallback"] == "pixelate"
 
 
-def test_a_fallback_that_still_leaks_fails_the_image(leak_host, astronaut) -> None:  # type: ignore[no-untyped-def]
-    anonymizer = Anonymizer(_config(leak_host, "verify.fallback_generator=leak"), leak_host)
+def test_a_fallback_that_still_leaks_gets_the_last_resort_or_fails(
+    leak_host, astronaut, originals, reidentifier
+) -> None:  # type: ignore[no-untyped-def]
+    result = Anonymizer(_config(leak_host, "verify.fallback_generator=leak"), leak_host).anonymize(astronaut)
+    verify = result.records[0].notes["verify"]
+    assert verify["fallback"] == "leak" and verify["last_resort"] == "solid" and result.records[0].generator == "solid"
+    _assert_nobody_recognised(reidentifier, result.image, originals["astronaut"])
+    anonymizer = Anonymizer(_config(leak_host, "verify.fallback_generator=leak", "verify.last_resort=null"), leak_host)
     with pytest.raises(VerificationError, match="face 0: distance 0.0"):
         anonymizer.anonymize(astronaut)
 
