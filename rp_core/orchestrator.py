@@ -208,9 +208,21 @@ class Anonymizer:
         return files
 
     def load(self) -> None:
-        """Load every component in use (fails fast, before any image is touched)."""
+        """Load every component in use (fails fast, before any image is touched).
+
+        Missing weights are downloaded the normal way when the download hosts resolve;
+        offline, one error names every missing file, where it was looked for and how to get it.
+        """
+        from rp_core.doctor import network_available
         from rp_core.models import require_present
 
+        lacking = [s for s in self.sections_in_use() if any(not f.present for f in self.component(s).model_files())]
+        if lacking and network_available():
+            for section in lacking:
+                try:
+                    self.component(section).download()
+                except Exception:  # reported below as missing files, not as a network traceback
+                    pass
         require_present(self.model_files())
         for section in self.sections_in_use():
             self.component(section).load()
