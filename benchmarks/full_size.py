@@ -22,7 +22,10 @@ def synthetic_crops(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
     """Smooth random images (low-frequency noise), a stand-in for aligned face crops."""
     rng = np.random.default_rng(seed)
     block = size // 16
-    return [np.kron(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), np.ones((block, block, 1), np.uint8)) for _ in range(count)]
+    return [
+        np.kron(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), np.ones((block, block, 1), np.uint8))
+        for _ in range(count)
+    ]
 
 
 def unet_call_ms(bundle: Any, batch: int, repeats: int = 10) -> float:
@@ -47,6 +50,58 @@ def unet_call_ms(bundle: Any, batch: int, repeats: int = 10) -> float:
     return float(np.median(times))
 
 
+def run_batch(inverter: Any, generator: Any, batch: int, size: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Invert, regenerate and decode `batch` faces at once; time, memory and a NaN/inf check."""
+    import torch
+
+    from rp_core.types import AlignedFace, Face, GenerationRequest, IdentityEmbedding
+
+    crops = synthetic_crops(batch, size, seed=batch)
+    faces = [AlignedFace(Face((0, 0, 1, 1), 1.0, np.zeros((5, 2))), crop, np.eye(2, 3)) for crop in crops]
+    identities = [IdentityEmbedding(v / np.linalg.norm(v), "buffalo_l") for v in rng.standard_normal((batch, 512))]
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    inversions = inverter.invert(faces, [0] * batch)
+    torch.cuda.synchronize()
+    invert_s = time.perf_counter() - start
+    requests = [GenerationRequest(f, i, inv) for f, i, inv in zip(faces, identities, inversions, strict=True)]
+    latents = generator.generate_latents(requests)
+    images = generator.bundle.decode_latents(latents)
+    torch.cuda.synchronize()
+    total_s = time.perf_counter() - start
+    finite = bool(torch.isfinite(latents).all()) and all(
+        bool(torch.isfinite(inv.state.noise_maps).all() and torch.isfinite(inv.state.start).all()) for inv in inversions
+    )
+    return {
+        "batch": batch,
+        "per_face_s": total_s / batch,
+        "invert_s": invert_s,
+        "total_s": total_s,
+        "unet_call_ms": unet_call_ms(generator.bundle, batch),
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "finite": finite,
+        "image_std": float(np.std(np.stack(images).astype(np.float32))),
+        "images": images,
+    }
+
+
+def compare_fused(common: dict[str, Any], context: Any, steps: int, size: int) -> dict[str, float]:
+    """Same faces, seed and identities through the plain (unfused LoRA) and the fused pipeline."""
+    from rp_plugins.diffusion.components import IpAdapterFaceIdGenerator, LeditsSdxlInverter
+
+    outputs = []
+    for fuse in (False, True):
+        options = {**common, "fuse_faceid_lora": fuse}
+        inverter = LeditsSdxlInverter(LeditsSdxlInverter.Options(**options, num_inversion_steps=steps), context)
+        generator = IpAdapterFaceIdGenerator(IpAdapterFaceIdGenerator.Options(**options), context)
+        outputs.append(
+            np.stack(run_batch(inverter, generator, 2, size, np.random.default_rng(0))["images"]).astype(int)
+        )
+    diff = np.abs(outputs[0] - outputs[1])
+    return {"steps": steps, "max_abs_uint8": float(diff.max()), "mean_abs_uint8": float(diff.mean())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", type=Path, default=Path("/tmp/rp-full-random"))
@@ -55,12 +110,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--dtype", default="float16")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--no-fuse", action="store_true", help="keep FaceID's LoRA unmerged (the plain path)")
+    parser.add_argument(
+        "--compare-steps", type=int, default=0, help="first compare fused vs plain output (2 faces, N steps)"
+    )
     args = parser.parse_args()
 
     import torch
 
     from rp_core.interfaces import RuntimeContext
-    from rp_core.types import AlignedFace, Face, GenerationRequest, IdentityEmbedding
     from rp_plugins.diffusion.components import IpAdapterFaceIdGenerator, LeditsSdxlInverter
     from rp_plugins.diffusion.random_weights import write_random_models
 
@@ -77,6 +135,12 @@ def main() -> None:
     context = RuntimeContext(device="cuda", dtype=args.dtype)
     sdxl_dir, faceid = args.models / "sdxl", args.models / "faceid" / "ip-adapter-faceid_sdxl.bin"
     common = dict(sd_model=str(sdxl_dir), ip_adapter=str(faceid))
+    if args.compare_steps:
+        results["fused_vs_plain"] = compare_fused(common, context, args.compare_steps, args.size)
+        print("fused vs plain:", json.dumps(results["fused_vs_plain"]), flush=True)
+        context.pool.clear()
+        torch.cuda.empty_cache()
+    common["fuse_faceid_lora"] = not args.no_fuse
     inverter = LeditsSdxlInverter(LeditsSdxlInverter.Options(**common, num_inversion_steps=args.steps), context)
     generator = IpAdapterFaceIdGenerator(IpAdapterFaceIdGenerator.Options(**common), context)
     start = time.perf_counter()
@@ -84,51 +148,32 @@ def main() -> None:
     generator.load()
     results["load_s"] = time.perf_counter() - start
     assert inverter.bundle is generator.bundle, "inverter and generator must share one pipeline"
-    print(f"pipeline loaded in {results['load_s']:.1f} s (shared: yes)", flush=True)
+    print(f"pipeline loaded in {results['load_s']:.1f} s (shared: yes, LoRA fused: {not args.no_fuse})", flush=True)
 
     rng = np.random.default_rng(0)
     rows = []
     first_image_s = None
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
-        crops = synthetic_crops(batch, args.size, seed=batch)
-        faces = [AlignedFace(Face((0, 0, 1, 1), 1.0, np.zeros((5, 2))), crop, np.eye(2, 3)) for crop in crops]
-        identities = [IdentityEmbedding(v / np.linalg.norm(v), "buffalo_l") for v in rng.standard_normal((batch, 512))]
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        inversions = inverter.invert(faces, [0] * batch)
-        torch.cuda.synchronize()
-        invert_s = time.perf_counter() - start
-        requests = [GenerationRequest(f, i, inv) for f, i, inv in zip(faces, identities, inversions, strict=True)]
-        latents = generator.generate_latents(requests)
-        images = generator.bundle.decode_latents(latents)
-        torch.cuda.synchronize()
-        total_s = time.perf_counter() - start
-        if first_image_s is None:
-            first_image_s = results["load_s"] + total_s
-        finite = bool(torch.isfinite(latents).all()) and all(
-            bool(torch.isfinite(inv.state.noise_maps).all() and torch.isfinite(inv.state.start).all()) for inv in inversions
-        )
-        spread = float(np.std(np.stack(images).astype(np.float32)))
-        row = {
-            "batch": batch,
-            "per_face_s": total_s / batch,
-            "invert_s": invert_s,
-            "total_s": total_s,
-            "unet_call_ms": unet_call_ms(generator.bundle, batch),
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
-            "finite": finite,
-            "image_std": spread,
-        }
+        try:
+            row = run_batch(inverter, generator, batch, args.size, rng)
+        except torch.cuda.OutOfMemoryError:
+            print(f"batch {batch}: out of GPU memory", flush=True)
+            torch.cuda.empty_cache()
+            continue
+        row.pop("images")
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if first_image_s is None:
+            first_image_s = results["load_s"] + row["total_s"]
     results["rows"] = rows
     results["first_image_s"] = first_image_s
     print("\n| batch | s/face | UNet ms/call | peak GiB | finite |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['batch']} | {r['per_face_s']:.2f} | {r['unet_call_ms']:.1f} | {r['peak_gib']:.1f} | {r['finite']} |")
-    print(f"load {results['load_s']:.1f} s, first image after {first_image_s:.1f} s (load + first batch)")
+        print(
+            f"| {r['batch']} | {r['per_face_s']:.2f} | {r['unet_call_ms']:.1f} | {r['peak_gib']:.1f} | {r['finite']} |"
+        )
+    print(f"load {results['load_s']:.1f} s, first image after {first_image_s} s (load + first batch)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

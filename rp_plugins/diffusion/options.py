@@ -22,6 +22,9 @@ class SdxlOptions(ComponentOptions):
     guidance_scale: float = Field(
         -10.0, ge=-100.0, le=100.0, description="classifier-free guidance; negative pushes away from the identity"
     )
+    fuse_faceid_lora: bool = Field(
+        True, description="merge FaceID's LoRA into the UNet weights once at load (same output, fewer matmuls per step)"
+    )
 
 
 class InverterOptions(SdxlOptions):

@@ -271,11 +271,12 @@ def load_bundle(options: SdxlOptions, context: RuntimeContext) -> SdxlBundle:
     assert sdxl_dir is not None and faceid_file is not None
     if device.type == "cpu" and not context.allow_slow_cpu and _is_full_size(sdxl_dir):
         raise DeviceError(CPU_FULL_SIZE_NOTE)
-    key = ("sdxl-faceid", str(sdxl_dir.resolve()), str(faceid_file.resolve()), str(dtype), str(device))
-    return context.pool.get(key, lambda: _load(sdxl_dir, faceid_file, device, dtype))
+    fuse = options.fuse_faceid_lora
+    key = ("sdxl-faceid", str(sdxl_dir.resolve()), str(faceid_file.resolve()), str(dtype), str(device), fuse)
+    return context.pool.get(key, lambda: _load(sdxl_dir, faceid_file, device, dtype, fuse))
 
 
-def _load(sdxl_dir: Path, faceid_file: Path, device: Any, dtype: Any) -> SdxlBundle:
+def _load(sdxl_dir: Path, faceid_file: Path, device: Any, dtype: Any, fuse_lora: bool = True) -> SdxlBundle:
     import torch
     from diffusers import StableDiffusionXLPipeline
     from diffusers.utils import logging as diffusers_logging
@@ -289,6 +290,10 @@ def _load(sdxl_dir: Path, faceid_file: Path, device: Any, dtype: Any) -> SdxlBun
     pipe.load_ip_adapter(
         str(faceid_file.parent), subfolder=None, weight_name=faceid_file.name, image_encoder_folder=None
     )
+    if fuse_lora and getattr(pipe.unet, "peft_config", None):
+        # FaceID ships a rank-128 LoRA; merged once, each UNet call skips its extra matmuls
+        pipe.fuse_lora(adapter_names=list(pipe.unet.peft_config), lora_scale=1.0)
+        pipe.unload_lora_weights()
     pipe.to(device)
     pipe.vae.to(torch.float32)
     scheduler_config = dict(pipe.scheduler.config) if pipe.scheduler is not None else dict(SDXL_SCHEDULER_CONFIG)

@@ -16,7 +16,8 @@ from rp_plugins.diffusion.components import LeditsSdxlInverter
 
 
 def build(host: PluginHost, **params: Any) -> Anonymizer:
-    return Anonymizer(resolve_config(host, flags=params), PluginHost())
+    """The method alone: the random tiny ArcFace cannot tell faces apart, so leak checks stay off here."""
+    return Anonymizer(resolve_config(host, flags=params, overrides=["verify.enabled=false"]), PluginHost())
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +126,32 @@ def test_inverter_and_generator_share_one_pipeline(plugin_host, diffusion_params
         "encode" in type(anonymizer.inverter.bundle.pipe).__dict__
         or anonymizer.inverter.bundle.pipe.image_encoder is None
     )
+
+
+def test_fused_faceid_lora_computes_what_the_unfused_adapter_does(tiny_models) -> None:  # type: ignore[no-untyped-def]
+    """Merging FaceID's LoRA into the UNet at load is a speed-up only: same guided noise."""
+    from rp_core.interfaces import RuntimeContext
+    from rp_core.models import ModelPool
+    from rp_plugins.diffusion.options import InverterOptions
+    from rp_plugins.diffusion.sdxl import load_bundle
+
+    sdxl_dir, faceid_file = tiny_models
+    context = RuntimeContext(device="cpu", dtype="float32", pool=ModelPool())
+    bundles = [
+        load_bundle(
+            InverterOptions(sd_model=str(sdxl_dir), ip_adapter=str(faceid_file), fuse_faceid_lora=fuse), context
+        )
+        for fuse in (False, True)
+    ]
+    assert bundles[0] is not bundles[1]
+    lora_layers = [sum("lora" in name for name, _ in b.pipe.unet.named_modules()) for b in bundles]
+    assert lora_layers[0] > 0 and lora_layers[1] == 0
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 16, 16, generator=generator)
+    identity = torch.randn(3, 1, 512, generator=generator)
+    noise = [
+        b.guided_noise(x, torch.tensor(299), b.prompt_conditioning(None), torch.zeros_like(identity), identity, -10.0)
+        for b in bundles
+    ]
+    assert (noise[0] - noise[1]).abs().max().item() < 1e-4 * noise[0].abs().max().item()
+    assert noise[0].abs().max().item() > 0
