@@ -155,3 +155,9 @@ def test_fused_faceid_lora_computes_what_the_unfused_adapter_does(tiny_models) -
     ]
     assert (noise[0] - noise[1]).abs().max().item() < 1e-4 * noise[0].abs().max().item()
     assert noise[0].abs().max().item() > 0
+
+
+def test_auto_batch_size_runs_one_face_at_a_time_on_a_cpu(plugin_host, diffusion_params) -> None:  # type: ignore[no-untyped-def]
+    anonymizer = build(plugin_host, **diffusion_params, batch_size="auto")
+    anonymizer.load()
+    assert anonymizer.batch_size == 1
