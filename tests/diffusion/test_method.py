@@ -111,10 +111,20 @@ def test_batches_keep_faces_apart(plugin_host, diffusion_params, t1) -> None:  #
 
 
 def test_batch_size_does_not_change_the_image(plugin_host, diffusion_params, t1) -> None:  # type: ignore[no-untyped-def]
-    single = build(plugin_host, **diffusion_params, batch_size=1).anonymize(t1)
+    anonymizer = build(plugin_host, **diffusion_params, batch_size=1)
+    single = anonymizer.anonymize(t1)
     six = build(plugin_host, **diffusion_params, batch_size=6).anonymize(t1)
     assert single.face_count == six.face_count == 6
     assert np.abs(single.image.astype(int) - six.image.astype(int)).max() <= 1
+    # the whole default pipeline changed every face and nothing outside the faces' crops
+    from rp_core.align import crop_footprint
+
+    faces = faces_of(anonymizer, t1)
+    touched = np.any([crop_footprint(f.matrix, f.size, t1.shape) for f in faces], axis=0)
+    assert np.array_equal(single.image[~touched], t1[~touched])
+    for face in faces:
+        x0, y0, x1, y1 = (int(v) for v in face.face.box)
+        assert np.abs(single.image[y0:y1, x0:x1].astype(int) - t1[y0:y1, x0:x1].astype(int)).mean() > 5
 
 
 def test_inverter_and_generator_share_one_pipeline(plugin_host, diffusion_params) -> None:  # type: ignore[no-untyped-def]
