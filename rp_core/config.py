@@ -58,6 +58,11 @@ class RuntimeSection(_Section):
     batch_size: int | Literal["auto"] = 8
     models_dir: Path | None = None
     allow_slow_cpu: bool = False
+    compile: bool = Field(
+        False,
+        description="torch.compile the models that support it: faster per step, a few minutes of compiling "
+        "on the first batch (cached on disk by torch); partial batches are padded to batch_size",
+    )
 
     @field_validator("batch_size")
     @classmethod
@@ -126,6 +131,7 @@ class RunConfig(_Section):
             batch_size=rt.batch_size,
             models_dir=rt.models_dir,
             allow_slow_cpu=rt.allow_slow_cpu,
+            compile=rt.compile,
         )
         if pool is not None:
             ctx.pool = pool

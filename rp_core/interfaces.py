@@ -36,10 +36,11 @@ class RuntimeContext:
     batch_size: int | Literal["auto"] = 8
     models_dir: Path | None = None
     allow_slow_cpu: bool = False
+    compile: bool = False
     pool: ModelPool = field(default_factory=lambda: DEFAULT_POOL)
 
 
-class Component(ABC):
+class Component(ABC):  # noqa: B024 (abstract by kind: the five subclasses declare the abstract methods)
     """Common shape of every pluggable stage."""
 
     kind: ClassVar[str] = ""
@@ -59,7 +60,7 @@ class Component(ABC):
             self._load()
             self._loaded = True
 
-    def _load(self) -> None:
+    def _load(self) -> None:  # noqa: B027 (optional hook: components without weights skip it)
         """Override to load weights."""
 
     def model_files(self) -> list[ModelFile]:

@@ -89,9 +89,11 @@ class LeditsSdxlInverter(_SdxlComponent, Inverter):
         guidance = self.options.guidance_scale
 
         def noise_fn(x: Any, t: Any) -> Any:
-            return bundle.guided_noise(x, t, text, null_identity, null_identity, guidance)
+            identity = null_identity.repeat(x.shape[0] // len(faces), 1, 1)  # rows: faces of step i, of step i+1, ...
+            return bundle.guided_noise(x, t, text, identity, identity, guidance)
 
-        result = invert(x0, scheduler, noise_fn, step_noise)
+        per_call = bundle.fixed_batch or self.options.faces_per_call
+        result = invert(x0, scheduler, noise_fn, step_noise, timesteps_per_call=max(1, per_call // len(faces)))
         return [
             Inversion(
                 producer=PRODUCER,

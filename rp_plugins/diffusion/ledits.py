@@ -57,12 +57,18 @@ def _step_copy(scheduler: Any, eps: Any, t: Any, x: Any, noise: Any) -> Any:
     return clone.step(eps, t, x, variance_noise=noise).prev_sample
 
 
-def invert(x0: Any, scheduler: Any, noise_fn: NoiseFn, step_noise: Any) -> InvertedLatents:
+def invert(x0: Any, scheduler: Any, noise_fn: NoiseFn, step_noise: Any, timesteps_per_call: int = 1) -> InvertedLatents:
     """Invert latents `x0` (B, C, h, w) along `scheduler.timesteps` (descending).
 
     `step_noise` (steps, B, C, h, w) holds the independent draws in ascending-t order;
     x_t = add_noise(x0, draw, t) for each t, then every noise map z_t is solved so the
     sampler's step from x_t lands exactly on x_{t-1}.
+
+    Each step lands on the next pre-noised latent (up to rounding), so the noise predictions
+    of all steps are independent of each other: with `timesteps_per_call` > 1 they are
+    computed several timesteps per UNet call (`noise_fn` then gets one timestep per row),
+    which keeps the GPU busy when few faces are inverted at once. Only the cheap solver
+    pass stays sequential.
     """
     import torch
 
@@ -73,10 +79,18 @@ def invert(x0: Any, scheduler: Any, noise_fn: NoiseFn, step_noise: Any) -> Inver
         index = steps - 1 - k
         t_batch = torch.full((batch,), t, dtype=torch.int64, device=x0.device)
         noisy[index] = scheduler.add_noise(x0, step_noise[k].to(x0.device), t_batch)
+    predicted: list[Any] = [None] * steps
+    if timesteps_per_call > 1:
+        for first in range(0, steps, timesteps_per_call):
+            chunk = range(first, min(first + timesteps_per_call, steps))
+            rows_t = torch.cat([scheduler.timesteps[i].reshape(1).expand(batch) for i in chunk])
+            eps = noise_fn(torch.cat([noisy[i] for i in chunk]), rows_t)
+            for j, i in enumerate(chunk):
+                predicted[i] = eps[j * batch : (j + 1) * batch]
     noise_maps = torch.zeros((steps, *x0.shape), dtype=torch.float32, device=x0.device)
     x = noisy[0]
     for i, t in enumerate(scheduler.timesteps):
-        eps = noise_fn(x, t)
+        eps = predicted[i] if predicted[i] is not None else noise_fn(x, t)
         target = noisy[i + 1] if i + 1 < steps else x0
         mean = _step_copy(scheduler, eps, t, x, torch.zeros_like(x))
         scale = _step_copy(scheduler, eps, t, x, torch.ones_like(x)) - mean

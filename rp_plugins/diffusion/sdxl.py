@@ -158,7 +158,16 @@ class SdxlBundle:
     device: Any
     dtype: Any
     scheduler_config: dict[str, Any]
+    #: With a compiled UNet every call is padded to this many faces, so one compiled graph serves the run.
+    fixed_batch: int | None = None
     _prompts: dict[str | None, tuple[Any, Any, Any, Any]] = field(default_factory=dict)
+
+    def compile_unet(self, batch: int | None) -> None:
+        """torch.compile the UNet (fixed shapes); the first call at each shape compiles, later calls are faster."""
+        import torch
+
+        self.pipe.unet = torch.compile(self.pipe.unet, dynamic=False)
+        self.fixed_batch = batch
 
     @property
     def vae_scale_factor(self) -> int:
@@ -237,13 +246,23 @@ class SdxlBundle:
         import torch
 
         batch = latents.shape[0]
+        padded = max(batch, self.fixed_batch or 0)
+        if padded > batch:  # repeat the last face so a compiled UNet keeps its one shape
+            extra = padded - batch
+            latents = torch.cat([latents, latents[-1:].expand(extra, -1, -1, -1)])
+            identity_uncond = torch.cat([identity_uncond, identity_uncond[-1:].expand(extra, -1, -1)])
+            identity_cond = torch.cat([identity_cond, identity_cond[-1:].expand(extra, -1, -1)])
         cond, cond_pooled, uncond, uncond_pooled = text
         size = latents.shape[-1] * self.vae_scale_factor
         time_ids = torch.tensor([[size, size, 0, 0, size, size]], device=self.device, dtype=self.dtype)
         model_input = torch.cat([latents, latents]).to(self.dtype).contiguous()
-        hidden = torch.cat([uncond.expand(batch, -1, -1), cond.expand(batch, -1, -1)]).to(self.dtype)
-        pooled = torch.cat([uncond_pooled.expand(batch, -1), cond_pooled.expand(batch, -1)]).to(self.dtype)
+        hidden = torch.cat([uncond.expand(padded, -1, -1), cond.expand(padded, -1, -1)]).to(self.dtype)
+        pooled = torch.cat([uncond_pooled.expand(padded, -1), cond_pooled.expand(padded, -1)]).to(self.dtype)
         faces = torch.cat([identity_uncond, identity_cond]).to(self.device, self.dtype)
+        if timestep.ndim == 1:  # one timestep per row (several timesteps in one call): both branches
+            timestep = torch.cat(
+                [timestep, timestep[-1:].expand(padded - batch), timestep, timestep[-1:].expand(padded - batch)]
+            )
         with torch.no_grad():
             noise = self.pipe.unet(
                 model_input,
@@ -251,11 +270,13 @@ class SdxlBundle:
                 encoder_hidden_states=hidden,
                 added_cond_kwargs={
                     "text_embeds": pooled,
-                    "time_ids": time_ids.expand(2 * batch, -1),
+                    "time_ids": time_ids.expand(2 * padded, -1),
                     "image_embeds": [faces],
                 },
                 return_dict=False,
             )[0].float()
+        if padded > batch:
+            noise = torch.cat([noise[:batch], noise[padded : padded + batch]])
         noise_uncond, noise_cond = noise.chunk(2)
         return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
 
@@ -272,8 +293,17 @@ def load_bundle(options: SdxlOptions, context: RuntimeContext) -> SdxlBundle:
     if device.type == "cpu" and not context.allow_slow_cpu and _is_full_size(sdxl_dir):
         raise DeviceError(CPU_FULL_SIZE_NOTE)
     fuse = options.fuse_faceid_lora
+    fixed_batch = context.batch_size if context.compile and isinstance(context.batch_size, int) else None
     key = ("sdxl-faceid", str(sdxl_dir.resolve()), str(faceid_file.resolve()), str(dtype), str(device), fuse)
-    return context.pool.get(key, lambda: _load(sdxl_dir, faceid_file, device, dtype, fuse))
+    key += (("compiled", fixed_batch),) if context.compile else ()
+
+    def build() -> SdxlBundle:
+        bundle = _load(sdxl_dir, faceid_file, device, dtype, fuse)
+        if context.compile:
+            bundle.compile_unet(fixed_batch)
+        return bundle
+
+    return context.pool.get(key, build)
 
 
 def _load(sdxl_dir: Path, faceid_file: Path, device: Any, dtype: Any, fuse_lora: bool = True) -> SdxlBundle:

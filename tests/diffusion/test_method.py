@@ -171,3 +171,56 @@ def test_auto_batch_size_runs_one_face_at_a_time_on_a_cpu(plugin_host, diffusion
     anonymizer = build(plugin_host, **diffusion_params, batch_size="auto")
     anonymizer.load()
     assert anonymizer.batch_size == 1
+
+
+def _bundle_noise(bundle, batch: int = 3):  # type: ignore[no-untyped-def]
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 4, 16, 16, generator=generator)
+    identity = torch.randn(batch, 1, 512, generator=generator)
+    text = bundle.prompt_conditioning(None)
+    return bundle.guided_noise(x, torch.tensor(299), text, torch.zeros_like(identity), identity, -10.0)
+
+
+def test_several_timesteps_per_call_invert_like_one_per_call(tiny_models) -> None:  # type: ignore[no-untyped-def]
+    """The speed path (all steps' noise predicted in few UNet calls) gives the sequential path's noise maps."""
+    from rp_core.interfaces import RuntimeContext
+    from rp_plugins.diffusion.ledits import draw_step_noise, invert, reference_timesteps
+    from rp_plugins.diffusion.options import InverterOptions
+    from rp_plugins.diffusion.sdxl import load_bundle
+
+    sdxl_dir, faceid_file = tiny_models
+    bundle = load_bundle(
+        InverterOptions(sd_model=str(sdxl_dir), ip_adapter=str(faceid_file)), RuntimeContext(device="cpu")
+    )
+    timesteps = reference_timesteps(0.7, 12)
+    x0 = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    noise = draw_step_noise([torch.Generator().manual_seed(0)] * 2, x0.shape[1:], len(timesteps), torch.float32)
+    zeros = torch.zeros(2, 1, 512)
+    text = bundle.prompt_conditioning(None)
+
+    def noise_fn(x, t):  # type: ignore[no-untyped-def]
+        rows = x.shape[0]
+        return bundle.guided_noise(x, t, text, zeros[:1].expand(rows, -1, -1), zeros[:1].expand(rows, -1, -1), -10.0)
+
+    one = invert(x0, bundle.new_scheduler(timesteps), noise_fn, noise, timesteps_per_call=1)
+    five = invert(x0, bundle.new_scheduler(timesteps), noise_fn, noise, timesteps_per_call=5)
+    assert torch.equal(one.start, five.start)
+    scale = one.noise_maps.abs().max().item()
+    assert (one.noise_maps - five.noise_maps).abs().max().item() < 1e-4 * scale
+
+
+def test_compiled_unet_predicts_what_the_eager_one_does(tiny_models) -> None:  # type: ignore[no-untyped-def]
+    """runtime.compile: torch.compile'd UNet, partial batches padded to the compiled size, same noise prediction."""
+    from rp_core.interfaces import RuntimeContext
+    from rp_core.models import ModelPool
+    from rp_plugins.diffusion.options import InverterOptions
+    from rp_plugins.diffusion.sdxl import load_bundle
+
+    sdxl_dir, faceid_file = tiny_models
+    options = InverterOptions(sd_model=str(sdxl_dir), ip_adapter=str(faceid_file))
+    eager = load_bundle(options, RuntimeContext(device="cpu", pool=ModelPool()))
+    compiled = load_bundle(options, RuntimeContext(device="cpu", pool=ModelPool(), compile=True, batch_size=4))
+    assert compiled.fixed_batch == 4 and compiled.pipe.unet is not eager.pipe.unet
+    expected, got = _bundle_noise(eager), _bundle_noise(compiled)  # 3 faces, padded to 4
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() < 1e-4 * expected.abs().max().item()
