@@ -86,6 +86,19 @@ def run_batch(inverter: Any, generator: Any, batch: int, size: int, rng: np.rand
     }
 
 
+def vae_ms_per_face(bundle: Any, batch: int, size: int) -> float:
+    """Milliseconds per face of one fp32 VAE encode + decode at `batch` faces."""
+    import torch
+
+    crops = synthetic_crops(batch, size)
+    bundle.decode_latents(bundle.encode_images(crops))
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    bundle.decode_latents(bundle.encode_images(crops))
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1000 / batch
+
+
 def compare_fused(common: dict[str, Any], context: Any, steps: int, size: int) -> dict[str, float]:
     """Same faces, seed and identities through the plain (unfused LoRA) and the fused pipeline."""
     from rp_plugins.diffusion.components import IpAdapterFaceIdGenerator, LeditsSdxlInverter
@@ -111,6 +124,10 @@ def main() -> None:
     parser.add_argument("--dtype", default="float16")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--no-fuse", action="store_true", help="keep FaceID's LoRA unmerged (the plain path)")
+    parser.add_argument("--faces-per-call", type=int, default=1, help="inverter option faces_per_call")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the UNet (fixed batch = first batch size)"
+    )
     parser.add_argument(
         "--compare-steps", type=int, default=0, help="first compare fused vs plain output (2 faces, N steps)"
     )
@@ -132,6 +149,7 @@ def main() -> None:
     results["write_models_s"] = time.perf_counter() - start
     print(f"random full-size models written in {results['write_models_s']:.1f} s", flush=True)
 
+    batches = [int(b) for b in args.batch_sizes.split(",")]
     context = RuntimeContext(device="cuda", dtype=args.dtype)
     sdxl_dir, faceid = args.models / "sdxl", args.models / "faceid" / "ip-adapter-faceid_sdxl.bin"
     common = dict(sd_model=str(sdxl_dir), ip_adapter=str(faceid))
@@ -141,7 +159,12 @@ def main() -> None:
         context.pool.clear()
         torch.cuda.empty_cache()
     common["fuse_faceid_lora"] = not args.no_fuse
-    inverter = LeditsSdxlInverter(LeditsSdxlInverter.Options(**common, num_inversion_steps=args.steps), context)
+    if args.compile:
+        context = RuntimeContext(device="cuda", dtype=args.dtype, compile=True, batch_size=batches[0])
+    inverter = LeditsSdxlInverter(
+        LeditsSdxlInverter.Options(**common, num_inversion_steps=args.steps, faces_per_call=args.faces_per_call),
+        context,
+    )
     generator = IpAdapterFaceIdGenerator(IpAdapterFaceIdGenerator.Options(**common), context)
     start = time.perf_counter()
     inverter.load()
@@ -150,10 +173,17 @@ def main() -> None:
     assert inverter.bundle is generator.bundle, "inverter and generator must share one pipeline"
     print(f"pipeline loaded in {results['load_s']:.1f} s (shared: yes, LoRA fused: {not args.no_fuse})", flush=True)
 
+    if args.compile:
+        start = time.perf_counter()
+        unet_call_ms(generator.bundle, batches[0], repeats=1)
+        results["compile_s"] = time.perf_counter() - start
+        print(f"UNet compiled for batch {batches[0]} in {results['compile_s']:.1f} s", flush=True)
+    results["vae_ms_per_face"] = vae_ms_per_face(generator.bundle, batches[0], args.size)
+    print(f"VAE encode+decode: {results['vae_ms_per_face']:.0f} ms per face at batch {batches[0]}", flush=True)
     rng = np.random.default_rng(0)
     rows = []
     first_image_s = None
-    for batch in [int(b) for b in args.batch_sizes.split(",")]:
+    for batch in batches:
         try:
             row = run_batch(inverter, generator, batch, args.size, rng)
         except torch.cuda.OutOfMemoryError:
