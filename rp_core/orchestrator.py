@@ -216,11 +216,12 @@ class Anonymizer:
         from rp_core.doctor import network_available
         from rp_core.models import require_present
 
-        lacking = [s for s in self.sections_in_use() if any(not f.present for f in self.component(s).model_files())]
+        in_use = [self.component(s) for s in self.sections_in_use()] + self._safeguards()
+        lacking = [c for c in in_use if any(not f.present for f in c.model_files())]
         if lacking and network_available():
-            for section in lacking:
+            for component in lacking:
                 try:
-                    self.component(section).download()
+                    component.download()
                 except Exception:  # reported below as missing files, not as a network traceback
                     pass
         require_present(self.model_files())
