@@ -340,8 +340,12 @@ def resolve_config(
 
 
 def _sections_used(host: PluginHost, config: RunConfig) -> set[str]:
+    return _sections_used_by(host, config.generator.name)
+
+
+def _sections_used_by(host: PluginHost, name: str | None) -> set[str]:
+    """The slots a run fills: detector, generator, merger, and what the generator needs."""
     used = {"detector", "generator", "merger"}
-    name = config.generator.name
     registration = host.registry["generator"].get(name) if name else None
     if registration is None:
         return used  # the unknown generator is the error to report
@@ -371,17 +375,20 @@ def _apply_flags(host: PluginHost, merged: dict[str, Any], flags: Mapping[str, A
             elif section in COMPONENT_SECTIONS:
                 field = key.split(".")[-1]
                 name = merged.get(section, {}).get("name")
-                if name and field in _option_fields(host, section, name):
+                in_use = section in _sections_used_by(host, merged.get("generator", {}).get("name"))
+                if name and in_use and field in _option_fields(host, section, name):
                     set_dotted(merged, key, value)
                     applied.append(key)
             else:
                 set_dotted(merged, key, value)
                 applied.append(key)
         if not applied:
-            chosen = ", ".join(f"{k.split('.')[0]}={merged.get(k.split('.')[0], {}).get('name')}" for k in targets)
-            raise ConfigError(
-                f"--{flag.replace('_', '-')} {value!r}: not used by the selected components ({chosen})"
+            used = _sections_used_by(host, merged.get("generator", {}).get("name"))
+            chosen = ", ".join(
+                f"{sec}={merged.get(sec, {}).get('name')}{'' if sec in used else ' (not run by this generator)'}"
+                for sec in (k.split(".")[0] for k in targets)
             )
+            raise ConfigError(f"--{flag.replace('_', '-')} {value!r}: not used by the selected components ({chosen})")
 
 
 def _replace_component(merged: dict[str, Any], section: str, name: Any) -> dict[str, Any]:

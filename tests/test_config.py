@@ -172,3 +172,17 @@ def test_unknown_generator_by_flag_is_the_error_reported(tmp_path: Path) -> None
     path.write_text("detector: {name: centre}\ngenerator: {name: flat, options: {level: 2}}\nmerger: {name: box}\n")
     with pytest.raises(ConfigError, match="generator.name: bad value 'pixelate'"):
         resolve_config(throwaway_host(), config_file=path, flags={"generator": "pixelate"}, environ={})
+
+
+def test_a_flag_for_a_slot_the_generator_never_runs_is_an_error() -> None:
+    """--guidance-scale under the offline preset would silently do nothing: the inverter is never run."""
+    from rp_core.config import resolve_config
+    from rp_core.errors import ConfigError
+    from rp_core.plugins import PluginHost
+
+    host = PluginHost()
+    if "ledits_sdxl" not in host.registry["inverter"] or "pixelate" not in host.registry["generator"]:
+        pytest.skip("needs the default plugins")
+    with pytest.raises(ConfigError, match=r"--guidance-scale -5.*inverter=ledits_sdxl \(not run by this generator\)"):
+        resolve_config(host, preset="offline", flags={"guidance_scale": -5.0}, environ={})
+    assert resolve_config(host, flags={"guidance_scale": -5.0}, environ={}).generator.options["guidance_scale"] == -5.0
