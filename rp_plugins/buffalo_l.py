@@ -80,14 +80,15 @@ class BuffaloL(IdentityEncoder):
         found = first_existing([folder / ONNX_FILE, *folder.glob(f"*/{ONNX_FILE}")])
         return [found] if found is not None else []
 
-    def providers(self) -> list[str]:
-        """CUDA when the run asks for it (or "auto") and onnxruntime has it; CPU otherwise."""
+    def providers(self) -> list[Any]:
+        """CUDA when the run asks for it (or "auto") and onnxruntime has it, on the GPU `cuda:N` names; CPU otherwise."""
         import onnxruntime
 
         device = self.context.device
         if device.startswith("cuda") or device == "auto":
             if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-                return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+                index = int(device.split(":", 1)[1]) if ":" in device else 0
+                return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         return ["CPUExecutionProvider"]
 
     def _load(self) -> None:
@@ -97,7 +98,7 @@ class BuffaloL(IdentityEncoder):
         assert path is not None
         providers = self.providers()
         self._model = self.context.pool.get(
-            ("insightface", str(path), tuple(providers)), lambda: _arcface(path, providers)
+            ("insightface", str(path), repr(providers)), lambda: _arcface(path, providers)
         )
 
     def version(self) -> str:
@@ -121,7 +122,7 @@ class BuffaloL(IdentityEncoder):
         return [IdentityEmbedding(vector=v, model=self.model_name) for v in features]
 
 
-def _arcface(path: Path, providers: list[str]) -> Any:
+def _arcface(path: Path, providers: list[Any]) -> Any:
     """Load the ONNX file with InsightFace's model router; refuse anything that is not a recognition model."""
     from insightface.model_zoo import get_model
     from insightface.model_zoo.arcface_onnx import ArcFaceONNX
