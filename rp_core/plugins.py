@@ -156,7 +156,7 @@ class PluginHost:
         for kind, hook_name in _KIND_HOOKS.items():
             base = COMPONENT_KINDS[kind]
 
-            def make_register(plugin: str, kind: str = kind, base: type = base) -> Callable[..., None]:
+            def make_register(plugin: str, kind: str = kind, base: type[Component] = base) -> Callable[..., None]:
                 def register(cls: type) -> None:
                     if not (isinstance(cls, type) and issubclass(cls, base)):
                         raise PluginError(f"plugin {plugin!r} registered {cls!r} as a {kind}, but it is not a {base.__name__}")
