@@ -456,6 +456,8 @@ class Anonymizer:
                 crops[i] = crop
                 last_resort[i] = generators[i] = filler.name
             merged = self.merger.merge(work.image, work.faces, crops)
+            # pasted once more on top, so no neighbour's crop covers any part of a filled face
+            merged = self.merger.merge(merged, [work.faces[i] for i in stuck], [crops[i] for i in stuck])
             checks = verifier.check(work.image, merged, faces, work.originals)
             # Nothing of these face regions survives, yet the encoder still calls them a match: it is reading
             # the surroundings or a region that is no face (a false detection). Kept, and said so.

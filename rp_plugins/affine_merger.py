@@ -49,12 +49,12 @@ class AffineMerger(Merger):
     Options: ClassVar[type[ComponentOptions]] = AffineMergerOptions
     options: AffineMergerOptions
 
-    def alpha(self, face: AlignedFace) -> np.ndarray:
+    def alpha(self, face: AlignedFace, region: str | None = None) -> np.ndarray:
         """The feathered blend mask of one face, float32 in crop space."""
         from rp_plugins._facemask import face_region, feathered_mask, square_region
 
-        region = face_region(face) if self.options.region == "face" else square_region(face.size)
-        return feathered_mask(region, self.options.erode, self.options.feather)
+        mask = face_region(face) if (region or self.options.region) == "face" else square_region(face.size)
+        return feathered_mask(mask, self.options.erode, self.options.feather)
 
     def merge(self, image: np.ndarray, faces: Sequence[AlignedFace], crops: Sequence[np.ndarray]) -> np.ndarray:
         if len(faces) != len(crops):
@@ -68,9 +68,14 @@ class AffineMerger(Merger):
                     f"crop {i} must be uint8 {faces[i].crop.shape} like the aligned face, got {crop.dtype} {crop.shape}"
                 )
             self._paste(out, faces[i], crop)
+        if self.options.region == "crop":
+            # a whole square also carries its neighbours' original pixels: give every face region
+            # back its own crop, so no face is restored by a larger face's square pasted over it
+            for i in order:
+                self._paste(out, faces[i], np.asarray(crops[i]), region="face")
         return out
 
-    def _paste(self, out: np.ndarray, face: AlignedFace, crop: np.ndarray) -> None:
+    def _paste(self, out: np.ndarray, face: AlignedFace, crop: np.ndarray, region: str | None = None) -> None:
         """Blend one crop into `out` in place, working only inside the footprint's bounding box."""
         import cv2
 
@@ -85,7 +90,7 @@ class AffineMerger(Merger):
         matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
         window_shape = (y1 - y0, x1 - x0)
         warped = warp_to_image(crop, matrix, window_shape).astype(np.float32)
-        alpha = warp_to_image(self.alpha(face), matrix, window_shape, interpolation=cv2.INTER_LINEAR)
+        alpha = warp_to_image(self.alpha(face, region), matrix, window_shape, interpolation=cv2.INTER_LINEAR)
         alpha = np.clip(alpha, 0.0, 1.0)
         alpha[alpha < _ALPHA_FLOOR] = 0.0
         # never past the crop's own footprint, whatever the interpolation did at its border

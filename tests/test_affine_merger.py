@@ -99,3 +99,28 @@ def test_options_are_validated() -> None:
         AffineMergerOptions(erode=0.01, feather=0.02)
     with pytest.raises(ValueError):
         AffineMergerOptions.model_validate({"blend": "poisson"})
+
+
+def test_a_larger_square_never_restores_a_neighbouring_face(
+    astronaut: np.ndarray, t1: np.ndarray, reidentifier
+) -> None:  # type: ignore[no-untyped-def]
+    """region=crop: a big face's whole square carries its small neighbour's original pixels; they must not win."""
+    import cv2
+
+    from rp_plugins.obfuscate import Pixelate
+
+    scene = cv2.resize(astronaut, (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    scene[200:313, 545:655] = cv2.resize(t1[250:420, 35:200], (110, 113), interpolation=cv2.INTER_AREA)
+    faces = [f for f in DlibDetector().detect(scene) if f.size > 60]
+    aligned = align_faces(scene, faces, 256)
+    small = min(aligned, key=lambda a: a.face.size)
+    original = reidentifier.descriptors(scene[150:360, 500:700])
+    assert len(aligned) >= 2 and original, "the scene must hold the big face and its small neighbour"
+    from rp_core.types import GenerationRequest
+
+    crops = Pixelate().generate([GenerationRequest(face=a) for a in aligned])
+    merged = AffineMerger(AffineMergerOptions(region="crop")).merge(scene, aligned, crops)
+    x0, y0, x1, y1 = (int(v) for v in small.face.box)
+    assert np.abs(merged[y0:y1, x0:x1].astype(int) - scene[y0:y1, x0:x1].astype(int)).mean() > 5
+    after = reidentifier.descriptors(merged[150:360, 500:700], upsample=1)
+    assert all(np.linalg.norm(d - original[0]) > 0.6 for d in after)
