@@ -226,7 +226,7 @@ def merge_layers(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]
     for key, value in top.items():
         old = result.get(key)
         if key in COMPONENT_SECTIONS and isinstance(value, Mapping) and isinstance(old, dict):
-            if "name" in value and value["name"] != old.get("name"):
+            if "name" in value and "name" in old and value["name"] != old["name"]:
                 old = {"name": value["name"], "options": {}}
             result[key] = merge_layers(old, value)
         elif isinstance(value, Mapping) and isinstance(old, dict):
@@ -319,9 +319,14 @@ def resolve_config(
         preset_layer = copy.deepcopy(presets[preset_name].config)
         preset_layer["preset"] = preset_name
 
-    defaults = RunConfig().model_dump(mode="json")
-    merged = defaults
-    for layer in (preset_layer, file_layer, env, flag_layer):
+    name_layer: dict[str, Any] = {}
+    for flag, value in (flags or {}).items():
+        targets = FLAG_KEYS.get(flag, ())
+        if value is not None and len(targets) == 1 and targets[0].endswith(".name"):
+            set_dotted(name_layer, targets[0], value)
+    layers = [RunConfig().model_dump(mode="json"), preset_layer, file_layer, env, flag_layer, name_layer]
+    merged: dict[str, Any] = {}
+    for layer in _for_final_components(layers):
         merged = merge_layers(merged, layer)
 
     _apply_flags(host, merged, flags or {})
@@ -337,6 +342,31 @@ def resolve_config(
         if section in used or choice.name in host.registry[section]:
             validate_options(host, section, choice)
     return config
+
+
+def _for_final_components(layers: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each layer without what it says about components that a later layer replaced.
+
+    The component finally chosen for a slot (by the last layer naming one) keeps the options
+    every layer gives it, whichever layer names it: `--generator blur --set
+    generator.options.strength=0.3` keeps the strength. Options a layer gives a component
+    that is not the final one are dropped with its name.
+    """
+    final: dict[str, Any] = {}
+    for layer in layers:
+        for section in COMPONENT_SECTIONS:
+            value = layer.get(section)
+            if isinstance(value, Mapping) and "name" in value:
+                final[section] = value["name"]
+    cleaned: list[dict[str, Any]] = []
+    for layer in layers:
+        copied = copy.deepcopy(dict(layer))
+        for section in COMPONENT_SECTIONS:
+            value = copied.get(section)
+            if isinstance(value, dict) and "name" in value and value["name"] != final.get(section):
+                del copied[section]
+        cleaned.append(copied)
+    return cleaned
 
 
 def _sections_used(host: PluginHost, config: RunConfig) -> set[str]:

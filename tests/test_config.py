@@ -186,3 +186,32 @@ def test_a_flag_for_a_slot_the_generator_never_runs_is_an_error() -> None:
     with pytest.raises(ConfigError, match=r"--guidance-scale -5.*inverter=ledits_sdxl \(not run by this generator\)"):
         resolve_config(host, preset="offline", flags={"guidance_scale": -5.0}, environ={})
     assert resolve_config(host, flags={"guidance_scale": -5.0}, environ={}).generator.options["guidance_scale"] == -5.0
+
+
+def test_options_follow_the_component_finally_chosen() -> None:
+    """A component picked by flag keeps the options --set, env or a file give it; another's are dropped."""
+    from rp_core.config import resolve_config
+    from rp_core.errors import ConfigError
+    from rp_core.plugins import PluginHost
+
+    host = PluginHost()
+    if not {"blur", "pixelate"} <= set(host.registry["generator"]):
+        pytest.skip("needs the default plugins")
+    config = resolve_config(
+        host, preset="offline", flags={"generator": "blur"}, overrides=["generator.options.strength=0.3"], environ={}
+    )
+    assert config.generator.name == "blur" and config.generator.options == {"strength": 0.3}
+    env = {"RP_GENERATOR__OPTIONS__BLOCKS": "3"}
+    config = resolve_config(host, flags={"generator": "pixelate", "detector": "dlib"}, environ=env)
+    assert config.generator.options == {"blocks": 3}
+    with pytest.raises(ConfigError, match="generator.options.bogus"):
+        resolve_config(host, flags={"generator": "blur"}, overrides=["generator.options.bogus=1"], environ={})
+    # options a layer gives the component it names do not follow a later switch to another one
+    switched = ["generator.name=pixelate", "generator.options.blocks=4"]
+    config = resolve_config(host, overrides=switched, flags={"generator": "blur", "detector": "dlib"}, environ={})
+    assert config.generator.name == "blur" and config.generator.options == {}
+    # options given without a name belong to whichever component is finally chosen, and are checked by it
+    with pytest.raises(ConfigError, match="generator.options.blocks"):
+        resolve_config(
+            host, preset="offline", overrides=["generator.options.blocks=4"], flags={"generator": "blur"}, environ={}
+        )
