@@ -22,7 +22,7 @@ import numpy as np
 
 from rp_core.align import align_faces, aligned_input
 from rp_core.config import COMPONENT_SECTIONS, RunConfig, validate_options
-from rp_core.errors import ConfigError, RpError, VerificationError
+from rp_core.errors import ConfigError, InputError, RpError, VerificationError
 from rp_core.interfaces import Component, Detector, Generator, IdentityEncoder, Inverter, Merger
 from rp_core.models import ModelFile, ModelPool
 from rp_core.plugins import PluginHost
@@ -283,8 +283,12 @@ class Anonymizer:
         size = self.config.align.face_image_size
         if aligned:
             found = self.detector.detect(image)
-            best = max(found, key=lambda f: f.size) if found else None
-            faces = [aligned_input(image, size, best)]
+            if len(found) > 1:  # regenerating the whole image as one face would leave the others as they are
+                raise InputError(
+                    f"--aligned expects one already-aligned face per image, but the detector found {len(found)}; "
+                    "run without --aligned to anonymize every face"
+                )
+            faces = [aligned_input(image, size, found[0] if found else None)]
             routes = [ROUTE_GENERATE]
         else:
             found = self.detector.detect(image)
