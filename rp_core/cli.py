@@ -8,6 +8,7 @@ need them. Expected errors (RpError) print one message and exit with their code;
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -269,12 +270,27 @@ def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None,
         raise click.UsageError("give an output with -o/--output, or --in-place to replace the inputs")
     if output is not None and in_place:
         raise click.UsageError("-o/--output and --in-place exclude each other")
+    if output is not None:
+        for source in inputs:
+            if source.is_dir() and output.resolve() == source.resolve():
+                raise click.UsageError(
+                    f"the output folder {output} is the input folder; choose another output folder "
+                    "(or use --in-place to replace the inputs)"
+                )
     args = _pop_config_args(kwargs)
     config = resolve(ctx, args)
     plan = plan_in_place(inputs) if in_place else plan_inputs(inputs, output)  # type: ignore[arg-type]
     console = _console()
     for path in plan.ignored:
         console.print(f"ignored (not a supported image): {path}", markup=False)
+    if not plan.jobs:
+        from rp_core.io import SUPPORTED_EXTENSIONS
+
+        names = ", ".join(str(p) for p in inputs)
+        count = len(plan.ignored)
+        ignored = f" ({count} unsupported file{'' if count == 1 else 's'} ignored)" if count else ""
+        supported = ", ".join(sorted(SUPPORTED_EXTENSIONS))
+        raise click.UsageError(f"no images found in {names}{ignored}; supported: {supported}")
     _Run(get_host(ctx), config, plan, console, **kwargs).execute()
 
 
@@ -300,46 +316,70 @@ class _Run:
         self.metadata: dict[int, ImageMetadata] = {}
         self.read_times: dict[int, float] = {}
         self.entries: dict[int, ImageEntry] = {}
+        self.skipped: set[int] = set()  # outputs that existed and were left alone by this run
         self.journal = Journal(journal_path(plan.manifest_path))
 
     def _plan_todo(self) -> list[int]:
-        """Which jobs to run; the others get their earlier entry (--resume) or a skipped one."""
+        """Which jobs to run; the others keep their earlier manifest entry, or get a skipped one.
+
+        An existing output is never replaced without --overwrite, with one exception under --resume:
+        an output the interrupted run itself was publishing (its journal notes the intent before the
+        file replaces anything, see `_write`) is redone; redoing one is deterministic.
+        """
         from rp_core.io import temporary_files_for
         from rp_core.manifest import ImageEntry, previous_entries
 
-        previous = previous_entries(self.plan.manifest_path) if self.resume else {}
-        if self.resume:  # a killed run may leave temporary files behind: they are never outputs
+        previous = previous_entries(self.plan.manifest_path)
+        if self.resume:  # a killed run may leave its temporary files behind: they are never outputs
             for target in {*(job.target for job in self.plan.jobs), self.plan.manifest_path}:
                 for temporary in temporary_files_for(target):
                     temporary.unlink(missing_ok=True)
         todo = []
         for i, job in enumerate(self.plan.jobs):
             earlier = previous.get(str(job.source))
-            done_before = earlier is not None and earlier.status in ("anonymized", "no_face")
-            if self.plan.in_place or self.resume:
-                # an in-place output always exists, and a resumed run may have been killed between writing
-                # an output and noting it: only a recorded output counts as done (redoing one is deterministic)
-                skip = done_before and (self.plan.in_place or job.target.exists()) and not self.overwrite
-            else:
-                skip = job.target.exists() and not self.overwrite
-            if not skip:
+            done_before = (
+                earlier is not None
+                and earlier.status in ("anonymized", "no_face")
+                and (self.plan.in_place or earlier.output == str(job.target))
+            )
+            ours = (
+                self.resume
+                and earlier is not None
+                and earlier.status == "writing"
+                and earlier.output == str(job.target)
+            )
+            exists = self.plan.in_place or job.target.exists()
+            if self.overwrite or not exists:
                 todo.append(i)
-            elif self.resume and done_before and earlier is not None:
-                self.entries[i] = earlier
+            elif self.plan.in_place:  # an in-place output always exists: only a resumed, recorded one is done
+                if self.resume and done_before and earlier is not None:
+                    self.entries[i] = earlier
+                else:
+                    todo.append(i)
+            elif ours:
+                todo.append(i)
             else:
-                self.entries[i] = ImageEntry(str(job.source), str(job.target), "skipped_existing")
-                self.console.print(f"{job.target}: exists, skipped (use --overwrite to replace it)", markup=False)
-        resumed = sum(1 for e in self.entries.values() if e.status != "skipped_existing")
-        if resumed:
+                if done_before and earlier is not None:
+                    self.entries[i] = earlier  # keep what the earlier run recorded about this output
+                else:
+                    self.entries[i] = ImageEntry(str(job.source), str(job.target), "skipped_existing")
+                if not (self.resume and done_before):
+                    self.skipped.add(i)
+                    self.console.print(f"{job.target}: exists, skipped (use --overwrite to replace it)", markup=False)
+        if self.resume:
+            resumed = sum(1 for i in self.entries if i not in self.skipped)
             self.console.print(f"resuming: {resumed} files already done, {len(todo)} to go", markup=False)
         return todo
 
     def execute(self) -> None:
+        from rp_core.io import check_writable_folder
         from rp_core.manifest import RunManifest
 
         started = time.perf_counter()
         anonymizer = _build_anonymizer(self.config, self.host)
-        todo = self._plan_todo()
+        with self._writing():
+            check_writable_folder(self.plan.manifest_path.parent)  # before loading models for minutes
+            todo = self._plan_todo()
         load_start = time.perf_counter()
         if todo:
             anonymizer.load()
@@ -347,7 +387,8 @@ class _Run:
         manifest.timings["load"] = time.perf_counter() - load_start
         if todo:
             # a resumed run appends to the journal the killed one left, so nothing it did is forgotten
-            self.journal.open(keep=self.resume)
+            with self._writing():
+                self.journal.open(keep=self.resume)
             try:
                 self._stream(anonymizer, todo)
             finally:
@@ -355,9 +396,20 @@ class _Run:
         manifest.images = [self.entries[i] for i in sorted(self.entries)]
         manifest.timings["total"] = time.perf_counter() - started
         if todo or any(e.status != "skipped_existing" for e in manifest.images):
-            manifest.write(self.plan.manifest_path)
-            self.journal.close(remove=True)
+            with self._writing():
+                manifest.write(self.plan.manifest_path)
+                self.journal.close(remove=True)
         self._summary(manifest)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """An output location that cannot be written is one InputError line, not a traceback."""
+        from rp_core.io import cannot_write
+
+        try:
+            yield
+        except OSError as exc:
+            raise cannot_write(self.plan.output, exc) from exc
 
     def _stream(self, anonymizer: Any, todo: list[int]) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -414,12 +466,19 @@ class _Run:
 
     def _write(self, i: int, result: Any) -> None:
         from rp_core.io import write_image
+        from rp_core.manifest import ImageEntry
 
         job = self.plan.jobs[i]
         entry = self.entries[i]
         start = time.perf_counter()
+        intent = ImageEntry(str(job.source), str(job.target), "writing")
         try:
-            write_image(job.target, result.image, metadata=self.metadata[i] if self.keep_metadata else None)
+            write_image(
+                job.target,
+                result.image,
+                metadata=self.metadata[i] if self.keep_metadata else None,
+                before_publish=lambda: self.journal.record(intent),  # so --resume knows the output is ours
+            )
         except (InputError, OSError) as exc:
             entry.status, entry.output, entry.error = "failed", None, f"{job.target}: cannot write ({exc})"
             self.console.print(f"failed: {entry.error}", markup=False)
@@ -428,18 +487,20 @@ class _Run:
         entry.timings = {"read": self.read_times.get(i, 0.0), **result.timings, "write": time.perf_counter() - start}
         if result.face_count == 0:
             entry.status = "no_face"
-            self.console.print(f"{job.source}: no face found; copied unchanged (metadata stripped)", markup=False)
+            kept = "kept" if self.keep_metadata else "stripped"
+            self.console.print(f"{job.source}: no face found; re-encoded unchanged (metadata {kept})", markup=False)
         else:
             entry.status = "anonymized"
 
     def _summary(self, manifest: RunManifest) -> None:
         entries = manifest.images
-        done = sum(e.status == "anonymized" for e in entries)
-        no_face = sum(e.status == "no_face" for e in entries)
-        skipped = sum(e.status == "skipped_existing" for e in entries)
+        fresh = [e for i, e in sorted(self.entries.items()) if i not in self.skipped]
+        done = sum(e.status == "anonymized" for e in fresh)
+        no_face = sum(e.status == "no_face" for e in fresh)
+        skipped = len(self.skipped)
         failed = [e for e in entries if e.status in ("failed", "verification_failed")]
         leaking = [e for e in failed if e.status == "verification_failed"]
-        faces = sum(len(e.faces) for e in entries)
+        faces = sum(len(e.faces) for e in fresh)
         line = f"{done} anonymized ({faces} faces), {no_face} without a face, {skipped} skipped, {len(failed)} failed"
         if leaking:
             line += f" ({len(leaking)} refused: a face still matched its original)"

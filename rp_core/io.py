@@ -13,7 +13,7 @@ import io
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,7 +73,11 @@ def read_image_with_metadata(path: Path | str, *, max_pixels: int = MAX_PIXELS) 
             try:
                 with Image.open(path) as opened:
                     frames = int(getattr(opened, "n_frames", 1))
-                    if frames > 1:
+                    if opened.format == "MPO":
+                        # a phone's multi-picture JPEG (depth map, gain map of Ultra HDR, ...): frame 0 is
+                        # the photo; the other frames are never decoded, so none of them reaches the output
+                        opened.seek(0)
+                    elif frames > 1:
                         raise InputError(
                             f"{path}: has {frames} frames (animated or multi-page); "
                             "only single-frame images are supported, extract the frames first"
@@ -179,8 +183,13 @@ def write_image(
     *,
     metadata: ImageMetadata | None = None,
     quality: int = JPEG_QUALITY,
+    before_publish: Callable[[], None] | None = None,
 ) -> Path:
-    """Encode `image` to `path` atomically; with no `metadata` the file carries none at all."""
+    """Encode `image` to `path` atomically; with no `metadata` the file carries none at all.
+
+    `before_publish` runs once the temporary file is complete and synced, just before it replaces
+    `path`: a run notes its intent there, so after a kill every output it wrote is known to be its own.
+    """
     path = Path(path)
     fmt = format_for(path)
     pil = _fresh_image(image)
@@ -192,6 +201,8 @@ def write_image(
             pil.save(stream, format=fmt, **options)
             stream.flush()
             os.fsync(stream.fileno())
+        if before_publish is not None:
+            before_publish()
         publish(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
@@ -349,13 +360,42 @@ def temporary_files_for(target: Path) -> list[Path]:
     return sorted(target.parent.glob(f".{glob_escape(target.name)}.*.part"))
 
 
+def cannot_write(path: Path, exc: OSError) -> InputError:
+    """One line for an output location that cannot be written: `cannot write to PATH: reason`."""
+    for ancestor in (path, *path.parents):
+        if ancestor.exists() or ancestor.is_symlink():
+            if ancestor != path and not ancestor.is_dir():
+                return InputError(f"cannot write to {path}: {ancestor} is a file, not a folder")
+            break
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None and Path(os.fsdecode(exc.filename)) != path:
+        reason = f"{reason} ({os.fsdecode(exc.filename)})"
+    return InputError(f"cannot write to {path}: {reason}")
+
+
+def check_writable_folder(folder: Path) -> None:
+    """Raise the OSError that creating or writing `folder` would meet (pass it to `cannot_write`); creates nothing."""
+    for ancestor in (folder, *folder.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise NotADirectoryError(20, os.strerror(20), str(ancestor))
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                raise PermissionError(13, os.strerror(13), str(ancestor))
+            return
+
+
 def glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def _walk(folder: Path, exclude: Path) -> tuple[list[Path], list[Path]]:
-    """Image files below `folder` (sorted, hidden entries and the output folder left out) and the rest."""
+    """Image files below `folder` (sorted, hidden entries and the output folder left out) and the rest.
+
+    Only an output folder inside `folder` is left out: one that holds `folder` (or is it) would hide every file.
+    """
     exclude_resolved = exclude.resolve()
+    if _is_within(folder.resolve(), exclude_resolved):
+        exclude_resolved = exclude_resolved / ".rp-no-such-folder"
     files: list[Path] = []
     skipped: list[Path] = []
     for path in sorted(folder.rglob("*")):

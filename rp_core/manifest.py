@@ -59,7 +59,7 @@ class ImageEntry:
 
     input: str
     output: str | None
-    status: str  # anonymized | no_face | failed | verification_failed | skipped_existing
+    status: str  # anonymized | no_face | failed | verification_failed | skipped_existing (journal only: writing)
     faces: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None

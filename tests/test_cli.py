@@ -137,7 +137,7 @@ def test_anonymize_folder_with_offline_preset_mirrors_tree_and_reports(tmp_path:
     assert result.exit_code == 4, result.output  # one bad file -> non-zero at the end
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert written == ["empty.png", "manifest.json", "people/astronaut.png", "people/group/t1.jpg"]
-    assert "no face found; copied unchanged" in result.output and "empty.png" in result.output
+    assert "no face found; re-encoded unchanged (metadata stripped)" in result.output and "empty.png" in result.output
     assert "broken.jpg" in result.output and "1 of 4 files failed" in result.output
     assert np.array_equal(read_image(out / "empty.png"), originals["empty.png"])
     manifest = json.loads((out / "manifest.json").read_text())
@@ -178,3 +178,45 @@ def test_samples_copies_photos(tmp_path: Path) -> None:
 def test_bad_flag_value_is_a_usage_error() -> None:
     result = CliRunner().invoke(create_cli(throwaway_host()), ["config", "show", "--batch-size", "lots"])
     assert result.exit_code == 2 and "lots" in result.output and "auto" in result.output
+
+
+def test_no_face_message_says_re_encoded_and_whether_metadata_was_kept(tmp_path: Path) -> None:
+    from PIL import Image
+
+    flat = tmp_path / "flat.jpg"
+    exif = Image.Exif()
+    exif[0x010F] = "CameraMaker"
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(flat, exif=exif, quality=95)
+    args = ["anonymize", str(flat), "--preset", "offline"]
+    kept = CliRunner().invoke(create_cli(), [*args, "-o", str(tmp_path / "kept.jpg"), "--keep-metadata"])
+    assert kept.exit_code == 0, kept.output
+    assert "no face found; re-encoded unchanged (metadata kept)" in kept.output and "copied" not in kept.output
+    assert b"CameraMaker" in (tmp_path / "kept.jpg").read_bytes()
+    stripped = CliRunner().invoke(create_cli(), [*args, "-o", str(tmp_path / "stripped.jpg")])
+    assert "no face found; re-encoded unchanged (metadata stripped)" in stripped.output
+    assert b"CameraMaker" not in (tmp_path / "stripped.jpg").read_bytes()
+
+
+def test_output_folder_equal_to_the_input_folder_is_a_usage_error(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    write_image(source / "a.png", np.full((32, 32, 3), 90, np.uint8))
+    before = (source / "a.png").read_bytes()
+    for output in (source, tmp_path / "in" / ".." / "in"):
+        result = CliRunner().invoke(create_cli(), ["anonymize", str(source), "-o", str(output), "--preset", "offline"])
+        assert result.exit_code == 2, result.output
+        assert "is the input folder" in result.output and "--in-place" in result.output
+    assert sorted(p.name for p in source.iterdir()) == ["a.png"] and (source / "a.png").read_bytes() == before
+
+
+@pytest.mark.parametrize("contents", [[], ["notes.txt", "clip.mp4"], [".hidden.jpg"]])
+def test_a_folder_without_images_is_an_error(tmp_path: Path, contents: list[str]) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in contents:
+        (source / name).write_bytes(b"x")
+    result = CliRunner().invoke(
+        create_cli(), ["anonymize", str(source), "-o", str(tmp_path / "out"), "--preset", "offline"]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"no images found in {source}" in result.output
+    assert not (tmp_path / "out").exists()

@@ -12,8 +12,10 @@ import sys
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -229,3 +231,92 @@ def test_gps_exif_is_gone_from_the_output_by_default(tmp_path: Path, astronaut: 
     with Image.open(tmp_path / "out.jpg") as written:
         assert len(written.getexif()) == 0 and not written.getexif().get_ifd(GPS_IFD) and "exif" not in written.info
     assert b"CameraMaker" not in (tmp_path / "out.jpg").read_bytes()
+
+
+def _anonymize(*args: str) -> Any:
+    return CliRunner().invoke(create_cli(), ["anonymize", *args, "--preset", "offline"])
+
+
+def test_resume_never_replaces_a_file_the_run_did_not_write(
+    tmp_path: Path, t1: np.ndarray, astronaut: np.ndarray
+) -> None:
+    source, precious = tmp_path / "astronaut.png", tmp_path / "precious.jpg"
+    Image.fromarray(astronaut).save(source)
+    Image.fromarray(t1).save(precious, quality=90)
+    before = precious.read_bytes()
+    result = _anonymize(str(source), "-o", str(precious), "--resume")
+    assert result.exit_code == 0, result.output
+    assert "exists, skipped" in result.output and "1 skipped" in result.output
+    assert precious.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["astronaut.png", "precious.jpg"]
+    forced = _anonymize(str(source), "-o", str(precious), "--resume", "--overwrite")
+    assert forced.exit_code == 0, forced.output
+    assert read_image(precious).shape == (512, 512, 3)
+
+
+def test_resume_redoes_an_output_its_journal_says_it_was_publishing(tmp_path: Path, astronaut: np.ndarray) -> None:
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    Image.fromarray(astronaut).save(source / "a.png")
+    Image.fromarray(astronaut[::-1]).save(source / "b.png")
+    assert _anonymize(str(source), "-o", str(out)).exit_code == 0
+    reference = {name: (out / name).read_bytes() for name in ("a.png", "b.png")}
+    statuses = [e["status"] for e in json.loads((out / "manifest.json").read_text())["images"]]
+    # as if killed right after b.png replaced its target, before its record: the journal holds the intent only
+    (out / "manifest.json").unlink()
+    (out / "b.png").write_bytes(b"half of a run's own output")
+    (out / ".manifest.json.journal").write_text(
+        json.dumps({"input": str(source / "a.png"), "output": str(out / "a.png"), "status": "anonymized"})
+        + "\n"
+        + json.dumps({"input": str(source / "b.png"), "output": str(out / "b.png"), "status": "writing"})
+        + "\n"
+    )
+    (out / ".a.png.x1y2.part").write_bytes(b"temporary")
+    result = _anonymize(str(source), "-o", str(out), "--resume")
+    assert result.exit_code == 0, result.output
+    assert "resuming: 1 files already done, 1 to go" in result.output and "exists, skipped" not in result.output
+    assert {name: (out / name).read_bytes() for name in ("a.png", "b.png")} == reference
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "manifest.json"]
+    assert [e["status"] for e in json.loads((out / "manifest.json").read_text())["images"]] == statuses
+
+
+def test_rerun_keeps_the_manifest_records_of_outputs_it_skips(tmp_path: Path, astronaut: np.ndarray) -> None:
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    Image.fromarray(astronaut).save(source / "a.png")
+    assert _anonymize(str(source), "-o", str(out)).exit_code == 0
+    first = json.loads((out / "manifest.json").read_text())["images"]
+    assert first[0]["status"] == "anonymized" and first[0]["faces"]
+    Image.fromarray(astronaut[:, ::-1]).save(source / "b.png")
+    again = _anonymize(str(source), "-o", str(out))
+    assert again.exit_code == 0, again.output
+    assert "a.png: exists, skipped" in again.output and "1 anonymized" in again.output and "1 skipped" in again.output
+    images = {Path(e["input"]).name: e for e in json.loads((out / "manifest.json").read_text())["images"]}
+    assert images["a.png"] == first[0]  # carried over, face records included
+    assert images["b.png"]["status"] == "anonymized"
+
+
+@pytest.mark.parametrize("where", ["under a file", "proc", "read-only"])
+def test_unwritable_output_is_one_line_and_an_input_error(tmp_path: Path, astronaut: np.ndarray, where: str) -> None:
+    source = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut).save(source)
+    if where == "under a file":
+        output, reason = source / "x.jpg", f"{source} is a file, not a folder"
+    elif where == "proc":
+        if not Path("/proc/self").is_dir():
+            pytest.skip("needs Linux /proc")
+        output, reason = Path("/proc/x.jpg"), "No such file or directory"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        (tmp_path / "ro").mkdir(mode=0o555)
+        output, reason = tmp_path / "ro" / "sub" / "x.jpg", "Permission denied"
+    result = _anonymize(str(source), "-o", str(output))
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 4, result.output
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: cannot write to {output}: ") and reason in lines[0]
+    debug = CliRunner().invoke(
+        create_cli(), ["anonymize", str(source), "-o", str(output), "--preset", "offline", "--debug"]
+    )
+    assert type(debug.exception).__name__ == "InputError"

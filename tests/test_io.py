@@ -255,3 +255,36 @@ def test_plan_refuses_name_clashes_missing_inputs_and_overwriting_inputs(tmp_pat
         plan_inputs([a], a)
     with pytest.raises(InputError, match="must be a folder"):
         plan_inputs([tmp_path / "one", tmp_path / "two"], a)
+
+
+def test_mpo_phone_photo_decodes_its_first_frame(tmp_path: Path) -> None:
+    photo = Image.fromarray(_left_red_right_blue(64, 48))
+    small = Image.new("RGB", (16, 12), (0, 255, 0))  # e.g. the gain map of an Ultra HDR photo
+    path = tmp_path / "phone.jpg"
+    photo.save(path, format="MPO", save_all=True, append_images=[small])
+    with Image.open(path) as opened:
+        assert opened.format == "MPO" and opened.n_frames == 2
+    array = read_image(path)
+    assert array.shape == (48, 64, 3) and _close(array[:, :20], RED) and _close(array[:, -20:], BLUE)
+    out = write_image(tmp_path / "out.jpg", array)
+    with Image.open(out) as written:  # the extra frame never reaches the output
+        assert written.format == "JPEG" and getattr(written, "n_frames", 1) == 1
+
+
+def test_before_publish_runs_when_the_file_is_complete_but_not_yet_in_place(tmp_path: Path) -> None:
+    target = tmp_path / "out.png"
+    seen: list[tuple[bool, list[str]]] = []
+
+    def note() -> None:
+        seen.append((target.exists(), sorted(p.name for p in tmp_path.iterdir())))
+
+    write_image(target, _left_red_right_blue(), before_publish=note)
+    assert len(seen) == 1 and seen[0][0] is False and seen[0][1][0].startswith(".out.png.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+def test_plan_into_a_parent_folder_still_finds_the_inputs(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    _touch(root / "a.jpg")
+    plan = plan_inputs([root], tmp_path)  # the output holds the input: nothing may be hidden as "output"
+    assert [j.target for j in plan.jobs] == [tmp_path / "a.jpg"]
