@@ -99,20 +99,42 @@ def vae_ms_per_face(bundle: Any, batch: int, size: int) -> float:
     return (time.perf_counter() - start) * 1000 / batch
 
 
-def compare_fused(common: dict[str, Any], context: Any, steps: int, size: int) -> dict[str, float]:
-    """Same faces, seed and identities through the plain (unfused LoRA) and the fused pipeline."""
+def compare_paths(common: dict[str, Any], steps: int, size: int) -> dict[str, dict[str, float]]:
+    """Decoded crops of the same faces, seed and identities through: plain fp16, fused fp16, plain fp32.
+
+    The fp16-vs-fp32 difference is the precision noise floor; the fused path should sit within it.
+    """
+    import torch
+
+    from rp_core.interfaces import RuntimeContext
+    from rp_core.models import ModelPool
     from rp_plugins.diffusion.components import IpAdapterFaceIdGenerator, LeditsSdxlInverter
 
-    outputs = []
-    for fuse in (False, True):
+    outputs = {}
+    for label, fuse, dtype in (
+        ("plain_fp16", False, "float16"),
+        ("fused_fp16", True, "float16"),
+        ("plain_fp32", False, "float32"),
+    ):
+        context = RuntimeContext(device="cuda", dtype=dtype, pool=ModelPool())
         options = {**common, "fuse_faceid_lora": fuse}
         inverter = LeditsSdxlInverter(LeditsSdxlInverter.Options(**options, num_inversion_steps=steps), context)
         generator = IpAdapterFaceIdGenerator(IpAdapterFaceIdGenerator.Options(**options), context)
-        outputs.append(
-            np.stack(run_batch(inverter, generator, 2, size, np.random.default_rng(0))["images"]).astype(int)
-        )
-    diff = np.abs(outputs[0] - outputs[1])
-    return {"steps": steps, "max_abs_uint8": float(diff.max()), "mean_abs_uint8": float(diff.mean())}
+        images = run_batch(inverter, generator, 2, size, np.random.default_rng(0))["images"]
+        outputs[label] = np.stack(images).astype(int)
+        del inverter, generator, context
+        torch.cuda.empty_cache()
+
+    def diff(a: str, b: str) -> dict[str, float]:
+        d = np.abs(outputs[a] - outputs[b])
+        return {"max_abs_uint8": float(d.max()), "mean_abs_uint8": float(d.mean())}
+
+    return {
+        "steps": {"value": float(steps)},
+        "fused_fp16_vs_plain_fp16": diff("fused_fp16", "plain_fp16"),
+        "plain_fp16_vs_plain_fp32": diff("plain_fp16", "plain_fp32"),
+        "fused_fp16_vs_plain_fp32": diff("fused_fp16", "plain_fp32"),
+    }
 
 
 def main() -> None:
@@ -154,7 +176,7 @@ def main() -> None:
     sdxl_dir, faceid = args.models / "sdxl", args.models / "faceid" / "ip-adapter-faceid_sdxl.bin"
     common = dict(sd_model=str(sdxl_dir), ip_adapter=str(faceid))
     if args.compare_steps:
-        results["fused_vs_plain"] = compare_fused(common, context, args.compare_steps, args.size)
+        results["fused_vs_plain"] = compare_paths(common, args.compare_steps, args.size)
         print("fused vs plain:", json.dumps(results["fused_vs_plain"]), flush=True)
         context.pool.clear()
         torch.cuda.empty_cache()

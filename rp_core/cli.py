@@ -250,7 +250,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=False, path_type=Path))
 @click.option("-o", "--output", default=None, type=click.Path(path_type=Path), help="Output file or folder.")
 @config_options
-@click.option("--aligned", is_flag=True, help="Treat each input as one already-aligned face (no detection).")
+@click.option(
+    "--aligned",
+    is_flag=True,
+    help="Treat each input as one already-aligned face crop (its landmarks are still detected; an image with several faces is refused).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them).")
 @click.option(
     "--resume",
