@@ -17,14 +17,38 @@ from rp_core.types import AlignedFace, Face, five_points_from
 #: Mean face in a unit square for iBUG landmarks 17..48 and 54 (x right, y down).
 MEAN_FACE_33 = np.array(
     [
-        [0.000213256, 0.106454], [0.0752622, 0.038915], [0.18113, 0.0187482], [0.29077, 0.0344891],
-        [0.393397, 0.0773906], [0.586856, 0.0773906], [0.689483, 0.0344891], [0.799124, 0.0187482],
-        [0.904991, 0.038915], [0.98004, 0.106454], [0.490127, 0.203352], [0.490127, 0.307009],
-        [0.490127, 0.409805], [0.490127, 0.515625], [0.36688, 0.587326], [0.426036, 0.609345],
-        [0.490127, 0.628106], [0.554217, 0.609345], [0.613373, 0.587326], [0.121737, 0.216423],
-        [0.187122, 0.178758], [0.265825, 0.179852], [0.334606, 0.231733], [0.260918, 0.245099],
-        [0.182743, 0.244077], [0.645647, 0.231733], [0.714428, 0.179852], [0.793132, 0.178758],
-        [0.858516, 0.216423], [0.79751, 0.244077], [0.719335, 0.245099], [0.254149, 0.780233],
+        [0.000213256, 0.106454],
+        [0.0752622, 0.038915],
+        [0.18113, 0.0187482],
+        [0.29077, 0.0344891],
+        [0.393397, 0.0773906],
+        [0.586856, 0.0773906],
+        [0.689483, 0.0344891],
+        [0.799124, 0.0187482],
+        [0.904991, 0.038915],
+        [0.98004, 0.106454],
+        [0.490127, 0.203352],
+        [0.490127, 0.307009],
+        [0.490127, 0.409805],
+        [0.490127, 0.515625],
+        [0.36688, 0.587326],
+        [0.426036, 0.609345],
+        [0.490127, 0.628106],
+        [0.554217, 0.609345],
+        [0.613373, 0.587326],
+        [0.121737, 0.216423],
+        [0.187122, 0.178758],
+        [0.265825, 0.179852],
+        [0.334606, 0.231733],
+        [0.260918, 0.245099],
+        [0.182743, 0.244077],
+        [0.645647, 0.231733],
+        [0.714428, 0.179852],
+        [0.793132, 0.178758],
+        [0.858516, 0.216423],
+        [0.79751, 0.244077],
+        [0.719335, 0.245099],
+        [0.254149, 0.780233],
         [0.726104, 0.780233],
     ],
     dtype=np.float64,
@@ -87,15 +111,27 @@ def estimate_matrix(landmarks: np.ndarray, size: int) -> np.ndarray:
 def warp_to_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     """Cut the aligned square out of the image (Lanczos; outside the image is white)."""
     return cv2.warpAffine(
-        image, matrix, (size, size), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_CONSTANT, borderValue=CROP_BORDER_VALUE
+        image,
+        matrix,
+        (size, size),
+        flags=cv2.INTER_LANCZOS4,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=CROP_BORDER_VALUE,
     )
 
 
-def warp_to_image(crop: np.ndarray, matrix: np.ndarray, image_shape: tuple[int, ...], interpolation: int = cv2.INTER_LANCZOS4) -> np.ndarray:
+def warp_to_image(
+    crop: np.ndarray, matrix: np.ndarray, image_shape: tuple[int, ...], interpolation: int = cv2.INTER_LANCZOS4
+) -> np.ndarray:
     """Warp a crop (or a float mask) back into image coordinates with the inverse of `matrix`."""
     height, width = image_shape[:2]
     return cv2.warpAffine(
-        crop, matrix, (width, height), flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        crop,
+        matrix,
+        (width, height),
+        flags=interpolation | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
     )
 
 
@@ -125,7 +161,9 @@ def aligned_input(image: np.ndarray, size: int, face: Face | None = None) -> Ali
         crop_points = _apply(estimate_matrix(MEAN_FACE_5, size), MEAN_FACE_5)
         image_points = _apply(cv2.invertAffineTransform(matrix), crop_points)
         face = Face(box=(0, 0, width, height), score=1.0, landmarks=image_points, detector="aligned-input")
-    crop = image if (height, width) == (size, size) else cv2.resize(image, (size, size), interpolation=cv2.INTER_LANCZOS4)
+    crop = (
+        image if (height, width) == (size, size) else cv2.resize(image, (size, size), interpolation=cv2.INTER_LANCZOS4)
+    )
     return AlignedFace(face=face, crop=crop, matrix=matrix, index=0)
 
 

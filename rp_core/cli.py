@@ -654,8 +654,9 @@ def models() -> None:
 @click.pass_context
 def models_download(ctx: click.Context, target: Path | None, **kwargs: Any) -> None:
     """Download every model file the chosen components need (into their usual caches, or --to DIR)."""
-    from rp_core.doctor import DOWNLOAD_HOSTS, components_in_use, network_available
+    from rp_core.doctor import components_in_use
     from rp_core.errors import MissingModelsError
+    from rp_core.models import DOWNLOAD_HOSTS, network_available
 
     args = _pop_config_args(kwargs)
     if target is not None:

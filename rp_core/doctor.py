@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,35 +131,3 @@ def check_components(host: PluginHost, config: RunConfig) -> list[ComponentHealt
             report.append(health)
     report.sort(key=lambda h: (not h.in_use, COMPONENT_SECTIONS.index(h.kind), h.name))
     return report
-
-
-#: Hosts the default components download from; if none resolves, the machine is offline.
-DOWNLOAD_HOSTS = ("huggingface.co", "github.com", "www.adrianbulat.com")
-
-
-def network_available(hosts: tuple[str, ...] = DOWNLOAD_HOSTS, timeout: float = 2.0) -> bool:
-    """True when any download host resolves within `timeout` seconds (DNS can hang; a thread bounds it)."""
-    import os
-    import socket
-    import threading
-
-    if os.environ.get("RP_OFFLINE") or os.environ.get("HF_HUB_OFFLINE") == "1":
-        return False
-    found = threading.Event()
-    threads = []
-
-    def resolve(host: str) -> None:
-        try:
-            socket.getaddrinfo(host, 443)
-        except OSError:
-            return
-        found.set()
-
-    for host in hosts:
-        thread = threading.Thread(target=resolve, args=(host,), daemon=True)
-        thread.start()
-        threads.append(thread)
-    deadline = time.monotonic() + timeout
-    while not found.is_set() and any(t.is_alive() for t in threads) and time.monotonic() < deadline:
-        found.wait(0.02)
-    return found.is_set()

@@ -90,3 +90,35 @@ class ModelPool:
 
 
 DEFAULT_POOL = ModelPool()
+
+
+#: Hosts the default components download from; if none resolves, the machine is offline.
+DOWNLOAD_HOSTS = ("huggingface.co", "github.com", "www.adrianbulat.com")
+
+
+def network_available(hosts: tuple[str, ...] = DOWNLOAD_HOSTS, timeout: float = 2.0) -> bool:
+    """True when any download host resolves within `timeout` seconds (DNS can hang; a thread bounds it)."""
+    import socket
+    import threading
+    import time
+
+    if os.environ.get("RP_OFFLINE") or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    found = threading.Event()
+    threads = []
+
+    def resolve(host: str) -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+        except OSError:
+            return
+        found.set()
+
+    for host in hosts:
+        thread = threading.Thread(target=resolve, args=(host,), daemon=True)
+        thread.start()
+        threads.append(thread)
+    deadline = time.monotonic() + timeout
+    while not found.is_set() and any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+        found.wait(0.02)
+    return found.is_set()

@@ -213,8 +213,7 @@ class Anonymizer:
         Missing weights are downloaded the normal way when the download hosts resolve;
         offline, one error names every missing file, where it was looked for and how to get it.
         """
-        from rp_core.doctor import network_available
-        from rp_core.models import require_present
+        from rp_core.models import network_available, require_present
 
         in_use = [self.component(s) for s in self.sections_in_use()] + self._safeguards()
         lacking = [c for c in in_use if any(not f.present for f in c.model_files())]

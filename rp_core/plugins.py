@@ -159,7 +159,9 @@ class PluginHost:
             def make_register(plugin: str, kind: str = kind, base: type[Component] = base) -> Callable[..., None]:
                 def register(cls: type) -> None:
                     if not (isinstance(cls, type) and issubclass(cls, base)):
-                        raise PluginError(f"plugin {plugin!r} registered {cls!r} as a {kind}, but it is not a {base.__name__}")
+                        raise PluginError(
+                            f"plugin {plugin!r} registered {cls!r} as a {kind}, but it is not a {base.__name__}"
+                        )
                     name = getattr(cls, "name", "")
                     if not name:
                         raise PluginError(f"plugin {plugin!r} registered {cls.__name__} without a `name`")
@@ -200,7 +202,9 @@ class PluginHost:
             def make_register(plugin: str) -> Callable[..., None]:
                 def register(name: str, config: dict[str, Any], description: str = "") -> None:
                     if name in presets:
-                        raise PluginError(f"two plugins provide a preset named {name!r}: {presets[name].plugin!r} and {plugin!r}")
+                        raise PluginError(
+                            f"two plugins provide a preset named {name!r}: {presets[name].plugin!r} and {plugin!r}"
+                        )
                     presets[name] = Preset(name, config, description, plugin)
 
                 return register
