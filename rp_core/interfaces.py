@@ -99,8 +99,12 @@ class IdentityEncoder(Component):
         """One embedding per face, computed from the image and the face's landmarks (no re-detection)."""
 
     def is_match(self, a: IdentityEmbedding, b: IdentityEmbedding) -> bool:
-        score = compare_embeddings(a, b, self.metric)
-        return score > self.match_threshold if self.metric == "cosine" else score < self.match_threshold
+        return same_person(compare_embeddings(a, b, self.metric), self.metric, self.match_threshold)
+
+
+def same_person(score: float, metric: str, threshold: float) -> bool:
+    """The one "same person" rule: similarity above, or distance below, the threshold."""
+    return score > threshold if metric == "cosine" else score < threshold
 
 
 def compare_embeddings(a: IdentityEmbedding, b: IdentityEmbedding, metric: str = "cosine") -> float:

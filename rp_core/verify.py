@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rp_core.errors import ConfigError, PluginError
-from rp_core.interfaces import Component, IdentityEncoder, compare_embeddings
+from rp_core.interfaces import Component, IdentityEncoder, compare_embeddings, same_person
 from rp_core.types import Face, IdentityEmbedding
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class Verifier:
 
     def matches(self, score: float) -> bool:
         """True when `score` says "same person" (similarity above, or distance below, the threshold)."""
-        return score > self.threshold if self.metric == "cosine" else score < self.threshold
+        return same_person(score, self.metric, self.threshold)
 
     def check(
         self, original: np.ndarray, output: np.ndarray, faces: Sequence[Face], before: Sequence[IdentityEmbedding]
