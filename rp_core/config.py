@@ -322,7 +322,7 @@ def resolve_config(
     name_layer: dict[str, Any] = {}
     for flag, value in (flags or {}).items():
         targets = FLAG_KEYS.get(flag, ())
-        if value is not None and len(targets) == 1 and targets[0].endswith(".name"):
+        if value is not None and _is_name_flag(targets):
             set_dotted(name_layer, targets[0], value)
     layers = [RunConfig().model_dump(mode="json"), preset_layer, file_layer, env, flag_layer, name_layer]
     merged: dict[str, Any] = {}
@@ -331,7 +331,7 @@ def resolve_config(
 
     _apply_flags(host, merged, flags or {})
     config: RunConfig = _validate(RunConfig, merged)
-    used = _sections_used(host, config)
+    used = sections_in_use(host, config.generator.name)
     for section in ("generator", *(s for s in COMPONENT_SECTIONS if s != "generator")):
         choice: ComponentChoice = getattr(config, section)
         if not choice.name:
@@ -369,43 +369,40 @@ def _for_final_components(layers: Sequence[Mapping[str, Any]]) -> list[dict[str,
     return cleaned
 
 
-def _sections_used(host: PluginHost, config: RunConfig) -> set[str]:
-    return _sections_used_by(host, config.generator.name)
+def sections_in_use(host: PluginHost, generator_name: str | None) -> list[str]:
+    """The slots a run fills, in pipeline order: detector, what the generator needs, generator, merger.
 
-
-def _sections_used_by(host: PluginHost, name: str | None) -> set[str]:
-    """The slots a run fills: detector, generator, merger, and what the generator needs."""
-    used = {"detector", "generator", "merger"}
-    registration = host.registry["generator"].get(name) if name else None
-    if registration is None:
-        return used  # the unknown generator is the error to report
-    if getattr(registration.cls, "needs_identity", False):
-        used.add("identity_encoder")
-    if getattr(registration.cls, "needs_inversion", False):
-        used.add("inverter")
-    return used
+    An unknown or empty generator adds nothing (it is the error to report).
+    """
+    registration = host.registry["generator"].get(generator_name) if generator_name else None
+    needs = [
+        section
+        for section, flag in (("identity_encoder", "needs_identity"), ("inverter", "needs_inversion"))
+        if registration is not None and getattr(registration.cls, flag, False)
+    ]
+    return ["detector", *needs, "generator", "merger"]
 
 
 def _apply_flags(host: PluginHost, merged: dict[str, Any], flags: Mapping[str, Any]) -> None:
-    """Apply command-line flags; a flag no selected component understands is an error."""
-    # component names first, so option flags go to the components finally chosen
-    ordered = sorted(flags.items(), key=lambda kv: not FLAG_KEYS.get(kv[0], ("",))[0].endswith(".name"))
-    for flag, value in ordered:
+    """Apply command-line option flags; a flag no selected component understands is an error.
+
+    Component-name flags (--generator ...) were already applied as the top layer by resolve_config.
+    """
+    for flag, value in flags.items():
         if value is None:
             continue
         targets = FLAG_KEYS.get(flag)
         if targets is None:
             raise ConfigError(f"unknown flag {flag!r}")
+        if _is_name_flag(targets):
+            continue
         applied = []
         for key in targets:
             section = key.split(".")[0]
-            if section in COMPONENT_SECTIONS and key.endswith(".name"):
-                merged = _replace_component(merged, section, value)
-                applied.append(key)
-            elif section in COMPONENT_SECTIONS:
+            if section in COMPONENT_SECTIONS:
                 field = key.split(".")[-1]
                 name = merged.get(section, {}).get("name")
-                in_use = section in _sections_used_by(host, merged.get("generator", {}).get("name"))
+                in_use = section in sections_in_use(host, merged.get("generator", {}).get("name"))
                 if name and in_use and field in _option_fields(host, section, name):
                     set_dotted(merged, key, value)
                     applied.append(key)
@@ -413,7 +410,7 @@ def _apply_flags(host: PluginHost, merged: dict[str, Any], flags: Mapping[str, A
                 set_dotted(merged, key, value)
                 applied.append(key)
         if not applied:
-            used = _sections_used_by(host, merged.get("generator", {}).get("name"))
+            used = sections_in_use(host, merged.get("generator", {}).get("name"))
             chosen = ", ".join(
                 f"{sec}={merged.get(sec, {}).get('name')}{'' if sec in used else ' (not run by this generator)'}"
                 for sec in (k.split(".")[0] for k in targets)
@@ -421,11 +418,8 @@ def _apply_flags(host: PluginHost, merged: dict[str, Any], flags: Mapping[str, A
             raise ConfigError(f"--{flag.replace('_', '-')} {value!r}: not used by the selected components ({chosen})")
 
 
-def _replace_component(merged: dict[str, Any], section: str, name: Any) -> dict[str, Any]:
-    updated = merge_layers(merged, {section: {"name": name}})
-    merged.clear()
-    merged.update(updated)
-    return merged
+def _is_name_flag(targets: Sequence[str]) -> bool:
+    return len(targets) == 1 and targets[0].endswith(".name")
 
 
 def _option_fields(host: PluginHost, section: str, name: str) -> set[str]:

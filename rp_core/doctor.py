@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rp_core.config import COMPONENT_SECTIONS, RunConfig, validate_options
+from rp_core.config import sections_in_use as config_sections_in_use
 from rp_core.errors import RpError
 from rp_core.interfaces import Component
 from rp_core.models import ModelFile
@@ -48,17 +49,8 @@ def import_status(module: str, *, deep: bool = True) -> str | None:
 
 
 def sections_in_use(host: PluginHost, config: RunConfig) -> list[str]:
-    """The slots a run of `config` fills (an encoder or inverter only when the generator needs it)."""
-    generator_name = config.generator.name
-    if not generator_name:
-        return ["detector", "merger"]
-    cls = host.get("generator", generator_name).cls
-    used = ["detector"]
-    if getattr(cls, "needs_identity", False):
-        used.append("identity_encoder")
-    if getattr(cls, "needs_inversion", False):
-        used.append("inverter")
-    return [*used, "generator", "merger"]
+    """The slots a run of `config` fills that name a component (see rp_core.config.sections_in_use)."""
+    return [s for s in config_sections_in_use(host, config.generator.name) if getattr(config, s).name]
 
 
 def build_component(host: PluginHost, config: RunConfig, section: str, name: str | None = None) -> Component:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from rp_core.align import align_faces, aligned_input
-from rp_core.config import COMPONENT_SECTIONS, RunConfig, validate_options
+from rp_core.config import COMPONENT_SECTIONS, RunConfig, sections_in_use, validate_options
 from rp_core.errors import ConfigError, InputError, RpError, VerificationError
 from rp_core.interfaces import Component, Detector, Generator, IdentityEncoder, Inverter, Merger
 from rp_core.models import ModelFile, ModelPool
@@ -74,17 +74,7 @@ class Anonymizer:
             raise ConfigError(f"generator {config.generator.name!r} needs an inverter; inverter.name is empty")
         self._extras: dict[str, Component] = {}
         self._verifier: Verifier | None = None
-        # build the safeguards now, so a misspelt name or option fails before any image is read
-        if config.verify.enabled:
-            _ = self.verifier
-        if config.verify.enabled or config.coverage.detector or config.coverage.min_face_size > 0:
-            _ = self.fallback_generator
-        if config.verify.enabled and config.verify.last_resort:
-            filler = self._extra("verify.last_resort", "generator", config.verify.last_resort, {})
-            if getattr(filler, "needs_identity", False) or getattr(filler, "needs_inversion", False):
-                raise ConfigError(f"verify.last_resort: bad value {config.verify.last_resort!r}: use solid (or null)")
-        if config.coverage.detector:
-            _ = self.coverage_detector
+        self._safeguards()  # built now, so a misspelt name or option fails before any image is read
 
     # -- components ----------------------------------------------------------------------
 
@@ -96,12 +86,7 @@ class Anonymizer:
 
     def sections_in_use(self) -> list[str]:
         """The component slots this config will actually run."""
-        used = ["detector"]
-        if self.needs_identity:
-            used.append("identity_encoder")
-        if self.needs_inversion:
-            used.append("inverter")
-        return [*used, "generator", "merger"]
+        return sections_in_use(self.host, self.config.generator.name)
 
     def component(self, section: str) -> Component:
         if section not in COMPONENT_SECTIONS:
@@ -175,6 +160,17 @@ class Anonymizer:
         return generator  # type: ignore[return-value]
 
     @property
+    def last_resort_generator(self) -> Generator | None:
+        """What fills a face that still matches after the fallback (`verify.last_resort`), if any."""
+        cfg = self.config.verify
+        if not (cfg.enabled and cfg.last_resort):
+            return None
+        filler = self._extra("verify.last_resort", "generator", cfg.last_resort, {})
+        if getattr(filler, "needs_identity", False) or getattr(filler, "needs_inversion", False):
+            raise ConfigError(f"verify.last_resort: bad value {cfg.last_resort!r}: use solid (or null)")
+        return filler  # type: ignore[return-value]
+
+    @property
     def coverage_detector(self) -> Detector | None:
         cfg = self.config.coverage
         if not cfg.detector:
@@ -187,35 +183,26 @@ class Anonymizer:
             extras.append(self.verifier.encoder)
         if self.config.verify.enabled or self.config.coverage.detector or self.config.coverage.min_face_size > 0:
             extras.append(self.fallback_generator)
-        if self.config.verify.enabled and self.config.verify.last_resort:
-            extras.append(self._extra("verify.last_resort", "generator", self.config.verify.last_resort, {}))
-        detector = self.coverage_detector
-        if detector is not None:
-            extras.append(detector)
+        extras.extend(c for c in (self.last_resort_generator, self.coverage_detector) if c is not None)
         own = {id(c) for c in self._components.values()}
         return [c for c in extras if id(c) not in own]
 
-    def load_safeguards(self) -> None:
-        for component in self._safeguards():
-            component.load()
+    def components_in_use(self) -> list[Component]:
+        """The pipeline's components this config runs, then its safeguards."""
+        return [self.component(s) for s in self.sections_in_use()] + self._safeguards()
 
     def model_files(self) -> list[ModelFile]:
-        files: list[ModelFile] = []
-        for section in self.sections_in_use():
-            files.extend(self.component(section).model_files())
-        for component in self._safeguards():
-            files.extend(component.model_files())
-        return files
+        return [f for component in self.components_in_use() for f in component.model_files()]
 
     def load(self) -> None:
-        """Load every component in use (fails fast, before any image is touched).
+        """Load every component in use and every safeguard (fails fast, before any image is touched).
 
         Missing weights are downloaded the normal way when the download hosts resolve;
         offline, one error names every missing file, where it was looked for and how to get it.
         """
         from rp_core.models import network_available, require_present
 
-        in_use = [self.component(s) for s in self.sections_in_use()] + self._safeguards()
+        in_use = self.components_in_use()
         lacking = [c for c in in_use if any(not f.present for f in c.model_files())]
         if lacking and network_available():
             for component in lacking:
@@ -224,8 +211,8 @@ class Anonymizer:
                 except Exception:  # reported below as missing files, not as a network traceback
                     pass
         require_present(self.model_files())
-        for section in self.sections_in_use():
-            self.component(section).load()
+        for component in in_use:
+            component.load()
 
     @property
     def batch_size(self) -> int:
@@ -255,7 +242,6 @@ class Anonymizer:
         out of the results, and the stream goes on with the other images.
         """
         self.load()
-        self.load_safeguards()
         pending: deque[_ImageWork] = deque()
         queue: deque[tuple[_ImageWork, int]] = deque()
         batch = self.batch_size
@@ -437,7 +423,7 @@ class Anonymizer:
                     tries[i] = attempt
                 merged = self.merger.merge(work.image, work.faces, crops)
                 checks = verifier.check(work.image, merged, faces, work.originals)
-        to_fallback = [i for i in leaking() if fallback[i] is None]
+        to_fallback = leaking()
         if to_fallback:
             generator = self.fallback_generator
             for i, crop in zip(
@@ -451,11 +437,11 @@ class Anonymizer:
             merged = self.merger.merge(work.image, work.faces, crops)
             checks = verifier.check(work.image, merged, faces, work.originals)
         last_resort: list[str | None] = [None] * len(faces)
-        if leaking() and cfg.last_resort:
-            filler = self._extra("verify.last_resort", "generator", cfg.last_resort, {})
+        filler = self.last_resort_generator
+        if leaking() and filler is not None:
             stuck = leaking()
             requests = [GenerationRequest(face=work.faces[i]) for i in stuck]
-            for i, crop in zip(stuck, filler.generate(requests), strict=True):  # type: ignore[attr-defined]
+            for i, crop in zip(stuck, filler.generate(requests), strict=True):
                 crops[i] = crop
                 last_resort[i] = generators[i] = filler.name
             merged = self.merger.merge(work.image, work.faces, crops)
