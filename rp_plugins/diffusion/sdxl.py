@@ -41,15 +41,6 @@ def _local_name(repo_or_path: str) -> str:
     return repo_or_path.rstrip("/").split("/")[-1]
 
 
-def _hf_cached(repo_id: str, filename: str) -> Path | None:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    found = try_to_load_from_cache(repo_id, filename)
-    return Path(found) if isinstance(found, str) else None
-
-
 def _hf_cache_dir() -> Path:
     try:
         from huggingface_hub.constants import HF_HUB_CACHE
@@ -59,6 +50,19 @@ def _hf_cache_dir() -> Path:
         return Path("~/.cache/huggingface/hub").expanduser()
 
 
+def _from_hf_cache(repo_or_path: str, filename: str, looked: list[Path]) -> Path | None:
+    """`filename` of a Hugging Face repo id in the local HF cache (noting where it looked); None for paths."""
+    if Path(repo_or_path).expanduser().exists() or repo_or_path.count("/") != 1:
+        return None
+    looked.append(_hf_cache_dir() / ("models--" + repo_or_path.replace("/", "--")))
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(repo_or_path, filename)
+    return Path(found) if isinstance(found, str) else None
+
+
 def locate_sdxl(sd_model: str, models_dir: Path | None) -> ModelFile:
     """Find an SDXL folder (holding model_index.json): local path, --models folder, or the HF cache."""
     candidates = [Path(sd_model).expanduser()]
@@ -66,9 +70,8 @@ def locate_sdxl(sd_model: str, models_dir: Path | None) -> ModelFile:
         candidates.append(models_dir / _local_name(sd_model))
     found = next((c for c in candidates if (c / "model_index.json").is_file()), None)
     looked = [c / "model_index.json" for c in candidates]
-    if found is None and not Path(sd_model).expanduser().exists() and sd_model.count("/") == 1:
-        cached = _hf_cached(sd_model, "model_index.json")
-        looked.append(_hf_cache_dir() / ("models--" + sd_model.replace("/", "--")))
+    if found is None:
+        cached = _from_hf_cache(sd_model, "model_index.json", looked)
         if cached is not None and (cached.parent / "unet" / "config.json").is_file():
             found = cached.parent
     return ModelFile(
@@ -88,9 +91,8 @@ def locate_faceid(ip_adapter: str, models_dir: Path | None) -> ModelFile:
         candidates.append(models_dir / _local_name(FACEID_REPO) / FACEID_WEIGHT_NAME)
     found = next((c for c in candidates if c.is_file()), None)
     looked = list(candidates)
-    if found is None and not path.exists() and ip_adapter.count("/") == 1:
-        found = _hf_cached(ip_adapter, FACEID_WEIGHT_NAME)
-        looked.append(_hf_cache_dir() / ("models--" + ip_adapter.replace("/", "--")))
+    if found is None:
+        found = _from_hf_cache(ip_adapter, FACEID_WEIGHT_NAME, looked)
     return ModelFile(
         component="ledits_sdxl / ipadapter_faceid",
         description=f"IP-Adapter-FaceID SDXL weights {FACEID_WEIGHT_NAME} ({ip_adapter})",
