@@ -63,6 +63,16 @@ class RuntimeSection(_Section):
         description="torch.compile the models that support it: faster per step, a few minutes of compiling "
         "on the first batch (cached on disk by torch); partial batches are padded to batch_size",
     )
+    cuda_graphs: bool = Field(
+        True,
+        description="replay captured CUDA graphs in fixed-shape loops (the same kernels and output, less launch "
+        "overhead: about 2x faster for a lone face); ignored off CUDA",
+    )
+    fp8: bool = Field(
+        False,
+        description="opt-in: fp8 matmuls in the models that support it (needs torchao and an fp8 GPU); "
+        "changes the numbers slightly, see benchmarks/RESULTS.md",
+    )
 
     @field_validator("batch_size")
     @classmethod
@@ -132,6 +142,8 @@ class RunConfig(_Section):
             models_dir=rt.models_dir,
             allow_slow_cpu=rt.allow_slow_cpu,
             compile=rt.compile,
+            cuda_graphs=rt.cuda_graphs,
+            fp8=rt.fp8,
         )
         if pool is not None:
             ctx.pool = pool

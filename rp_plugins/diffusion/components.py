@@ -74,7 +74,7 @@ class LeditsSdxlInverter(_SdxlComponent, Inverter):
         from rp_plugins.diffusion.ledits import draw_step_noise, invert, reference_timesteps
 
         bundle = self.bundle
-        bundle.pipe.set_ip_adapter_scale(self.options.ip_adapter_scale)
+        bundle.set_ip_adapter_scale(self.options.ip_adapter_scale)
         timesteps = reference_timesteps(
             self.options.skip,
             self.options.num_inversion_steps,
@@ -123,7 +123,7 @@ class IpAdapterFaceIdGenerator(_SdxlComponent, Generator):
         if any(s.timesteps != timesteps for s in states):
             raise ValueError("faces of one batch were inverted with different timesteps")
         bundle = self.bundle
-        bundle.pipe.set_ip_adapter_scale(self.options.ip_adapter_scale)
+        bundle.set_ip_adapter_scale(self.options.ip_adapter_scale)
         scheduler = bundle.new_scheduler(timesteps)
         start = torch.stack([s.start for s in states])
         noise_maps = torch.stack([s.noise_maps for s in states], dim=1)

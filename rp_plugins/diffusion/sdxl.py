@@ -20,6 +20,7 @@ from rp_core.interfaces import RuntimeContext
 from rp_core.models import ModelFile
 from rp_plugins.diffusion.options import FACEID_REPO, SDXL_BASE, SdxlOptions
 from rp_plugins.diffusion.random_weights import FACEID_WEIGHT_NAME, SDXL_SCHEDULER_CONFIG
+from rp_plugins.diffusion.speed import CudaGraphUnet, quantize_linear_fp8
 
 #: What `rp models download` fetches of SDXL base: configs, tokenizers and fp16 weights (~7 GB).
 SDXL_PATTERNS = [
@@ -144,6 +145,21 @@ def resolve_dtype(dtype: str, device: Any) -> Any:
     return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
 
 
+def check_fp8_support(device: Any) -> None:
+    """Fail before loading anything when fp8 was asked for but cannot run here."""
+    import importlib.util
+
+    import torch
+
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+        raise DeviceError(
+            f"runtime.fp8=true needs a GPU with fp8 matrix units (compute capability 8.9+, e.g. H100/H200/L40S); {name} has none"
+        )
+    if importlib.util.find_spec("torchao") is None:
+        raise DeviceError("runtime.fp8=true needs torchao: pip install 'rp-anonymize[fp8]' (or pip install torchao)")
+
+
 def _is_full_size(sdxl_dir: Path) -> bool:
     try:
         config = json.loads((sdxl_dir / "unet" / "config.json").read_text())
@@ -162,7 +178,16 @@ class SdxlBundle:
     scheduler_config: dict[str, Any]
     #: With a compiled UNet every call is padded to this many faces, so one compiled graph serves the run.
     fixed_batch: int | None = None
+    #: Replay one captured CUDA graph per input shape instead of launching the UNet's kernels each call.
+    cuda_graphs: bool = False
+    _graphed: CudaGraphUnet | None = None
+    _ip_adapter_scale: float | None = None
     _prompts: dict[str | None, tuple[Any, Any, Any, Any]] = field(default_factory=dict)
+
+    def set_ip_adapter_scale(self, scale: float) -> None:
+        """FaceID's strength for the next UNet calls (inverter and generator may differ)."""
+        self.pipe.set_ip_adapter_scale(scale)
+        self._ip_adapter_scale = scale
 
     def compile_unet(self, batch: int | None) -> None:
         """torch.compile the UNet (fixed shapes); the first call at each shape compiles, later calls are faster."""
@@ -266,21 +291,25 @@ class SdxlBundle:
                 [timestep, timestep[-1:].expand(padded - batch), timestep, timestep[-1:].expand(padded - batch)]
             )
         with torch.no_grad():
-            noise = self.pipe.unet(
-                model_input,
-                timestep,
-                encoder_hidden_states=hidden,
-                added_cond_kwargs={
-                    "text_embeds": pooled,
-                    "time_ids": time_ids.expand(2 * padded, -1),
-                    "image_embeds": [faces],
-                },
-                return_dict=False,
-            )[0].float()
+            noise = self._unet(model_input, timestep, hidden, pooled, time_ids.expand(2 * padded, -1), faces).float()
         if padded > batch:
             noise = torch.cat([noise[:batch], noise[padded : padded + batch]])
         noise_uncond, noise_cond = noise.chunk(2)
         return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+
+    def _unet(self, sample: Any, timestep: Any, hidden: Any, pooled: Any, time_ids: Any, faces: Any) -> Any:
+        """One UNet evaluation, replayed from a CUDA graph when enabled."""
+        if self.cuda_graphs and sample.is_cuda:
+            if self._graphed is None or self._graphed.unet is not self.pipe.unet:
+                self._graphed = CudaGraphUnet(self.pipe.unet)
+            return self._graphed(sample, timestep, hidden, pooled, time_ids, faces, state=(self._ip_adapter_scale,))
+        return self.pipe.unet(
+            sample,
+            timestep,
+            encoder_hidden_states=hidden,
+            added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids, "image_embeds": [faces]},
+            return_dict=False,
+        )[0]
 
 
 def load_bundle(options: SdxlOptions, context: RuntimeContext) -> SdxlBundle:
@@ -294,15 +323,21 @@ def load_bundle(options: SdxlOptions, context: RuntimeContext) -> SdxlBundle:
     assert sdxl_dir is not None and faceid_file is not None
     if device.type == "cpu" and not context.allow_slow_cpu and _is_full_size(sdxl_dir):
         raise DeviceError(CPU_FULL_SIZE_NOTE)
+    if context.fp8:
+        check_fp8_support(device)
     fuse = options.fuse_faceid_lora
     fixed_batch = context.batch_size if context.compile and isinstance(context.batch_size, int) else None
     key = ("sdxl-faceid", str(sdxl_dir.resolve()), str(faceid_file.resolve()), str(dtype), str(device), fuse)
     key += (("compiled", fixed_batch),) if context.compile else ()
+    key += (("cuda_graphs", context.cuda_graphs), ("fp8", context.fp8))
 
     def build() -> SdxlBundle:
         bundle = _load(sdxl_dir, faceid_file, device, dtype, fuse)
+        if context.fp8:
+            quantize_linear_fp8(bundle.pipe.unet)
         if context.compile:
             bundle.compile_unet(fixed_batch)
+        bundle.cuda_graphs = context.cuda_graphs and device.type == "cuda"
         return bundle
 
     return context.pool.get(key, build)

@@ -97,3 +97,31 @@ def test_fp16_inversion_replays_exactly_on_the_gpu(tiny_models) -> None:  # type
     error = (latents - x0).abs().max().item()
     print(f"fp16 GPU replay error {error:.2e} (latents up to {x0.abs().max().item():.2f})")
     assert torch.isfinite(latents).all() and error < 1e-3
+
+
+def test_cuda_graph_replay_predicts_what_the_eager_unet_does(tiny_models) -> None:  # type: ignore[no-untyped-def]
+    """runtime.cuda_graphs (default on): replayed graphs give the eager call's noise, for several shapes and
+    after the IP-Adapter scale changes (a Python value baked into each capture)."""
+    from rp_plugins.diffusion.options import InverterOptions
+    from rp_plugins.diffusion.sdxl import load_bundle
+
+    sdxl_dir, faceid_file = tiny_models
+    bundles = {
+        graphs: load_bundle(
+            InverterOptions(sd_model=str(sdxl_dir), ip_adapter=str(faceid_file)),
+            RuntimeContext(device="cuda", dtype="float16", pool=ModelPool(), cuda_graphs=graphs),
+        )
+        for graphs in (False, True)
+    }
+    assert bundles[True].cuda_graphs and not bundles[False].cuda_graphs
+    generator = torch.Generator().manual_seed(0)
+    for batch, scale in ((3, 1.0), (1, 1.0), (3, 0.3), (3, 1.0)):
+        x = torch.randn(batch, 4, 16, 16, generator=generator).cuda()
+        identity = torch.randn(batch, 1, 512, generator=generator).cuda()
+        outputs = []
+        for bundle in bundles.values():
+            bundle.set_ip_adapter_scale(scale)
+            text = bundle.prompt_conditioning(None)
+            t = torch.tensor(299, device="cuda")
+            outputs.append(bundle.guided_noise(x, t, text, torch.zeros_like(identity), identity, -10.0))
+        assert torch.equal(outputs[0], outputs[1]), (batch, scale)

@@ -224,3 +224,21 @@ def test_compiled_unet_predicts_what_the_eager_one_does(tiny_models) -> None:  #
     expected, got = _bundle_noise(eager), _bundle_noise(compiled)  # 3 faces, padded to 4
     assert got.shape == expected.shape
     assert (got - expected).abs().max().item() < 1e-4 * expected.abs().max().item()
+
+
+def test_cuda_graphs_are_off_the_gpu_and_fp8_is_refused_there(tiny_models) -> None:  # type: ignore[no-untyped-def]
+    """runtime.cuda_graphs (default on) is ignored on a CPU; runtime.fp8 fails before loading, saying what it needs."""
+    from rp_core.config import RunConfig
+    from rp_core.errors import DeviceError
+    from rp_core.interfaces import RuntimeContext
+    from rp_core.models import ModelPool
+    from rp_plugins.diffusion.options import InverterOptions
+    from rp_plugins.diffusion.sdxl import load_bundle
+
+    sdxl_dir, faceid_file = tiny_models
+    options = InverterOptions(sd_model=str(sdxl_dir), ip_adapter=str(faceid_file))
+    defaults = RunConfig().runtime_context()
+    assert defaults.cuda_graphs and not defaults.fp8
+    assert not load_bundle(options, RuntimeContext(device="cpu", pool=ModelPool())).cuda_graphs
+    with pytest.raises(DeviceError, match="fp8 matrix units"):
+        load_bundle(options, RuntimeContext(device="cpu", pool=ModelPool(), fp8=True))
