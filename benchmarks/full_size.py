@@ -10,12 +10,34 @@ through the product's own loading code (the same path `rp anonymize` takes).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+#: One 1024 px SDXL UNet evaluation (DESIGN.md); the guided call evaluates two per face.
+PLAIN_UNET_TFLOP = 6.76
+
+
+def matrix_ceiling_tflops(size: int = 8192, repeats: int = 10, device: str = "cuda") -> float:
+    """The card's fp16 matrix rate on random data: the ceiling the UNet's throughput is compared with."""
+    import torch
+
+    a = torch.randn(size, size, device=device, dtype=torch.float16)
+    b = torch.randn(size, size, device=device, dtype=torch.float16)
+    for _ in range(3):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
 
 
 def synthetic_crops(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
@@ -99,10 +121,11 @@ def vae_ms_per_face(bundle: Any, batch: int, size: int) -> float:
     return (time.perf_counter() - start) * 1000 / batch
 
 
-def compare_paths(common: dict[str, Any], steps: int, size: int) -> dict[str, dict[str, float]]:
-    """Decoded crops of the same faces, seed and identities through: plain fp16, fused fp16, plain fp32.
+def compare_paths(common: dict[str, Any], steps: int, size: int, with_fp8: bool) -> dict[str, dict[str, float]]:
+    """Decoded crops of the same faces, seed and identities through: plain fp16 (LoRA unmerged, no
+    CUDA graphs), the product's fp16 defaults, optionally fp8, and plain fp32.
 
-    The fp16-vs-fp32 difference is the precision noise floor; the fused path should sit within it.
+    The fp16-vs-fp32 difference is the precision noise floor; the product path should sit within it.
     """
     import torch
 
@@ -111,12 +134,15 @@ def compare_paths(common: dict[str, Any], steps: int, size: int) -> dict[str, di
     from rp_plugins.diffusion.components import IpAdapterFaceIdGenerator, LeditsSdxlInverter
 
     outputs = {}
-    for label, fuse, dtype in (
-        ("plain_fp16", False, "float16"),
-        ("fused_fp16", True, "float16"),
-        ("plain_fp32", False, "float32"),
+    for label, fuse, graphs, fp8, dtype in (
+        ("plain_fp16", False, False, False, "float16"),
+        ("product_fp16", True, True, False, "float16"),  # the defaults: fused LoRA, CUDA graphs
+        ("product_fp8", True, True, True, "float16"),
+        ("plain_fp32", False, False, False, "float32"),
     ):
-        context = RuntimeContext(device="cuda", dtype=dtype, pool=ModelPool())
+        if fp8 and not with_fp8:
+            continue
+        context = RuntimeContext(device="cuda", dtype=dtype, pool=ModelPool(), cuda_graphs=graphs, fp8=fp8)
         options = {**common, "fuse_faceid_lora": fuse}
         inverter = LeditsSdxlInverter(LeditsSdxlInverter.Options(**options, num_inversion_steps=steps), context)
         generator = IpAdapterFaceIdGenerator(IpAdapterFaceIdGenerator.Options(**options), context)
@@ -129,12 +155,10 @@ def compare_paths(common: dict[str, Any], steps: int, size: int) -> dict[str, di
         d = np.abs(outputs[a] - outputs[b])
         return {"max_abs_uint8": float(d.max()), "mean_abs_uint8": float(d.mean())}
 
-    return {
-        "steps": {"value": float(steps)},
-        "fused_fp16_vs_plain_fp16": diff("fused_fp16", "plain_fp16"),
-        "plain_fp16_vs_plain_fp32": diff("plain_fp16", "plain_fp32"),
-        "fused_fp16_vs_plain_fp32": diff("fused_fp16", "plain_fp32"),
-    }
+    pairs = [("product_fp16", "plain_fp16"), ("plain_fp16", "plain_fp32"), ("product_fp16", "plain_fp32")]
+    if with_fp8:
+        pairs += [("product_fp8", "plain_fp16"), ("product_fp8", "plain_fp32")]
+    return {"steps": {"value": float(steps)}, **{f"{a}_vs_{b}": diff(a, b) for a, b in pairs}}
 
 
 def main() -> None:
@@ -146,6 +170,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float16")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--no-fuse", action="store_true", help="keep FaceID's LoRA unmerged (the plain path)")
+    parser.add_argument("--no-cuda-graphs", action="store_true", help="launch the UNet's kernels from Python each call")
+    parser.add_argument("--fp8", action="store_true", help="fp8 matmuls in the UNet's transformer layers (torchao)")
     parser.add_argument("--faces-per-call", type=int, default=1, help="inverter option faces_per_call")
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile the UNet (fixed batch = first batch size)"
@@ -174,15 +200,22 @@ def main() -> None:
     batches = [int(b) for b in args.batch_sizes.split(",")]
     context = RuntimeContext(device="cuda", dtype=args.dtype)
     sdxl_dir, faceid = args.models / "sdxl", args.models / "faceid" / "ip-adapter-faceid_sdxl.bin"
-    common = dict(sd_model=str(sdxl_dir), ip_adapter=str(faceid))
+    common: dict[str, Any] = dict(sd_model=str(sdxl_dir), ip_adapter=str(faceid))
     if args.compare_steps:
-        results["fused_vs_plain"] = compare_paths(common, args.compare_steps, args.size)
+        fp8_ok = importlib.util.find_spec("torchao") is not None and torch.cuda.get_device_capability() >= (8, 9)
+        results["fused_vs_plain"] = compare_paths(common, args.compare_steps, args.size, fp8_ok)
         print("fused vs plain:", json.dumps(results["fused_vs_plain"]), flush=True)
         context.pool.clear()
         torch.cuda.empty_cache()
     common["fuse_faceid_lora"] = not args.no_fuse
-    if args.compile:
-        context = RuntimeContext(device="cuda", dtype=args.dtype, compile=True, batch_size=batches[0])
+    context = RuntimeContext(
+        device="cuda",
+        dtype=args.dtype,
+        compile=args.compile,
+        batch_size=batches[0],
+        cuda_graphs=not args.no_cuda_graphs,
+        fp8=args.fp8,
+    )
     inverter = LeditsSdxlInverter(
         LeditsSdxlInverter.Options(**common, num_inversion_steps=args.steps, faces_per_call=args.faces_per_call),
         context,
@@ -193,7 +226,11 @@ def main() -> None:
     generator.load()
     results["load_s"] = time.perf_counter() - start
     assert inverter.bundle is generator.bundle, "inverter and generator must share one pipeline"
-    print(f"pipeline loaded in {results['load_s']:.1f} s (shared: yes, LoRA fused: {not args.no_fuse})", flush=True)
+    print(
+        f"pipeline loaded in {results['load_s']:.1f} s (shared: yes), LoRA fused {not args.no_fuse}, "
+        f"compile {args.compile}, CUDA graphs {context.cuda_graphs}, fp8 {context.fp8}",
+        flush=True,
+    )
 
     if args.compile:
         start = time.perf_counter()
@@ -219,11 +256,15 @@ def main() -> None:
             first_image_s = results["load_s"] + row["total_s"]
     results["rows"] = rows
     results["first_image_s"] = first_image_s
-    print("\n| batch | s/face | UNet ms/call | peak GiB | finite |")
-    print("|---|---|---|---|---|")
+    ceiling = results["matrix_ceiling_tflops"] = matrix_ceiling_tflops()
+    print(f"\nmeasured matrix ceiling (8192^3 {args.dtype} matmul): {ceiling:.0f} TFLOP/s")
+    print("| batch | s/face | UNet ms/call | plain-UNet TFLOP/s | of ceiling | peak GiB | finite |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
+        tflops = 2 * r["batch"] * PLAIN_UNET_TFLOP / (r["unet_call_ms"] / 1000)
         print(
-            f"| {r['batch']} | {r['per_face_s']:.2f} | {r['unet_call_ms']:.1f} | {r['peak_gib']:.1f} | {r['finite']} |"
+            f"| {r['batch']} | {r['per_face_s']:.2f} | {r['unet_call_ms']:.1f} | {tflops:.0f} | "
+            f"{100 * tflops / ceiling:.0f}% | {r['peak_gib']:.1f} | {r['finite']} |"
         )
     print(f"load {results['load_s']:.1f} s, first image after {first_image_s} s (load + first batch)")
     if args.json:

@@ -1,37 +1,116 @@
 """One guided UNet call (both branches, full-size random SDXL + fused FaceID) under each speed lever.
 
-Prints median ms per call at a fixed batch, each lever on top of the previous ones where noted,
-and the max difference of its output from the eager fp16 call.
+Each lever is applied alone to the eager fp16 UNet unless its name joins several with '+'.
+`graph` (CUDA graph replay) and `fp8` are the product's own code (rp_plugins.diffusion.speed);
+`cudnn` (prefer cuDNN's attention kernel) and `qkv` (one matmul for Q/K/V of each self-attention)
+were measured here and left out of the product because they gained nothing (RESULTS.md).
+Prints the median ms per call, the plain-UNet TFLOP/s it implies, the setup time (compiling,
+graph capture) and the max difference of the noise prediction from the eager call. With
+--profile, a per-kernel-class breakdown of one call under the named levers.
 
-    python benchmarks/unet_levers.py --batch 8 --levers eager,cudnn_benchmark,compile,channels_last_compile
+    python -m benchmarks.unet_levers --batch 8 --levers eager,cudnn,qkv,graph,compile,compile+cudnn
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-LEVERS = ("eager", "cudnn_benchmark", "compile", "channels_last_compile")
+PARTS = ("cudnn", "qkv", "graph", "compile", "tuned", "fp8")
+DEFAULT_LEVERS = "eager,cudnn,qkv,graph"
+
+
+@contextlib.contextmanager
+def prefer_cudnn_attention(enabled: bool) -> Iterator[None]:
+    """cuDNN's fused attention first in PyTorch's kernel order (torch.compile bakes in the choice it traced)."""
+    if not enabled:
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    with sdpa_kernel(order, set_priority=True):
+        yield
+
+
+def fuse_self_attention_projections(unet: Any) -> int:
+    """One matmul for Q, K and V of every plain self-attention (FaceID's cross-attention processors stay)."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
+
+    merged = 0
+    for module in unet.modules():
+        if isinstance(module, Attention) and not module.is_cross_attention:
+            if type(module.processor) is AttnProcessor2_0:
+                module.fuse_projections()
+                module.set_processor(FusedAttnProcessor2_0())
+                merged += 1
+    return merged
+
+
+def kernel_class(name: str) -> str:
+    lowered = name.lower()
+    if lowered.startswith("triton"):
+        return "fused elementwise/norm (triton)"
+    if any(k in lowered for k in ("flash", "fmha", "sdpa", "attention", "attn")):
+        return "attention"
+    if any(k in lowered for k in ("conv", "fprop", "implicit", "dgrad", "wgrad")):
+        return "convolution"
+    if any(k in lowered for k in ("gemm", "cutlass", "xmma", "nvjet", "matmul", "_mm_", "scaled_mm")):
+        return "matmul"
+    return "other (eager elementwise, norm, copies)"
+
+
+def profile_call(call: Any, label: str) -> dict[str, Any]:
+    """GPU time of one call split by kernel class, and the top kernels."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    call()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        call()
+        torch.cuda.synchronize()
+    classes: dict[str, float] = {}
+    kernels = []
+    for event in prof.key_averages():
+        ms = float(getattr(event, "self_device_time_total", 0.0)) / 1000
+        if ms <= 0 or event.key.startswith(("aten::", "cuda", "Activity Buffer")):
+            continue
+        classes[kernel_class(event.key)] = classes.get(kernel_class(event.key), 0.0) + ms
+        kernels.append((ms, event.count, event.key[:110]))
+    total = sum(classes.values())
+    print(f"\nprofile [{label}]: {total:.1f} ms of kernels in one call")
+    for name, ms in sorted(classes.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:40s} {ms:7.1f} ms  {100 * ms / total:5.1f}%")
+    print("  top kernels:")
+    for ms, count, key in sorted(kernels, reverse=True)[:15]:
+        print(f"    {ms:7.2f} ms  x{count:<4d} {key}")
+    return {"total_ms": total, "classes": classes, "top": sorted(kernels, reverse=True)[:30]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", type=Path, default=Path("/tmp/rp-full-random"))
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--levers", default=",".join(LEVERS))
+    parser.add_argument("--levers", default=DEFAULT_LEVERS, help=f"comma list; each a '+' join of {PARTS} or 'eager'")
+    parser.add_argument("--profile", default="", help="comma list of levers to profile")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
     import torch
 
-    from benchmarks.full_size import unet_call_ms
+    from benchmarks.full_size import PLAIN_UNET_TFLOP, unet_call_ms
     from rp_core.interfaces import RuntimeContext
     from rp_plugins.diffusion.options import InverterOptions
     from rp_plugins.diffusion.random_weights import write_random_models
     from rp_plugins.diffusion.sdxl import load_bundle
+    from rp_plugins.diffusion.speed import quantize_linear_fp8
 
     if not (args.models / "sdxl" / "model_index.json").exists():
         torch.set_default_device("cuda")
@@ -48,34 +127,85 @@ def main() -> None:
     ids = torch.randn(args.batch, 1, 512, generator=generator).cuda()
     text = bundle.prompt_conditioning(None)
 
+    cudnn = False
+
     def call() -> Any:
-        return bundle.guided_noise(x, torch.tensor(299, device="cuda"), text, torch.zeros_like(ids), ids, -10.0)
+        with prefer_cudnn_attention(cudnn):
+            return bundle.guided_noise(x, torch.tensor(299, device="cuda"), text, torch.zeros_like(ids), ids, -10.0)
 
     reference = call()
+    scale = float(reference.abs().max())
+    to_profile = set(filter(None, args.profile.split(",")))
     results: dict[str, Any] = {"card": torch.cuda.get_device_name(0), "batch": args.batch, "levers": {}}
+    print(f"card {results['card']}, torch {torch.__version__}, batch {args.batch} faces ({2 * args.batch} rows)")
     for lever in args.levers.split(","):
+        parts = set(lever.split("+")) - {"eager"}
+        unknown = parts - set(PARTS)
+        if unknown:
+            raise SystemExit(f"unknown lever part(s) {sorted(unknown)}; known: {PARTS}")
         torch._dynamo.reset()
-        bundle.pipe.unet = eager_unet.to(memory_format=torch.contiguous_format)
-        torch.backends.cudnn.benchmark = lever != "eager"
-        if lever == "channels_last_compile":
-            bundle.pipe.unet = eager_unet.to(memory_format=torch.channels_last)
+        bundle.cuda_graphs = "graph" in parts
+        cudnn = "cudnn" in parts
+        bundle._graphed = None
+        unet = eager_unet
         setup_s = 0.0
-        if lever.endswith("compile"):
-            bundle.pipe.unet = torch.compile(bundle.pipe.unet, dynamic=False)
-            start = time.perf_counter()
-            call()
+        start = time.perf_counter()
+        if parts & {"qkv", "fp8"}:
+            unet = copy.deepcopy(eager_unet)
+            if "qkv" in parts:
+                print(f"  merged Q/K/V of {fuse_self_attention_projections(unet)} self-attentions", flush=True)
+            if "fp8" in parts:
+                print(f"  {quantize_linear_fp8(unet)} linear layers in fp8", flush=True)
+        if "tuned" in parts:
+            import torch._inductor.config as inductor
+
+            inductor.conv_1x1_as_mm = True
+            inductor.coordinate_descent_tuning = True
+            inductor.coordinate_descent_check_all_directions = True
+        if parts & {"compile", "tuned"}:
+            unet = torch.compile(unet, dynamic=False)
+        bundle.pipe.unet = unet
+        try:
+            first = call()
             torch.cuda.synchronize()
             setup_s = time.perf_counter() - start
-        diff = float((call() - reference).abs().max())
-        ms = unet_call_ms(bundle, args.batch)
-        tflops = 2 * args.batch * 6.76 / (ms / 1000)
-        results["levers"][lever] = {"ms": ms, "setup_s": setup_s, "max_abs_diff": diff, "plain_unet_tflops": tflops}
+            diff = float((first - reference).abs().max())
+            with prefer_cudnn_attention(cudnn):
+                ms = unet_call_ms(bundle, args.batch)
+        except Exception as exc:  # a lever that cannot run here is reported, not fatal to the others
+            print(f"{lever:28s} FAILED: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+            results["levers"][lever] = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
+            continue
+        tflops = 2 * args.batch * PLAIN_UNET_TFLOP / (ms / 1000)
+        row = {
+            "ms": ms,
+            "setup_s": setup_s,
+            "max_abs_diff": diff,
+            "rel_diff": diff / scale,
+            "plain_unet_tflops": tflops,
+        }
+        row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        results["levers"][lever] = row
         print(
-            f"{lever:24s} {ms:7.1f} ms/call  setup {setup_s:6.1f} s  ~{tflops:4.0f} TFLOP/s  max|diff| {diff:.3g}",
+            f"{lever:28s} {ms:7.1f} ms/call  setup {setup_s:6.1f} s  ~{tflops:4.0f} TFLOP/s  "
+            f"max|diff| {diff:.3g} ({diff / scale:.2g} of max|eps|)",
             flush=True,
         )
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        if lever in to_profile:
+            row["profile"] = profile_call(call, lever)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+    bundle.pipe.unet = eager_unet
+    print("\n| lever | ms/call | setup s | plain-UNet TFLOP/s | max abs diff vs eager |")
+    print("|---|---|---|---|---|")
+    for lever, row in results["levers"].items():
+        if "ms" in row:
+            print(
+                f"| {lever} | {row['ms']:.1f} | {row['setup_s']:.0f} | {row['plain_unet_tflops']:.0f} | "
+                f"{row['max_abs_diff']:.3g} |"
+            )
+        else:
+            print(f"| {lever} | failed: {row['error'][:80]} | | | |")
 
 
 if __name__ == "__main__":
