@@ -112,3 +112,29 @@ def test_high_threshold_finds_nothing(crafted_weights: tuple[Path, Path], astron
         sfd_path=str(sfd_path), fan_path=str(fan_path), det_size=128, det_thresh=0.999, flip_input=False
     )
     assert SfdDetector(options, RuntimeContext(pool=POOL)).detect(astronaut) == []
+
+
+def test_landmark_jit_is_compiled_once_and_then_read_from_disk(tmp_path: Path) -> None:
+    """face-alignment's numba helpers: the first process compiles and caches, the next one loads the cache."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np\n"
+        "from rp_plugins.sfd import cache_landmark_jit\n"
+        "assert cache_landmark_jit()\n"
+        "from face_alignment.utils import _get_preds_fromhm, get_preds_fromhm\n"
+        "heatmaps = np.random.default_rng(0).random((1, 68, 64, 64), dtype=np.float32)\n"
+        "get_preds_fromhm(heatmaps, np.array([100.0, 100.0]), 1.0)\n"
+        "print(sum(_get_preds_fromhm.stats.cache_hits.values()), sum(_get_preds_fromhm.stats.cache_misses.values()))\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        ).stdout.split()
+        for _ in range(2)
+    ]
+    assert runs == [["0", "1"], ["1", "0"]]
+    assert any(tmp_path.rglob("*.nbi"))
