@@ -182,6 +182,7 @@ class SdxlBundle:
     cuda_graphs: bool = False
     _graphed: CudaGraphUnet | None = None
     _ip_adapter_scale: float | None = None
+    _size_conditioning: dict[int, Any] = field(default_factory=dict)
     _prompts: dict[str | None, tuple[Any, Any, Any, Any]] = field(default_factory=dict)
 
     def set_ip_adapter_scale(self, scale: float) -> None:
@@ -280,8 +281,7 @@ class SdxlBundle:
             identity_uncond = torch.cat([identity_uncond, identity_uncond[-1:].expand(extra, -1, -1)])
             identity_cond = torch.cat([identity_cond, identity_cond[-1:].expand(extra, -1, -1)])
         cond, cond_pooled, uncond, uncond_pooled = text
-        size = latents.shape[-1] * self.vae_scale_factor
-        time_ids = torch.tensor([[size, size, 0, 0, size, size]], device=self.device, dtype=self.dtype)
+        time_ids = self._time_ids(latents.shape[-1] * self.vae_scale_factor)
         model_input = torch.cat([latents, latents]).to(self.dtype).contiguous()
         hidden = torch.cat([uncond.expand(padded, -1, -1), cond.expand(padded, -1, -1)]).to(self.dtype)
         pooled = torch.cat([uncond_pooled.expand(padded, -1), cond_pooled.expand(padded, -1)]).to(self.dtype)
@@ -296,6 +296,18 @@ class SdxlBundle:
             noise = torch.cat([noise[:batch], noise[padded : padded + batch]])
         noise_uncond, noise_cond = noise.chunk(2)
         return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+
+    def _time_ids(self, size: int) -> Any:
+        """SDXL's size conditioning (original = target = size, no crop), made once per size.
+
+        Building it per call would copy from host memory and wait for the GPU every step.
+        """
+        import torch
+
+        if size not in self._size_conditioning:
+            values = [[size, size, 0, 0, size, size]]
+            self._size_conditioning[size] = torch.tensor(values, device=self.device, dtype=self.dtype)
+        return self._size_conditioning[size]
 
     def _unet(self, sample: Any, timestep: Any, hidden: Any, pooled: Any, time_ids: Any, faces: Any) -> Any:
         """One UNet evaluation, replayed from a CUDA graph when enabled."""
