@@ -8,6 +8,7 @@ before anything is loaded so a missing model fails fast with a clear message.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from rp_core.interfaces import RuntimeContext
 from rp_core.models import ModelFile
 from rp_plugins.diffusion.options import FACEID_REPO, SDXL_BASE, SdxlOptions
 from rp_plugins.diffusion.random_weights import FACEID_WEIGHT_NAME, SDXL_SCHEDULER_CONFIG
-from rp_plugins.diffusion.speed import CudaGraphUnet, quantize_linear_fp8
+from rp_plugins.diffusion.speed import CudaGraphUnet, GraphCaptureError, quantize_linear_fp8
 
 #: What `rp models download` fetches of SDXL base: configs, tokenizers and fp16 weights (~7 GB).
 SDXL_PATTERNS = [
@@ -314,7 +315,11 @@ class SdxlBundle:
         if self.cuda_graphs and sample.is_cuda:
             if self._graphed is None or self._graphed.unet is not self.pipe.unet:
                 self._graphed = CudaGraphUnet(self.pipe.unet)
-            return self._graphed(sample, timestep, hidden, pooled, time_ids, faces, state=(self._ip_adapter_scale,))
+            try:
+                return self._graphed(sample, timestep, hidden, pooled, time_ids, faces, state=(self._ip_adapter_scale,))
+            except GraphCaptureError as exc:  # run on without graphs rather than fail the run
+                warnings.warn(f"{exc}; running the UNet without CUDA graphs", RuntimeWarning, stacklevel=2)
+                self.cuda_graphs, self._graphed = False, None
         return self.pipe.unet(
             sample,
             timestep,

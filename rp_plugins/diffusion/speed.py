@@ -35,6 +35,10 @@ def quantize_linear_fp8(unet: Any) -> int:
     return len(chosen)
 
 
+class GraphCaptureError(RuntimeError):
+    """The UNet could not be captured as a CUDA graph (the caller falls back to plain calls)."""
+
+
 class CudaGraphUnet:
     """Replays a captured CUDA graph of the UNet per input shape instead of launching its kernels one by one.
 
@@ -78,7 +82,12 @@ class CudaGraphUnet:
         key = (*((name, tuple(t.shape), t.dtype, t.device) for name, t in inputs.items()), state)
         with torch.cuda.device(sample.device):  # streams and the pool belong to the model's GPU, not GPU 0
             if key not in self._graphs:
-                self._graphs[key] = self._capture(inputs)
+                try:
+                    self._graphs[key] = self._capture(inputs)
+                except Exception as exc:
+                    raise GraphCaptureError(
+                        f"CUDA graph capture of the UNet failed ({type(exc).__name__}: {exc})"
+                    ) from exc
             graph, static, output = self._graphs[key]
             for name, tensor in inputs.items():
                 static[name].copy_(tensor)

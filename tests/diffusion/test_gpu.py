@@ -125,3 +125,37 @@ def test_cuda_graph_replay_predicts_what_the_eager_unet_does(tiny_models) -> Non
             t = torch.tensor(299, device="cuda")
             outputs.append(bundle.guided_noise(x, t, text, torch.zeros_like(identity), identity, -10.0))
         assert torch.equal(outputs[0], outputs[1]), (batch, scale)
+
+
+def test_a_unet_that_cannot_be_captured_runs_without_graphs(tiny_models) -> None:  # type: ignore[no-untyped-def]
+    """A capture failure (here: a host sync inside the UNet) warns once and falls back to plain calls."""
+    from rp_plugins.diffusion.options import InverterOptions
+    from rp_plugins.diffusion.sdxl import load_bundle
+
+    sdxl_dir, faceid_file = tiny_models
+    bundle = load_bundle(
+        InverterOptions(sd_model=str(sdxl_dir), ip_adapter=str(faceid_file)),
+        RuntimeContext(device="cuda", dtype="float16", pool=ModelPool()),
+    )
+    unet = bundle.pipe.unet
+
+    class SyncingUnet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = unet
+            self.config = unet.config
+
+        def forward(self, sample, *args, **kwargs):  # type: ignore[no-untyped-def]
+            float(sample.sum())  # a host sync: not allowed while capturing
+            return self.inner(sample, *args, **kwargs)
+
+    bundle.pipe.unet = SyncingUnet()
+    x = torch.randn(2, 4, 16, 16, device="cuda")
+    identity = torch.randn(2, 1, 512, device="cuda")
+    text = bundle.prompt_conditioning(None)
+    t = torch.tensor(299, device="cuda")
+    with pytest.warns(RuntimeWarning, match="without CUDA graphs"):
+        first = bundle.guided_noise(x, t, text, torch.zeros_like(identity), identity, -10.0)
+    assert not bundle.cuda_graphs
+    bundle.pipe.unet = unet
+    assert torch.equal(first, bundle.guided_noise(x, t, text, torch.zeros_like(identity), identity, -10.0))
