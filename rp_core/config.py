@@ -71,7 +71,7 @@ class RuntimeSection(_Section):
     fp8: bool = Field(
         False,
         description="opt-in: fp8 matmuls in the models that support it (needs torchao and an fp8 GPU); "
-        "changes the numbers slightly, see benchmarks/RESULTS.md",
+        "changes the output more than fp16 rounding does, see benchmarks/RESULTS.md",
     )
 
     @field_validator("batch_size")
