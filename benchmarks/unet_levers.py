@@ -119,7 +119,7 @@ def main() -> None:
     options = InverterOptions(
         sd_model=str(args.models / "sdxl"), ip_adapter=str(args.models / "faceid" / "ip-adapter-faceid_sdxl.bin")
     )
-    bundle = load_bundle(options, RuntimeContext(device="cuda", dtype="float16"))
+    bundle = load_bundle(options, RuntimeContext(device="cuda", dtype="float16", cuda_graphs=False))  # plain calls
     eager_unet = bundle.pipe.unet
     generator = torch.Generator().manual_seed(0)
     latent = eager_unet.config.sample_size
