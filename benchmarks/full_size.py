@@ -40,6 +40,18 @@ def matrix_ceiling_tflops(size: int = 8192, repeats: int = 10, device: str = "cu
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
 
 
+def ensure_random_models(folder: Path) -> None:
+    """Write the full-size random-weight SDXL + FaceID folders once (the product then loads them from disk)."""
+    import torch
+
+    from rp_plugins.diffusion.random_weights import write_random_models
+
+    if not (folder / "sdxl" / "model_index.json").exists():
+        torch.set_default_device("cuda")  # random init of 3.5 B parameters is much faster on the GPU
+        write_random_models(folder, "full", seed=0, dtype=torch.float16)
+        torch.set_default_device("cpu")
+
+
 def synthetic_crops(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
     """Smooth random images (low-frequency noise), a stand-in for aligned face crops."""
     rng = np.random.default_rng(seed)
@@ -185,15 +197,11 @@ def main() -> None:
 
     from rp_core.interfaces import RuntimeContext
     from rp_plugins.diffusion.components import IpAdapterFaceIdGenerator, LeditsSdxlInverter
-    from rp_plugins.diffusion.random_weights import write_random_models
 
     results: dict[str, Any] = {"card": torch.cuda.get_device_name(0), "torch": torch.__version__, "steps": args.steps}
     print(f"card: {results['card']}, torch {torch.__version__}", flush=True)
     start = time.perf_counter()
-    if not (args.models / "sdxl" / "model_index.json").exists():
-        torch.set_default_device("cuda")  # random init of 3.5 B parameters is much faster on the GPU
-        write_random_models(args.models, "full", seed=0, dtype=torch.float16)
-        torch.set_default_device("cpu")
+    ensure_random_models(args.models)
     results["write_models_s"] = time.perf_counter() - start
     print(f"random full-size models written in {results['write_models_s']:.1f} s", flush=True)
 

@@ -105,17 +105,13 @@ def main() -> None:
 
     import torch
 
-    from benchmarks.full_size import PLAIN_UNET_TFLOP, unet_call_ms
+    from benchmarks.full_size import PLAIN_UNET_TFLOP, ensure_random_models, unet_call_ms
     from rp_core.interfaces import RuntimeContext
     from rp_plugins.diffusion.options import InverterOptions
-    from rp_plugins.diffusion.random_weights import write_random_models
     from rp_plugins.diffusion.sdxl import load_bundle
     from rp_plugins.diffusion.speed import quantize_linear_fp8
 
-    if not (args.models / "sdxl" / "model_index.json").exists():
-        torch.set_default_device("cuda")
-        write_random_models(args.models, "full", seed=0, dtype=torch.float16)
-        torch.set_default_device("cpu")
+    ensure_random_models(args.models)
     options = InverterOptions(
         sd_model=str(args.models / "sdxl"), ip_adapter=str(args.models / "faceid" / "ip-adapter-faceid_sdxl.bin")
     )

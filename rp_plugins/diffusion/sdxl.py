@@ -21,7 +21,7 @@ from rp_core.interfaces import RuntimeContext
 from rp_core.models import ModelFile
 from rp_plugins.diffusion.options import FACEID_REPO, SDXL_BASE, SdxlOptions
 from rp_plugins.diffusion.random_weights import FACEID_WEIGHT_NAME, SDXL_SCHEDULER_CONFIG
-from rp_plugins.diffusion.speed import CudaGraphUnet, GraphCaptureError, quantize_linear_fp8
+from rp_plugins.diffusion.speed import CudaGraphUnet, GraphCaptureError, call_unet, quantize_linear_fp8
 
 #: What `rp models download` fetches of SDXL base: configs, tokenizers and fp16 weights (~7 GB).
 SDXL_PATTERNS = [
@@ -320,13 +320,7 @@ class SdxlBundle:
             except GraphCaptureError as exc:  # run on without graphs rather than fail the run
                 warnings.warn(f"{exc}; running the UNet without CUDA graphs", RuntimeWarning, stacklevel=2)
                 self.cuda_graphs, self._graphed = False, None
-        return self.pipe.unet(
-            sample,
-            timestep,
-            encoder_hidden_states=hidden,
-            added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids, "image_embeds": [faces]},
-            return_dict=False,
-        )[0]
+        return call_unet(self.pipe.unet, sample, timestep, hidden, pooled, time_ids, faces)
 
 
 def load_bundle(options: SdxlOptions, context: RuntimeContext) -> SdxlBundle:

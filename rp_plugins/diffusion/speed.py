@@ -35,6 +35,25 @@ def quantize_linear_fp8(unet: Any) -> int:
     return len(chosen)
 
 
+def call_unet(
+    unet: Callable[..., Any],
+    sample: Any,
+    timestep: Any,
+    encoder_hidden_states: Any,
+    text_embeds: Any,
+    time_ids: Any,
+    image_embeds: Any,
+) -> Any:
+    """One SDXL + FaceID UNet evaluation: the noise prediction for every row of `sample`."""
+    return unet(
+        sample,
+        timestep,
+        encoder_hidden_states=encoder_hidden_states,
+        added_cond_kwargs={"text_embeds": text_embeds, "time_ids": time_ids, "image_embeds": [image_embeds]},
+        return_dict=False,
+    )[0]
+
+
 class GraphCaptureError(RuntimeError):
     """The UNet could not be captured as a CUDA graph (the caller falls back to plain calls)."""
 
@@ -94,19 +113,6 @@ class CudaGraphUnet:
             graph.replay()
             return output.clone()  # the next replay overwrites the static output
 
-    def _run(self, static: dict[str, Any]) -> Any:
-        return self.unet(
-            static["sample"],
-            static["timestep"],
-            encoder_hidden_states=static["encoder_hidden_states"],
-            added_cond_kwargs={
-                "text_embeds": static["text_embeds"],
-                "time_ids": static["time_ids"],
-                "image_embeds": [static["image_embeds"]],
-            },
-            return_dict=False,
-        )[0]
-
     def _capture(self, inputs: dict[str, Any]) -> tuple[Any, dict[str, Any], Any]:
         import torch
 
@@ -117,9 +123,9 @@ class CudaGraphUnet:
         side.wait_stream(torch.cuda.current_stream())
         with torch.no_grad(), torch.cuda.stream(side):
             for _ in range(self.warmup):  # kernels pick their algorithms (and compiled code compiles) outside capture
-                self._run(static)
+                call_unet(self.unet, **static)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.no_grad(), torch.cuda.graph(graph, pool=self._pool):
-            output = self._run(static)
+            output = call_unet(self.unet, **static)
         return graph, static, output
