@@ -11,6 +11,7 @@ import copy
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rp_core.errors import ConfigError
-from rp_core.interfaces import ComponentOptions, RuntimeContext
+from rp_core.interfaces import ComponentOptions, RuntimeContext, declared_flags
 from rp_core.models import ModelPool, models_dir_from_env
 
 if TYPE_CHECKING:
@@ -85,37 +86,66 @@ class RuntimeSection(_Section):
 class VerifySection(_Section):
     """Re-check every face on the output; what to do with one that still matches its original."""
 
-    enabled: bool = True
+    enabled: bool = Field(
+        True, description="re-check every face of the output before writing it; off prints a warning on every run"
+    )
     encoder: str | None = Field(
-        None, description="identity encoder to re-check with; None: the generator's own when it uses one, else dlib"
+        None, description="identity encoder to re-check with; None: the pipeline's identity_encoder"
     )
     encoder_options: dict[str, Any] = Field(default_factory=dict)
     threshold: float | None = Field(
-        None, description="same-person threshold; None: the encoder's own (cosine above, or distance below, it)"
+        None,
+        description="same-person threshold; None: the encoder's verification threshold (its match threshold moved "
+        "by a safety margin). A looser value prints a warning on every run",
+    )
+    search: bool = Field(
+        True,
+        description="also detect faces anew on the output in and around each face region (upsampled when small) "
+        "and compare every face found with every original identity of the image: the worst score decides",
     )
     policy: Literal["retry", "fallback", "fail"] = Field(
         "retry", description="retry (then fallback), fallback (obfuscate the face), fail (no output, exit 5)"
     )
-    max_retries: int = Field(2, ge=0, le=10, description="retries with stronger guidance and a new seed")
-    guidance_factor: float = Field(1.5, gt=1.0, le=10.0, description="guidance_scale multiplier per retry")
+    max_retries: int = Field(2, ge=0, le=10, description="retries with a stronger generator and a new seed")
+    guidance_factor: float = Field(
+        1.5, gt=1.0, le=10.0, description="how much stronger each retry is (e.g. guidance x)"
+    )
     fallback_generator: str = Field("pixelate", min_length=1, description="obfuscates faces that leak or are skipped")
     fallback_options: dict[str, Any] = Field(default_factory=dict)
     last_resort: str | None = Field(
         "solid",
-        description="fills a face that still matches after the fallback; kept with a note, since none of its pixels "
-        "survive (the encoder is then reading context or a non-face). None: fail the image instead",
+        description="fills a face that still matches after the fallback; None: fail the image instead",
+    )
+    no_face: Literal["copy", "warn", "refuse"] = Field(
+        "copy",
+        description="an image where no face is found: copy (re-encoded, reported), warn (copied, and the run exits "
+        "6), refuse (not written, exit 6), for pipelines that must not pass a face through silently",
     )
 
 
 class CoverageSection(_Section):
     """Faces the main detector missed, and faces too small to regenerate: both are obfuscated."""
 
-    detector: str | None = Field(None, description="a second, cheap detector (e.g. dlib); None: off")
+    detector: str | None = Field(
+        "auto",
+        description="a second detector of another family; auto: centerface when installed and the main detector is "
+        "not centerface, else dlib; None: off (prints a warning on every run)",
+    )
     detector_options: dict[str, Any] = Field(default_factory=dict)
     iou: float = Field(0.3, ge=0.0, le=1.0, description="a second-detector face overlapping less than this is missed")
     min_face_size: float = Field(
         0.0, ge=0.0, description="faces smaller than this (pixels, geometric mean of box sides) are obfuscated"
     )
+    rotations: bool = Field(
+        True, description="where the upright pass finds no face, also search the image turned 90/180/270 degrees"
+    )
+    upsample: bool = Field(True, description="also search an enlarged image, for faces of a few dozen pixels")
+    equalize: bool = Field(True, description="also search a contrast-equalized copy of dark or flat images")
+
+    @property
+    def searches_harder(self) -> bool:
+        """True when coverage adds passes the main detector does not run (so the same detector is no no-op)."""
+        return self.rotations or self.upsample or self.equalize
 
 
 class RunConfig(_Section):
@@ -150,32 +180,50 @@ class RunConfig(_Section):
         return ctx
 
 
-#: Command-line shortcuts: flag name -> the config keys it sets. A flag that targets
-#: several components sets the key only on those whose options define it.
-FLAG_KEYS: dict[str, tuple[str, ...]] = {
-    "attribute_prompt": ("generator.options.attribute_prompt",),
-    "sd_model": ("inverter.options.sd_model", "generator.options.sd_model"),
-    "ip_adapter": ("inverter.options.ip_adapter", "generator.options.ip_adapter"),
-    "insightface_root": ("identity_encoder.options.root",),
-    "device": ("runtime.device",),
-    "skip": ("inverter.options.skip",),
-    "id_emb_scale": ("generator.options.id_emb_scale",),
-    "guidance_scale": ("inverter.options.guidance_scale", "generator.options.guidance_scale"),
-    "num_inversion_steps": ("inverter.options.num_inversion_steps",),
-    "face_image_size": ("align.face_image_size",),
-    "det_thresh": ("detector.options.det_thresh",),
-    "det_size": ("detector.options.det_size",),
-    "ip_adapter_scale": ("inverter.options.ip_adapter_scale", "generator.options.ip_adapter_scale"),
-    "seed": ("runtime.seed",),
-    "dtype": ("runtime.dtype",),
-    "batch_size": ("runtime.batch_size",),
-    "models_dir": ("runtime.models_dir",),
-    "detector": ("detector.name",),
-    "identity_encoder": ("identity_encoder.name",),
-    "inverter": ("inverter.name",),
-    "generator": ("generator.name",),
-    "merger": ("merger.name",),
+#: The command-line flags core knows: runtime settings and which component fills each slot.
+#: Component options bring their own flags (`rp_core.interfaces.cli_flag`), see `component_flags`.
+CORE_FLAG_KEYS: dict[str, str] = {
+    "device": "runtime.device",
+    "seed": "runtime.seed",
+    "dtype": "runtime.dtype",
+    "batch_size": "runtime.batch_size",
+    "models_dir": "runtime.models_dir",
+    "face_image_size": "align.face_image_size",
+    **{section: f"{section}.name" for section in COMPONENT_SECTIONS},
 }
+
+
+@dataclass(frozen=True)
+class ComponentFlag:
+    """A flag some registered components declare on an options field: where it lands, and its help."""
+
+    flag: str
+    targets: tuple[tuple[str, str, str], ...]  # (section, component name, field name)
+    annotation: Any
+    help: str
+
+
+def component_flags(host: PluginHost) -> dict[str, ComponentFlag]:
+    """Every flag declared by a registered component's options, merged across components by flag name."""
+    found: dict[str, list[tuple[str, str, str]]] = {}
+    info: dict[str, tuple[Any, str]] = {}
+    for section in COMPONENT_SECTIONS:
+        for name, registration in sorted(host.registry[section].items()):
+            model = registration.cls.Options
+            for flag, field_name in declared_flags(model).items():
+                if flag in CORE_FLAG_KEYS:
+                    continue  # core flags win; a plugin cannot shadow --device or --generator
+                found.setdefault(flag, []).append((section, name, field_name))
+                field_info = model.model_fields[field_name]
+                info.setdefault(flag, (field_info.annotation, field_info.description or ""))
+    return {
+        flag: ComponentFlag(flag, tuple(targets), info[flag][0], info[flag][1] or f"sets {flag}")
+        for flag, targets in found.items()
+    }
+
+
+def known_flags(host: PluginHost) -> set[str]:
+    return set(CORE_FLAG_KEYS) | set(component_flags(host))
 
 
 def parse_scalar(text: str) -> Any:
@@ -279,7 +327,8 @@ def _allowed_keys(exc: ValidationError, data: Mapping[str, Any], loc: Sequence[A
 _MODEL_FOR_ERRORS: dict[str, type[BaseModel]] = {}
 
 
-def _validate(model: type[BaseModel], data: Mapping[str, Any], prefix: str = "") -> Any:
+def validate_model(model: type[BaseModel], data: Mapping[str, Any], prefix: str = "") -> Any:
+    """Validate `data` with `model`; errors name each key under `prefix`, the bad value and what is allowed."""
     _MODEL_FOR_ERRORS[model.__name__] = model
     try:
         return model.model_validate(data)
@@ -296,7 +345,7 @@ def validate_options(host: PluginHost, section: str, choice: ComponentChoice) ->
         registration = host.get(section, choice.name)
     except PluginError as exc:
         raise ConfigError(f"{section}.name: bad value {choice.name!r}: {exc}") from None
-    options: ComponentOptions = _validate(registration.cls.Options, choice.options, f"{section}.options.")
+    options: ComponentOptions = validate_model(registration.cls.Options, choice.options, f"{section}.options.")
     return options
 
 
@@ -333,16 +382,15 @@ def resolve_config(
 
     name_layer: dict[str, Any] = {}
     for flag, value in (flags or {}).items():
-        targets = FLAG_KEYS.get(flag, ())
-        if value is not None and _is_name_flag(targets):
-            set_dotted(name_layer, targets[0], value)
+        if value is not None and flag in COMPONENT_SECTIONS:
+            set_dotted(name_layer, f"{flag}.name", value)
     layers = [RunConfig().model_dump(mode="json"), preset_layer, file_layer, env, flag_layer, name_layer]
     merged: dict[str, Any] = {}
     for layer in _for_final_components(layers):
         merged = merge_layers(merged, layer)
 
     _apply_flags(host, merged, flags or {})
-    config: RunConfig = _validate(RunConfig, merged)
+    config: RunConfig = validate_model(RunConfig, merged)
     used = sections_in_use(host, config.generator.name)
     for section in ("generator", *(s for s in COMPONENT_SECTIONS if s != "generator")):
         choice: ComponentChoice = getattr(config, section)
@@ -399,48 +447,35 @@ def _apply_flags(host: PluginHost, merged: dict[str, Any], flags: Mapping[str, A
     """Apply command-line option flags; a flag no selected component understands is an error.
 
     Component-name flags (--generator ...) were already applied as the top layer by resolve_config.
+    A component flag sets its field on every selected, running component that declares it.
     """
+    declared = component_flags(host)
+    used = sections_in_use(host, merged.get("generator", {}).get("name"))
     for flag, value in flags.items():
-        if value is None:
+        if value is None or flag in COMPONENT_SECTIONS:
             continue
-        targets = FLAG_KEYS.get(flag)
-        if targets is None:
-            raise ConfigError(f"unknown flag {flag!r}")
-        if _is_name_flag(targets):
+        if flag in CORE_FLAG_KEYS:
+            set_dotted(merged, CORE_FLAG_KEYS[flag], value)
             continue
+        if flag not in declared:
+            chosen = ", ".join(f"{sec}={merged.get(sec, {}).get('name')}" for sec in used)
+            raise ConfigError(
+                f"--{flag.replace('_', '-')} {value!r}: no installed component declares this flag "
+                f"(selected: {chosen}); see `rp plugins --options`"
+            )
+        targets = declared[flag].targets
         applied = []
-        for key in targets:
-            section = key.split(".")[0]
-            if section in COMPONENT_SECTIONS:
-                field = key.split(".")[-1]
-                name = merged.get(section, {}).get("name")
-                in_use = section in sections_in_use(host, merged.get("generator", {}).get("name"))
-                if name and in_use and field in _option_fields(host, section, name):
-                    set_dotted(merged, key, value)
-                    applied.append(key)
-            else:
-                set_dotted(merged, key, value)
-                applied.append(key)
+        for section, name, field_name in targets:
+            if section in used and merged.get(section, {}).get("name") == name:
+                set_dotted(merged, f"{section}.options.{field_name}", value)
+                applied.append(section)
         if not applied:
-            used = sections_in_use(host, merged.get("generator", {}).get("name"))
+            sections = dict.fromkeys(section for section, _, _ in targets)
             chosen = ", ".join(
                 f"{sec}={merged.get(sec, {}).get('name')}{'' if sec in used else ' (not run by this generator)'}"
-                for sec in (k.split(".")[0] for k in targets)
+                for sec in sections
             )
             raise ConfigError(f"--{flag.replace('_', '-')} {value!r}: not used by the selected components ({chosen})")
-
-
-def _is_name_flag(targets: Sequence[str]) -> bool:
-    return len(targets) == 1 and targets[0].endswith(".name")
-
-
-def _option_fields(host: PluginHost, section: str, name: str) -> set[str]:
-    from rp_core.errors import PluginError
-
-    try:
-        return set(host.get(section, name).cls.Options.model_fields)
-    except PluginError as exc:
-        raise ConfigError(f"{section}.name: bad value {name!r}: {exc}") from None
 
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:

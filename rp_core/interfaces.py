@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -21,9 +21,33 @@ from rp_core.types import AlignedFace, Face, GenerationRequest, IdentityEmbeddin
 
 
 class ComponentOptions(BaseModel):
-    """Base of every component's options: unknown keys are an error, never ignored."""
+    """Base of every component's options: unknown keys are an error, never ignored.
+
+    A field becomes a command-line flag of `rp anonymize` (and `config show`, `doctor`, ...)
+    when it declares one: `Field(1.0, description=..., json_schema_extra={"cli": "strength"})`
+    gives `--strength`. Components of different slots may declare the same flag; it then sets
+    the field on each selected component that declares it.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def cli_flag(name: str) -> dict[str, Any]:
+    """`json_schema_extra` that makes an options field the command-line flag `--name`."""
+    return {"cli": name}
+
+
+def declared_flags(options: type[ComponentOptions]) -> dict[str, str]:
+    """Command-line flags an options model declares: flag name (snake case) -> field name."""
+    flags: dict[str, str] = {}
+    for field_name, info in options.model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and isinstance(extra.get("cli"), str):
+            flags[str(extra["cli"]).replace("-", "_")] = field_name
+    return flags
+
+
+OptionsT = TypeVar("OptionsT", bound=ComponentOptions)
 
 
 @dataclass
@@ -42,17 +66,18 @@ class RuntimeContext:
     pool: ModelPool = field(default_factory=lambda: DEFAULT_POOL)
 
 
-class Component(ABC):  # noqa: B024 (abstract by kind: the five subclasses declare the abstract methods)
-    """Common shape of every pluggable stage."""
+class Component(ABC, Generic[OptionsT]):  # noqa: B024 (abstract by kind: the five subclasses declare the methods)
+    """Common shape of every pluggable stage; `OptionsT` is the type of its validated options."""
 
     kind: ClassVar[str] = ""
     name: ClassVar[str] = ""
     Options: ClassVar[type[ComponentOptions]] = ComponentOptions
     #: Modules `load()` imports; `rp doctor` import-checks them without loading any weights.
     requires: ClassVar[tuple[str, ...]] = ()
+    options: OptionsT
 
-    def __init__(self, options: ComponentOptions | None = None, context: RuntimeContext | None = None) -> None:
-        self.options = options if options is not None else self.Options()
+    def __init__(self, options: OptionsT | None = None, context: RuntimeContext | None = None) -> None:
+        self.options = options if options is not None else self.Options()  # type: ignore[assignment]
         self.context = context if context is not None else RuntimeContext()
         self._loaded = False
 
@@ -81,7 +106,7 @@ class Component(ABC):  # noqa: B024 (abstract by kind: the five subclasses decla
         return {"kind": self.kind, "name": self.name, "options": self.options.model_dump(mode="json")}
 
 
-class Detector(Component):
+class Detector(Component[OptionsT]):
     kind = "detector"
 
     @abstractmethod
@@ -89,12 +114,18 @@ class Detector(Component):
         """Every face in an RGB uint8 (H, W, 3) image, in image pixel coordinates."""
 
 
-class IdentityEncoder(Component):
+class IdentityEncoder(Component[OptionsT]):
     kind = "identity_encoder"
     #: "cosine": similarity, higher means same person; "euclidean": distance, lower means same person.
     metric: ClassVar[Literal["cosine", "euclidean"]] = "cosine"
     #: Where "same person" starts for this model (similarity above, or distance below).
     match_threshold: ClassVar[float] = 0.5
+    #: The threshold fail-closed verification uses: `match_threshold` moved towards "different people"
+    #: by a margin, so a face scoring just past the match threshold is not written (None: no margin).
+    verify_threshold: ClassVar[float | None] = None
+    #: The identity model of the embeddings (their `IdentityEmbedding.model`); generators that
+    #: consume identities declare which models they accept.
+    model_name: ClassVar[str] = ""
 
     @abstractmethod
     def encode(self, image: np.ndarray, faces: Sequence[Face]) -> list[IdentityEmbedding]:
@@ -119,7 +150,7 @@ def compare_embeddings(a: IdentityEmbedding, b: IdentityEmbedding, metric: str =
     return float(a.vector @ b.vector) / denom if denom > 0 else 0.0
 
 
-class Inverter(Component):
+class Inverter(Component[OptionsT]):
     kind = "inverter"
 
     @abstractmethod
@@ -127,19 +158,39 @@ class Inverter(Component):
         """Invert a batch of aligned crops; `seeds[i]` drives the randomness of face i."""
 
 
-class Generator(Component):
+class Generator(Component[OptionsT]):
     kind = "generator"
     #: The orchestrator builds an identity encoder only for generators that need one.
     needs_identity: ClassVar[bool] = False
     #: The orchestrator builds an inverter only for generators that need one.
     needs_inversion: ClassVar[bool] = False
+    #: True: draws a new face (recorded as "regenerated"); False: hides the face (recorded as "obfuscated").
+    #: Only non-synthesizing generators that need nothing may serve as the fail-closed fallback.
+    synthesizes: ClassVar[bool] = False
+    #: Identity models (`IdentityEncoder.model_name`) this generator can read; empty: any.
+    accepts_identity_models: ClassVar[tuple[str, ...]] = ()
+    #: Inverters (by component name) whose inversions this generator can read; empty: any.
+    accepts_inverters: ClassVar[tuple[str, ...]] = ()
+    #: Option names that must have the same value on the inverter (same model weights on both sides).
+    options_shared_with_inverter: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def generate(self, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:
         """One new crop per request, uint8 and the same size as the request's crop."""
 
+    def stronger(self, attempt: int, factor: float) -> Generator[Any] | None:
+        """A copy that moves further from the identity for fail-closed retry `attempt` (1, 2, ...).
 
-class Merger(Component):
+        None (the default) means it cannot get stronger: a leaking face goes straight to the fallback.
+        """
+        return None
+
+    def preferred_batch_size(self) -> int | None:
+        """Faces per call this generator wants for `--batch-size auto` (after `load()`); None: no preference."""
+        return None
+
+
+class Merger(Component[OptionsT]):
     kind = "merger"
 
     @abstractmethod

@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from rp_core import hookimpl
-from rp_core.interfaces import ComponentOptions, IdentityEncoder
+from rp_core.interfaces import ComponentOptions, cli_flag, IdentityEncoder
 from rp_core.models import ModelFile, first_existing, require_present
 from rp_core.types import Face, IdentityEmbedding
 
@@ -29,7 +29,11 @@ _CHUNK = 32
 class BuffaloLOptions(ComponentOptions):
     """Options of the buffalo_l identity encoder."""
 
-    root: str = Field("~/.insightface", description="InsightFace root; the model is read from <root>/models/buffalo_l/")
+    root: str = Field(
+        "~/.insightface",
+        description="InsightFace root; the model is read from <root>/models/buffalo_l/",
+        json_schema_extra=cli_flag("insightface-root"),
+    )
 
 
 class BuffaloL(IdentityEncoder):

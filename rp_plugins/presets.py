@@ -9,6 +9,7 @@ from rp_core import hookimpl
 
 OFFLINE = {
     "detector": {"name": "dlib"},
+    "identity_encoder": {"name": "dlib"},  # re-checks outputs (verification) with dlib's descriptor
     "generator": {"name": "pixelate"},
     "merger": {"name": "affine"},
     "align": {"face_image_size": 256},

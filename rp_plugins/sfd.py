@@ -19,7 +19,7 @@ from pydantic import Field
 
 from rp_core import hookimpl
 from rp_core.errors import DeviceError
-from rp_core.interfaces import ComponentOptions, Detector
+from rp_core.interfaces import ComponentOptions, cli_flag, Detector
 from rp_core.models import ModelFile, first_existing, require_present
 from rp_core.types import Face
 
@@ -54,12 +54,17 @@ class SfdOptions(ComponentOptions):
     """Options of the SFD + FAN detector."""
 
     det_thresh: float = Field(
-        0.5, ge=0.0, le=1.0, description="SFD score a face must exceed (face-alignment's filter_threshold)"
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="SFD score a face must exceed (face-alignment's filter_threshold)",
+        json_schema_extra=cli_flag("det-thresh"),
     )
     det_size: int | None = Field(
         1280,
         ge=32,
         description="longest image side given to SFD (downscale only; landmarks use the full image); None = full size",
+        json_schema_extra=cli_flag("det-size"),
     )
     flip_input: bool = Field(
         True, description="average FAN over the mirrored face too (steadier landmarks, twice the FAN time)"

@@ -111,6 +111,23 @@ class IpAdapterFaceIdGenerator(_SdxlComponent, Generator):
     options: GeneratorOptions
     needs_identity: ClassVar[bool] = True
     needs_inversion: ClassVar[bool] = True
+    synthesizes: ClassVar[bool] = True
+    accepts_identity_models: ClassVar[tuple[str, ...]] = ("buffalo_l/w600k_r50",)
+    accepts_inverters: ClassVar[tuple[str, ...]] = (PRODUCER,)
+    #: The inversion must come from the same SDXL, adapter and LoRA merge as the regeneration.
+    options_shared_with_inverter: ClassVar[tuple[str, ...]] = ("sd_model", "ip_adapter", "fuse_faceid_lora")
+
+    def stronger(self, attempt: int, factor: float) -> IpAdapterFaceIdGenerator | None:
+        """The same generator with guidance_scale x factor**attempt (further from the identity); None past its range."""
+        from pydantic import ValidationError
+
+        values = self.options.model_dump()
+        values["guidance_scale"] = values["guidance_scale"] * factor**attempt
+        try:
+            options = GeneratorOptions.model_validate(values)
+        except ValidationError:
+            return None  # beyond the allowed range: nothing stronger to try
+        return IpAdapterFaceIdGenerator(options, self.context)
 
     def generate_latents(self, requests: Sequence[GenerationRequest]) -> Any:
         """The regenerated latents (B, C, h, w) before decoding."""
@@ -138,7 +155,7 @@ class IpAdapterFaceIdGenerator(_SdxlComponent, Generator):
 
         return regenerate(start, noise_maps, scheduler, noise_fn)
 
-    def auto_batch_size(self) -> int:
+    def preferred_batch_size(self) -> int:
         """Faces per batch that fit the free GPU memory (`--batch-size auto`); 1 on a CPU.
 
         Measured on an H200 at 1024 px, fp16: 12.5 GiB peak for one face, 39.6 GiB for eight,

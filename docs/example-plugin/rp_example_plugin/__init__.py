@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from rp_core import hookimpl
-from rp_core.interfaces import ComponentOptions, Generator
+from rp_core.interfaces import ComponentOptions, cli_flag, Generator
 from rp_core.types import GenerationRequest
 
 __version__ = "0.1.0"
@@ -22,7 +22,9 @@ __version__ = "0.1.0"
 class MosaicOptions(ComponentOptions):
     """Options are validated by rp before anything runs; unknown keys are an error."""
 
-    tiles: int = Field(6, ge=2, le=64, description="tiles along each side of the face crop")
+    tiles: int = Field(
+        6, ge=2, le=64, description="tiles along each side of the face crop", json_schema_extra=cli_flag("mosaic-tiles")
+    )
 
 
 class ExampleMosaic(Generator):
