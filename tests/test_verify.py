@@ -48,6 +48,11 @@ class WeakGenerator(Generator):
     Options: ClassVar[type[ComponentOptions]] = WeakOptions
     seeds: ClassVar[list[int]] = []
 
+    def stronger(self, attempt: int, factor: float) -> WeakGenerator:
+        """Declared capability: retries scale the guidance (as the diffusion generator does)."""
+        options = WeakOptions(guidance_scale=self.options.guidance_scale * factor**attempt)  # type: ignore[attr-defined]
+        return WeakGenerator(options, self.context)
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:
         from rp_plugins._facemask import face_region
 
