@@ -1,17 +1,25 @@
-"""The Python API: `anonymize(image, **params)` with the same power as `rp anonymize`."""
+"""The Python API: the same power and guarantees as `rp anonymize`.
+
+`anonymize(image, **params)` anonymizes one image in memory; `anonymize_files(inputs, output, **params)`
+runs the same session as the command line (atomic writes, manifest, resume, per-file failures).
+`params` are the CLI's flags in snake case, including those that components declare.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
 
 import numpy as np
 from PIL import Image
 
-from rp_core.config import FLAG_KEYS, RunConfig, resolve_config
+from rp_core.config import RunConfig, known_flags, resolve_config
 from rp_core.errors import ConfigError
 from rp_core.orchestrator import Anonymizer
+from rp_core.pipeline import Pipeline, assemble
 from rp_core.plugins import PluginHost
+from rp_core.session import Event, RunSession, RunSummary, SessionOptions
 from rp_core.types import ImageResult
 
 _ANONYMIZERS: dict[str, Anonymizer] = {}
@@ -19,8 +27,14 @@ _ANONYMIZERS: dict[str, Anonymizer] = {}
 
 def _as_rgb_array(image: str | Path | Image.Image | np.ndarray) -> np.ndarray:
     if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
-            raise ConfigError(f"image array must be uint8 (H, W, 3) RGB, got {image.dtype} {image.shape}")
+        if image.dtype != np.uint8:
+            raise ConfigError(f"image array must be uint8, got {image.dtype}")
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)  # grayscale: the same face on every channel
+        if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+            raise ConfigError(f"image array must be (H, W), (H, W, 3) RGB or (H, W, 4) RGBA, got {image.shape}")
+        if image.shape[2] == 1:
+            image = np.repeat(image, 3, axis=2)
         return np.ascontiguousarray(image[:, :, :3])
     if isinstance(image, (str, Path)):
         from rp_core.io import read_image
@@ -31,23 +45,39 @@ def _as_rgb_array(image: str | Path | Image.Image | np.ndarray) -> np.ndarray:
     return to_rgb_array(image)
 
 
+def build_pipeline(
+    *,
+    config_file: str | Path | None = None,
+    preset: str | None = None,
+    overrides: Sequence[str] = (),
+    host: PluginHost | None = None,
+    **params: Any,
+) -> Pipeline:
+    """The assembled pipeline for the same sources as the CLI (nothing loaded yet)."""
+    host = host if host is not None else PluginHost()
+    allowed = known_flags(host)
+    unknown = set(params) - allowed
+    if unknown:
+        raise ConfigError(f"unknown parameters: {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
+    config: RunConfig = resolve_config(
+        host, config_file=config_file, preset=preset, flags=params, overrides=list(overrides)
+    )
+    return assemble(config, host)
+
+
 def build_anonymizer(
     *,
     config_file: str | Path | None = None,
     preset: str | None = None,
-    overrides: tuple[str, ...] = (),
+    overrides: Sequence[str] = (),
     host: PluginHost | None = None,
     **params: Any,
 ) -> Anonymizer:
     """An Anonymizer from the same sources as the CLI; reused across calls with the same settings."""
-    unknown = set(params) - set(FLAG_KEYS)
-    if unknown:
-        raise ConfigError(f"unknown parameters: {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(FLAG_KEYS))}")
-    host = host if host is not None else PluginHost()
-    config: RunConfig = resolve_config(host, config_file=config_file, preset=preset, flags=params, overrides=overrides)
-    key = config.model_dump_json()
-    if key not in _ANONYMIZERS or _ANONYMIZERS[key].host is not host:
-        _ANONYMIZERS[key] = Anonymizer(config, host)
+    pipeline = build_pipeline(config_file=config_file, preset=preset, overrides=overrides, host=host, **params)
+    key = pipeline.config.model_dump_json()
+    if key not in _ANONYMIZERS or _ANONYMIZERS[key].host is not pipeline.host:
+        _ANONYMIZERS[key] = Anonymizer(pipeline=pipeline)
     return _ANONYMIZERS[key]
 
 
@@ -64,7 +94,7 @@ def anonymize(
     preset: str | None = None,
     aligned: bool = False,
     return_result: bool = False,
-    overrides: tuple[str, ...] = (),
+    overrides: Sequence[str] = (),
     host: PluginHost | None = None,
     **params: Any,
 ) -> Image.Image | tuple[Image.Image, ImageResult]:
@@ -77,3 +107,31 @@ def anonymize(
     result = anonymizer.anonymize(_as_rgb_array(image), aligned=aligned)
     output = Image.fromarray(result.image)
     return (output, result) if return_result else output
+
+
+def anonymize_files(
+    inputs: Sequence[str | Path] | str | Path,
+    output: str | Path | None = None,
+    *,
+    in_place: bool = False,
+    config_file: str | Path | None = None,
+    preset: str | None = None,
+    overrides: Sequence[str] = (),
+    host: PluginHost | None = None,
+    options: SessionOptions | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    **params: Any,
+) -> RunSummary:
+    """Anonymize files or folders into `output` (or in place) exactly as `rp anonymize` does.
+
+    Writes are atomic, the manifest and journal are the CLI's, `options=SessionOptions(resume=True)`
+    finishes a killed run, and a file that fails is recorded in the summary while the others go on.
+    """
+    from rp_core.io import plan_in_place, plan_inputs
+
+    if (output is None) == (not in_place):
+        raise ConfigError("give an output folder or file, or in_place=True (not both)")
+    pipeline = build_pipeline(config_file=config_file, preset=preset, overrides=overrides, host=host, **params)
+    sources = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    plan = plan_in_place(sources) if in_place else plan_inputs(sources, output)  # type: ignore[arg-type]
+    return RunSession(pipeline, plan, options, on_event).run()

@@ -8,26 +8,22 @@ need them. Expected errors (RpError) print one message and exit with their code;
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from rp_core import __version__
-from rp_core.errors import InputError, RpError
+from rp_core.errors import RpError
 from rp_core.plugins import PluginHost
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from rp_core.config import RunConfig
-    from rp_core.io import ImageMetadata, InputPlan
-    from rp_core.manifest import ImageEntry, RunManifest
 
 _DEBUG = "rp.debug"
 _PLUGINS_DIR = "rp.plugins_dir"
@@ -124,26 +120,16 @@ class BatchSize(click.ParamType):
         return number
 
 
-#: (flag, config flag key, click type, help). The keys are rp_core.config.FLAG_KEYS.
+#: (flag, config flag key, click type, help): runtime settings and slot names (rp_core.config.CORE_FLAG_KEYS).
+#: Component options add their own flags (ConfigCommand), declared on their options models.
 _FLAG_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--detector", "detector", str, "Detector component name (see `rp plugins`)."),
     ("--identity-encoder", "identity_encoder", str, "Identity encoder component name."),
     ("--inverter", "inverter", str, "Inverter component name."),
     ("--generator", "generator", str, "Generator component name."),
     ("--merger", "merger", str, "Merger component name."),
-    ("--attribute-prompt", "attribute_prompt", str, 'Steer the new face, e.g. "an old man".'),
-    ("--sd-model", "sd_model", str, "SDXL model: hub id or local folder."),
-    ("--ip-adapter", "ip_adapter", str, "IP-Adapter-FaceID weights: hub repo or local file."),
-    ("--insightface-root", "insightface_root", str, "Folder holding models/buffalo_l/."),
     ("--device", "device", str, "auto, cpu, cuda, cuda:N or mps."),
-    ("--skip", "skip", float, "Fraction of diffusion timesteps skipped (0-1)."),
-    ("--id-emb-scale", "id_emb_scale", float, "Scale of the identity embedding."),
-    ("--guidance-scale", "guidance_scale", float, "Guidance; negative pushes away from the identity."),
-    ("--num-inversion-steps", "num_inversion_steps", int, "Number of inversion/generation steps."),
     ("--face-image-size", "face_image_size", int, "Side of the aligned face crop, pixels."),
-    ("--det-thresh", "det_thresh", float, "Face detection confidence threshold."),
-    ("--det-size", "det_size", int, "Detector input size."),
-    ("--ip-adapter-scale", "ip_adapter_scale", float, "IP-Adapter attention scale."),
     ("--seed", "seed", int, "Random seed."),
     ("--dtype", "dtype", click.Choice(["auto", "float16", "bfloat16", "float32"]), "Model precision."),
     ("--batch-size", "batch_size", BatchSize(), "Faces per GPU batch, or 'auto'."),
@@ -154,6 +140,54 @@ _FLAG_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
         "Folder of model files (env RP_MODELS_DIR).",
     ),
 )
+
+
+class ConfigCommand(click.Command):
+    """A command that also takes every flag the installed components declare on their options."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        extra = _component_options(ctx)
+        if not extra:
+            return params
+        names = {p.name for p in params}
+        return [*params[:-1], *(o for o in extra if o.name not in names), params[-1]]  # --help stays last
+
+
+def _component_options(ctx: click.Context) -> list[click.Option]:
+    if "rp.component_options" in ctx.meta:
+        cached: list[click.Option] = ctx.meta["rp.component_options"]
+        return cached
+    from rp_core.config import component_flags
+
+    try:
+        flags = component_flags(get_host(ctx))
+    except RpError:
+        flags = {}
+    options = []
+    for flag in sorted(flags.values(), key=lambda f: f.flag):
+        owners = ", ".join(sorted({f"{section} {name}" for section, name, _ in flag.targets}))
+        options.append(
+            click.Option(
+                [f"--{flag.flag.replace('_', '-')}", flag.flag],
+                type=_click_type(flag.annotation),
+                default=None,
+                help=f"{flag.help} [{owners}]",
+            )
+        )
+    ctx.meta["rp.component_options"] = options
+    return options
+
+
+def _click_type(annotation: Any) -> Any:
+    """The click type for an options field's annotation (numbers, text, booleans, choices)."""
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    first = args[0]
+    if typing.get_origin(first) is typing.Literal:
+        return click.Choice([str(v) for v in typing.get_args(first)])
+    return {int: int, float: float, bool: bool}.get(first, str)
 
 
 def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -178,15 +212,18 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return common_options(func)
 
 
-def _pop_config_args(kwargs: dict[str, Any]) -> dict[str, Any]:
+def _pop_config_args(ctx: click.Context, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Take the config-shaping arguments (core and component flags) out of a command's kwargs."""
     keys = ["config_file", "preset", "overrides", *(key for _, key, _, _ in _FLAG_OPTIONS)]
+    keys += [str(o.name) for o in _component_options(ctx)]
     return {key: kwargs.pop(key, None) for key in keys}
 
 
 def resolve(ctx: click.Context, args: dict[str, Any]) -> RunConfig:
     from rp_core.config import resolve_config
 
-    flags = {key: args[key] for _, key, _, _ in _FLAG_OPTIONS if args.get(key) is not None}
+    reserved = ("config_file", "preset", "overrides")
+    flags = {key: value for key, value in args.items() if key not in reserved and value is not None}
     if "models_dir" in flags:
         flags["models_dir"] = str(flags["models_dir"])
     return resolve_config(
@@ -196,6 +233,18 @@ def resolve(ctx: click.Context, args: dict[str, Any]) -> RunConfig:
         flags=flags,
         overrides=list(args.get("overrides") or ()),
     )
+
+
+def assemble_pipeline(ctx: click.Context, config: RunConfig) -> Any:
+    """The one assembled pipeline of this command (nothing is loaded); an import failure is one line."""
+    try:
+        from rp_core.pipeline import assemble
+    except ImportError as exc:
+        from rp_core.doctor import LIBGL_HINT
+
+        hint = f" ({LIBGL_HINT})" if "libGL" in str(exc) else ""
+        raise RpError(f"cannot import the pipeline: {exc}{hint}") from exc
+    return assemble(config, get_host(ctx))
 
 
 # -- the group -----------------------------------------------------------------------------
@@ -246,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 # -- rp anonymize ------------------------------------------------------------------------------
 
 
-@click.command()
+@click.command(cls=ConfigCommand)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=False, path_type=Path))
 @click.option("-o", "--output", default=None, type=click.Path(path_type=Path), help="Output file or folder.")
 @config_options
@@ -265,10 +314,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     "--in-place", is_flag=True, help="Replace each input by its anonymized version (instead of -o); irreversible."
 )
 @click.option("--keep-metadata", is_flag=True, help="Keep EXIF/XMP/ICC/comments (default: strip all metadata).")
+@click.option(
+    "--manifest-paths",
+    type=click.Choice(["relative", "hashed", "absolute"]),
+    default="relative",
+    show_default=True,
+    help="How file paths appear in the manifest: relative to the input/output folder, hashed, or as given.",
+)
 @click.pass_context
 def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None, in_place: bool, **kwargs: Any) -> None:
     """Anonymize every face in the input files or folders; OUTPUT is a file, or a folder mirroring the inputs."""
     from rp_core.io import plan_in_place, plan_inputs
+    from rp_core.session import RunSession, SessionOptions
 
     if output is None and not in_place:
         raise click.UsageError("give an output with -o/--output, or --in-place to replace the inputs")
@@ -281,8 +338,8 @@ def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None,
                     f"the output folder {output} is the input folder; choose another output folder "
                     "(or use --in-place to replace the inputs)"
                 )
-    args = _pop_config_args(kwargs)
-    config = resolve(ctx, args)
+    config = resolve(ctx, _pop_config_args(ctx, kwargs))
+    pipeline = assemble_pipeline(ctx, config)  # incompatible choices fail here, before any file is read
     plan = plan_in_place(inputs) if in_place else plan_inputs(inputs, output)  # type: ignore[arg-type]
     console = _console()
     for path in plan.ignored:
@@ -295,253 +352,85 @@ def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None,
         ignored = f" ({count} unsupported file{'' if count == 1 else 's'} ignored)" if count else ""
         supported = ", ".join(sorted(SUPPORTED_EXTENSIONS))
         raise click.UsageError(f"no images found in {names}{ignored}; supported: {supported}")
-    _Run(get_host(ctx), config, plan, console, **kwargs).execute()
-
-
-class _Run:
-    """One `rp anonymize` invocation: load, stream, write, report."""
-
-    def __init__(
-        self,
-        host: PluginHost,
-        config: RunConfig,
-        plan: InputPlan,
-        console: Console,
-        *,
-        aligned: bool,
-        overwrite: bool,
-        keep_metadata: bool,
-        resume: bool = False,
-    ) -> None:
-        from rp_core.manifest import Journal, journal_path
-
-        self.host, self.config, self.plan, self.console = host, config, plan, console
-        self.aligned, self.overwrite, self.keep_metadata, self.resume = aligned, overwrite, keep_metadata, resume
-        self.metadata: dict[int, ImageMetadata] = {}
-        self.read_times: dict[int, float] = {}
-        self.entries: dict[int, ImageEntry] = {}
-        self.skipped: set[int] = set()  # outputs that existed and were left alone by this run
-        self.journal = Journal(journal_path(plan.manifest_path))
-
-    def _plan_todo(self) -> list[int]:
-        """Which jobs to run; the others keep their earlier manifest entry, or get a skipped one.
-
-        An existing output is never replaced without --overwrite, with one exception under --resume:
-        an output the interrupted run itself was publishing (its journal notes the intent before the
-        file replaces anything, see `_write`) is redone; redoing one is deterministic.
-        """
-        from rp_core.io import temporary_files_for
-        from rp_core.manifest import ImageEntry, previous_entries
-
-        previous = previous_entries(self.plan.manifest_path)
-        if self.resume:  # a killed run may leave its temporary files behind: they are never outputs
-            for target in {*(job.target for job in self.plan.jobs), self.plan.manifest_path}:
-                for temporary in temporary_files_for(target):
-                    temporary.unlink(missing_ok=True)
-        todo = []
-        for i, job in enumerate(self.plan.jobs):
-            earlier = previous.get(str(job.source))
-            done_before = (
-                earlier is not None
-                and earlier.status in ("anonymized", "no_face")
-                and (self.plan.in_place or earlier.output == str(job.target))
-            )
-            ours = (
-                self.resume
-                and earlier is not None
-                and earlier.status == "writing"
-                and earlier.output == str(job.target)
-            )
-            exists = self.plan.in_place or job.target.exists()
-            if self.overwrite or not exists:
-                todo.append(i)
-            elif self.plan.in_place:  # an in-place output always exists: only a resumed, recorded one is done
-                if self.resume and done_before and earlier is not None:
-                    self.entries[i] = earlier
-                else:
-                    todo.append(i)
-            elif ours:
-                todo.append(i)
-            else:
-                if done_before and earlier is not None:
-                    self.entries[i] = earlier  # keep what the earlier run recorded about this output
-                else:
-                    self.entries[i] = ImageEntry(str(job.source), str(job.target), "skipped_existing")
-                if not (self.resume and done_before):
-                    self.skipped.add(i)
-                    self.console.print(f"{job.target}: exists, skipped (use --overwrite to replace it)", markup=False)
-        if self.resume:
-            resumed = sum(1 for i in self.entries if i not in self.skipped)
-            self.console.print(f"resuming: {resumed} files already done, {len(todo)} to go", markup=False)
-        return todo
-
-    def execute(self) -> None:
-        from rp_core.io import check_writable_folder
-        from rp_core.manifest import RunManifest
-
-        started = time.perf_counter()
-        anonymizer = _build_anonymizer(self.config, self.host)
-        with self._writing():
-            check_writable_folder(self.plan.manifest_path.parent)  # before loading models for minutes
-            todo = self._plan_todo()
-        load_start = time.perf_counter()
-        if todo:
-            anonymizer.load()
-        manifest = RunManifest(config=self.config.model_dump(mode="json"), components=_component_info(anonymizer))
-        manifest.timings["load"] = time.perf_counter() - load_start
-        if todo:
-            # a resumed run appends to the journal the killed one left, so nothing it did is forgotten
-            with self._writing():
-                self.journal.open(keep=self.resume)
-            try:
-                self._stream(anonymizer, todo)
-            finally:
-                self.journal.close(remove=False)
-        manifest.images = [self.entries[i] for i in sorted(self.entries)]
-        manifest.timings["total"] = time.perf_counter() - started
-        if todo or any(e.status != "skipped_existing" for e in manifest.images):
-            with self._writing():
-                manifest.write(self.plan.manifest_path)
-                self.journal.close(remove=True)
-        self._summary(manifest)
-
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        """An output location that cannot be written is one InputError line, not a traceback."""
-        from rp_core.io import cannot_write
-
+    options = SessionOptions(
+        aligned=kwargs["aligned"],
+        overwrite=kwargs["overwrite"],
+        resume=kwargs["resume"],
+        keep_metadata=kwargs["keep_metadata"],
+        manifest_paths=kwargs["manifest_paths"],
+    )
+    with _ProgressPrinter(console) as printer:
+        session = RunSession(pipeline, plan, options, printer)
         try:
-            yield
-        except OSError as exc:
-            raise cannot_write(self.plan.output, exc) from exc
+            summary = session.run()
+        except KeyboardInterrupt:
+            printer.stop()
+            console.print("interrupted: run the same command again with --resume to finish", markup=False)
+            raise click.exceptions.Exit(130) from None
+    console.print(summary.line(), markup=False)
+    if summary.failed:
+        console.print(f"{len(summary.failed)} of {len(summary.entries)} files failed:", markup=False)
+        for entry in summary.failed:
+            console.print(f"  {entry.error}", markup=False)
+    code = summary.exit_code(config.verify.no_face)
+    if code:
+        raise click.exceptions.Exit(code)
 
-    def _stream(self, anonymizer: Any, todo: list[int]) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=self.console, transient=False) as progress:
-            files = progress.add_task("files", total=len(todo))
-            faces = progress.add_task("faces", total=None)
-            self._advance = lambda: progress.advance(files)
-            stream = anonymizer.anonymize_stream(self._images(todo), aligned=self.aligned, on_error=self._image_failed)
-            for key, result in stream:
-                self._write(int(key), result)
-                self.journal.record(self.entries[int(key)])
-                progress.advance(faces, result.face_count)
-                progress.advance(files)
+class _ProgressPrinter:
+    """Prints a session's events: warnings and failures as lines, files and faces as a progress bar."""
 
-    def _images(self, todo: list[int]) -> Iterator[tuple[int, Any]]:
-        """Decode inputs lazily; a bad file is reported and skipped, the run goes on."""
-        from rp_core.io import read_image_with_metadata
-        from rp_core.manifest import ImageEntry
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress: Any = None
+        self.files: Any = None
+        self.faces: Any = None
 
-        for i in todo:
-            job = self.plan.jobs[i]
-            start = time.perf_counter()
-            try:
-                array, metadata = read_image_with_metadata(job.source)
-            except InputError as exc:
-                self._fail(i, exc)
-                continue
-            self.entries[i] = ImageEntry(str(job.source), str(job.target), "pending")
-            self.metadata[i] = metadata
-            self.read_times[i] = time.perf_counter() - start
-            yield i, array
+    def __enter__(self) -> _ProgressPrinter:
+        return self
 
-    def _fail(self, i: int, exc: Exception) -> None:
-        from rp_core.errors import VerificationError
-        from rp_core.manifest import ImageEntry
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
-        job = self.plan.jobs[i]
-        status = "verification_failed" if isinstance(exc, VerificationError) else "failed"
-        self.entries[i] = ImageEntry(str(job.source), None, status, error=str(exc))
-        self.console.print(f"failed: {exc}", markup=False)
-        self.journal.record(self.entries[i])
-        self._advance()
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
 
-    def _image_failed(self, key: Any, exc: Exception) -> None:
-        """A decoded image the pipeline could not anonymize safely: nothing is written for it."""
-        job = self.plan.jobs[int(key)]
-        message = str(exc)
-        if str(job.source) not in message:
-            message = f"{job.source}: {message}"
-        error = type(exc)(message) if isinstance(exc, RpError) else RpError(message)
-        self._fail(int(key), error)
-
-    def _write(self, i: int, result: Any) -> None:
-        from rp_core.io import write_image
-        from rp_core.manifest import ImageEntry
-
-        job = self.plan.jobs[i]
-        entry = self.entries[i]
-        start = time.perf_counter()
-        intent = ImageEntry(str(job.source), str(job.target), "writing")
-        try:
-            write_image(
-                job.target,
-                result.image,
-                metadata=self.metadata[i] if self.keep_metadata else None,
-                before_publish=lambda: self.journal.record(intent),  # so --resume knows the output is ours
+    def __call__(self, event: Any) -> None:
+        if event.kind == "start":
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
             )
-        except (InputError, OSError) as exc:
-            entry.status, entry.output, entry.error = "failed", None, f"{job.target}: cannot write ({exc})"
-            self.console.print(f"failed: {entry.error}", markup=False)
-            return
-        entry.faces = [record.to_dict() for record in result.records]
-        entry.timings = {"read": self.read_times.get(i, 0.0), **result.timings, "write": time.perf_counter() - start}
-        if result.face_count == 0:
-            entry.status = "no_face"
-            kept = "kept" if self.keep_metadata else "stripped"
-            self.console.print(f"{job.source}: no face found; re-encoded unchanged (metadata {kept})", markup=False)
+
+            columns = (
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            )
+            self.progress = Progress(*columns, console=self.console, transient=False)
+            self.progress.start()
+            self.files = self.progress.add_task("files", total=event.total)
+            self.faces = self.progress.add_task("faces", total=None)
+        elif event.kind == "done":
+            if self.progress is not None:
+                self.progress.advance(self.files)
+                self.progress.advance(self.faces, event.faces)
+        elif event.kind == "failed":
+            self.console.print(f"failed: {event.message}", markup=False)
+            if self.progress is not None:
+                self.progress.advance(self.files)
+        elif event.kind == "warning":
+            self.console.print(f"warning: {event.message}", markup=False)
         else:
-            entry.status = "anonymized"
-
-    def _summary(self, manifest: RunManifest) -> None:
-        entries = manifest.images
-        fresh = [e for i, e in sorted(self.entries.items()) if i not in self.skipped]
-        done = sum(e.status == "anonymized" for e in fresh)
-        no_face = sum(e.status == "no_face" for e in fresh)
-        skipped = len(self.skipped)
-        failed = [e for e in entries if e.status in ("failed", "verification_failed")]
-        leaking = [e for e in failed if e.status == "verification_failed"]
-        faces = sum(len(e.faces) for e in fresh)
-        line = f"{done} anonymized ({faces} faces), {no_face} without a face, {skipped} skipped, {len(failed)} failed"
-        if leaking:
-            line += f" ({len(leaking)} refused: a face still matched its original)"
-        where = f"; manifest: {self.plan.manifest_path}" if any(e.status != "skipped_existing" for e in entries) else ""
-        self.console.print(line + where, markup=False)
-        if failed:
-            self.console.print(f"{len(failed)} of {len(entries)} files failed:", markup=False)
-            for entry in failed:
-                self.console.print(f"  {entry.error}", markup=False)
-            from rp_core.errors import VerificationError
-
-            raise click.exceptions.Exit(VerificationError.exit_code if leaking else InputError.exit_code)
-
-
-def _build_anonymizer(config: RunConfig, host: PluginHost) -> Any:
-    try:
-        from rp_core.orchestrator import Anonymizer
-    except ImportError as exc:
-        from rp_core.doctor import LIBGL_HINT
-
-        hint = f" ({LIBGL_HINT})" if "libGL" in str(exc) else ""
-        raise RpError(f"cannot import the pipeline: {exc}{hint}") from exc
-    return Anonymizer(config, host)
-
-
-def _component_info(anonymizer: Any) -> dict[str, dict[str, Any]]:
-    info = {}
-    for section in anonymizer.sections_in_use():
-        component = anonymizer.component(section)
-        registration = anonymizer.host.get(section, component.name)
-        info[section] = {
-            "name": component.name,
-            "version": component.version(),
-            "plugin": registration.plugin,
-            "plugin_version": anonymizer.host.plugin_version(registration.plugin),
-        }
-    return info
+            self.console.print(event.message, markup=False)
 
 
 # -- rp plugins / config show ---------------------------------------------------------------
@@ -549,12 +438,16 @@ def _component_info(anonymizer: Any) -> dict[str, dict[str, Any]]:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--options", "with_options", is_flag=True, help="Also list every component's options.")
 @common_options
 @click.pass_context
-def plugins(ctx: click.Context, as_json: bool) -> None:
-    """List plugins with their versions, hooks and the components they provide."""
-    described = get_host(ctx).describe()
+def plugins(ctx: click.Context, as_json: bool, with_options: bool) -> None:
+    """List plugins with their versions, hooks and the components they provide (--options: and their settings)."""
+    host = get_host(ctx)
+    described = host.describe()
     if as_json:
+        if with_options:
+            described = [{**p, "options": _component_options_table(host, p["name"])} for p in described]
         click.echo(json.dumps(described, indent=2))
         return
     from rich.console import Console
@@ -564,7 +457,47 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     for plugin in described:
         provides = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in plugin["provides"].items())
         table.add_row(plugin["name"], plugin["version"], provides or "(commands/hooks only)")
-    Console(soft_wrap=False).print(table)
+    console = Console(soft_wrap=False)
+    console.print(table)
+    if with_options:
+        for plugin in described:
+            for component, rows in _component_options_table(host, plugin["name"]).items():
+                options = Table("option", "default", "flag", "description", title=component, title_justify="left")
+                for row in rows:
+                    options.add_row(row["option"], json.dumps(row["default"]), row["flag"], row["description"])
+                console.print(options)
+
+
+def _component_options_table(host: PluginHost, plugin: str) -> dict[str, list[dict[str, Any]]]:
+    """Each component a plugin provides, with its options' defaults, flags and descriptions."""
+    from rp_core.interfaces import declared_flags
+
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for kind, registrations in host.registry.items():
+        for name, registration in sorted(registrations.items()):
+            if registration.plugin != plugin:
+                continue
+            model = registration.cls.Options
+            flags = {field: flag for flag, field in declared_flags(model).items()}
+            defaults = model().model_dump(mode="json") if _constructible(model) else {}
+            tables[f"{kind} {name}"] = [
+                {
+                    "option": field,
+                    "default": defaults.get(field),
+                    "flag": f"--{flags[field].replace('_', '-')}" if field in flags else "",
+                    "description": info.description or "",
+                }
+                for field, info in model.model_fields.items()
+            ]
+    return tables
+
+
+def _constructible(model: Any) -> bool:
+    try:
+        model()
+    except Exception:  # an options model with required fields has no defaults to show
+        return False
+    return True
 
 
 @click.group()
@@ -572,13 +505,26 @@ def config() -> None:
     """Inspect the configuration."""
 
 
-@config.command("show")
+@config.command("show", cls=ConfigCommand)
 @config_options
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
 @click.pass_context
 def config_show(ctx: click.Context, fmt: str, **kwargs: Any) -> None:
-    """Print the fully resolved config (defaults < preset < file < env < flags)."""
-    resolved = resolve(ctx, _pop_config_args(kwargs)).model_dump(mode="json")
+    """Print the resolved config (defaults < preset < file < env < flags) with each stage's effective options.
+
+    Slots the chosen generator never runs are marked `runs: false`; `pipeline` lists every stage that will
+    run, safeguards included, with the plugin that provides it and all its options, defaults filled in.
+    """
+    config = resolve(ctx, _pop_config_args(ctx, kwargs))
+    pipeline = assemble_pipeline(ctx, config)
+    resolved = config.model_dump(mode="json")
+    described = pipeline.describe()
+    for section in ("detector", "identity_encoder", "inverter", "generator", "merger"):
+        if section in described:
+            resolved[section] = {"name": described[section]["name"], "options": described[section]["options"]}
+        else:
+            resolved[section] = {**resolved[section], "runs": False}
+    resolved["pipeline"] = described
     if fmt == "json":
         click.echo(json.dumps(resolved, indent=2))
     else:
@@ -590,23 +536,25 @@ def config_show(ctx: click.Context, fmt: str, **kwargs: Any) -> None:
 # -- rp doctor / models ------------------------------------------------------------------------
 
 
-@click.command()
+@click.command(cls=ConfigCommand)
 @config_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def doctor(ctx: click.Context, as_json: bool, **kwargs: Any) -> None:
-    """Which components can run here, and which model files are present or missing."""
-    from rp_core.doctor import CORE_MODULES, check_components, import_status
+    """Which components can run here, which model files are present or missing, and the GPU."""
+    from rp_core.doctor import CORE_MODULES, check_components, gpu_status, import_status
     from rp_core.errors import MissingModelsError
 
     host = get_host(ctx)
-    resolved = resolve(ctx, _pop_config_args(kwargs))
+    pipeline = assemble_pipeline(ctx, resolve(ctx, _pop_config_args(ctx, kwargs)))
     core = {module: import_status(module) for module in CORE_MODULES}
-    report = check_components(host, resolved)
+    report = check_components(host, pipeline)
+    gpu = gpu_status(pipeline)
     if as_json:
-        click.echo(json.dumps({"core": core, "components": [h.to_dict() for h in report]}, indent=2))
+        click.echo(json.dumps({"core": core, "gpu": gpu, "components": [h.to_dict() for h in report]}, indent=2))
     else:
         _print_doctor(core, report)
+        _console().print(f"gpu   {gpu}", markup=False)
     in_use = [h for h in report if h.in_use]
     missing = [f for h in in_use for f in h.missing_files]
     if missing:
@@ -642,7 +590,7 @@ def models() -> None:
     """Fetch the model files a config needs."""
 
 
-@models.command("download")
+@models.command("download", cls=ConfigCommand)
 @config_options
 @click.option(
     "--to",
@@ -654,17 +602,16 @@ def models() -> None:
 @click.pass_context
 def models_download(ctx: click.Context, target: Path | None, **kwargs: Any) -> None:
     """Download every model file the chosen components need (into their usual caches, or --to DIR)."""
-    from rp_core.doctor import components_in_use
     from rp_core.errors import MissingModelsError
     from rp_core.models import DOWNLOAD_HOSTS, network_available
 
-    args = _pop_config_args(kwargs)
+    args = _pop_config_args(ctx, kwargs)
     if target is not None:
         args["models_dir"] = target
         target.mkdir(parents=True, exist_ok=True)
-    resolved = resolve(ctx, args)
+    pipeline = assemble_pipeline(ctx, resolve(ctx, args))
     console = _console()
-    components = components_in_use(get_host(ctx), resolved)
+    components = {stage.key: stage.component for stage in pipeline.stages()}
     problems: list[str] = []
     incomplete = {s: c for s, c in components.items() if any(not f.present for f in c.model_files())}
     if incomplete and not network_available():

@@ -13,11 +13,9 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
-from rp_core.config import COMPONENT_SECTIONS, RunConfig, validate_options
-from rp_core.config import sections_in_use as config_sections_in_use
-from rp_core.errors import RpError
-from rp_core.interfaces import Component
+from rp_core.config import COMPONENT_SECTIONS
 from rp_core.models import ModelFile
+from rp_core.pipeline import Pipeline
 from rp_core.plugins import PluginHost
 
 #: Libraries rp_core itself needs to anonymize anything.
@@ -46,27 +44,6 @@ def import_status(module: str, *, deep: bool = True) -> str | None:
             reason += f" ({LIBGL_HINT})"
         return reason
     return None
-
-
-def sections_in_use(host: PluginHost, config: RunConfig) -> list[str]:
-    """The slots a run of `config` fills that name a component (see rp_core.config.sections_in_use)."""
-    return [s for s in config_sections_in_use(host, config.generator.name) if getattr(config, s).name]
-
-
-def build_component(host: PluginHost, config: RunConfig, section: str, name: str | None = None) -> Component:
-    """Construct (not load) a component: with the config's options if it is the chosen one, else defaults."""
-    choice = getattr(config, section)
-    chosen = name is None or name == choice.name
-    name = choice.name if name is None else name
-    if not name:
-        raise RpError(f"{section}.name is empty")
-    registration = host.get(section, name)
-    options = validate_options(host, section, choice) if chosen else registration.cls.Options()
-    return registration.cls(options, config.runtime_context())
-
-
-def components_in_use(host: PluginHost, config: RunConfig) -> dict[str, Component]:
-    return {section: build_component(host, config, section) for section in sections_in_use(host, config)}
 
 
 @dataclass
@@ -106,20 +83,45 @@ class ComponentHealth:
         }
 
 
-def check_components(host: PluginHost, config: RunConfig) -> list[ComponentHealth]:
-    """Every registered component, those the config uses first; nothing is loaded."""
-    used = {section: getattr(config, section).name for section in sections_in_use(host, config)}
+def check_components(host: PluginHost, pipeline: Pipeline) -> list[ComponentHealth]:
+    """Every registered component, those the pipeline runs first (with its options); nothing is loaded."""
+    in_use = {(stage.component.kind, stage.name): stage.component for stage in pipeline.stages()}
     report: list[ComponentHealth] = []
     for section in COMPONENT_SECTIONS:
         for name in host.names(section):
             registration = host.get(section, name)
-            health = ComponentHealth(section, name, registration.plugin, in_use=used.get(section) == name)
-            requires: tuple[str, ...] = tuple(getattr(registration.cls, "requires", ()))
-            health.imports = {module: import_status(module, deep=False) for module in requires}
+            used = in_use.get((section, name))
+            health = ComponentHealth(section, name, registration.plugin, in_use=used is not None)
+            health.imports = {module: import_status(module, deep=False) for module in registration.cls.requires}
             try:
-                health.files = build_component(host, config, section, name).model_files()
+                component = used if used is not None else registration.cls(None, pipeline.context)
+                health.files = component.model_files()
             except Exception as exc:  # one broken plugin must not hide the state of the others
                 health.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
             report.append(health)
     report.sort(key=lambda h: (not h.in_use, COMPONENT_SECTIONS.index(h.kind), h.name))
     return report
+
+
+def gpu_status(pipeline: Pipeline) -> str:
+    """One line about the accelerator, and whether this config can run without one.
+
+    Read from the installed torch's version and the NVIDIA device files, without importing torch
+    (seconds), so `rp doctor` stays fast.
+    """
+    import glob
+    import importlib.metadata
+
+    if not pipeline.needs_inversion:
+        return "not needed by this config (it runs on the CPU)"
+    try:
+        version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return "torch is not installed; this config's generator needs it: pip install 'rp-anonymize[gpu]'"
+    devices = sorted(glob.glob("/dev/nvidia[0-9]*"))
+    offline = "the diffusion pipeline would take hours per face on a CPU and is refused; use --preset offline"
+    if version.endswith("+cpu"):
+        return f"torch {version} is a CPU-only build: {offline}, or install a CUDA build of torch"
+    if not devices:
+        return f"no NVIDIA GPU found (torch {version}): {offline}, or run on a machine with a GPU"
+    return f"{len(devices)} NVIDIA GPU device(s) present, torch {version}"

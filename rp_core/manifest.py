@@ -63,6 +63,10 @@ class ImageEntry:
     faces: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    #: Journal only, on a "writing" intent: the in-place input's digest and the status once published,
+    #: so a resumed run can tell whether the killed one's rename happened.
+    input_sha256: str | None = None
+    final_status: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImageEntry:
@@ -73,6 +77,8 @@ class ImageEntry:
             faces=list(data.get("faces") or []),
             timings=dict(data.get("timings") or {}),
             error=data.get("error"),
+            input_sha256=data.get("input_sha256"),
+            final_status=data.get("final_status"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,8 +89,9 @@ class ImageEntry:
             "faces": self.faces,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
-        if self.error is not None:
-            data["error"] = self.error
+        for key in ("error", "input_sha256", "final_status"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
         return data
 
 
@@ -97,6 +104,8 @@ class RunManifest:
     images: list[ImageEntry] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    #: Settings that weakened fail-closed for this run (rp_core.verify.safety_warnings).
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
@@ -105,8 +114,8 @@ class RunManifest:
         return {
             "rp_version": rp_core.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
-            "command": sys.argv[1:],
             "config": self.config,
+            "safety_warnings": self.warnings,
             "components": self.components,
             "packages": package_versions(),
             "summary": {"images": len(self.images), "faces": sum(len(e.faces) for e in self.images), **counts},
@@ -121,6 +130,8 @@ class RunManifest:
             with os.fdopen(handle, "w", encoding="utf-8") as stream:
                 json.dump(self.to_dict(), stream, indent=2, default=str)
                 stream.write("\n")
+                stream.flush()
+                os.fsync(stream.fileno())
             publish(temp_name, path)
         except BaseException:
             Path(temp_name).unlink(missing_ok=True)

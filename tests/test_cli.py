@@ -53,15 +53,12 @@ def _run(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Comp
     return done, time.perf_counter() - start
 
 
-@pytest.mark.parametrize("args", [("--help",), ("plugins",), ("plugins", "--json")])
-def test_help_and_plugins_are_fast_and_import_no_torch(args: tuple[str, ...]) -> None:
-    best = float("inf")
-    for _ in range(3):  # best of three: the machine may be busy with other tests
-        done, seconds = _run(*args)
-        assert done.returncode == 0, done.stderr
-        best = min(best, seconds)
+@pytest.mark.parametrize("args", [("--help",), ("plugins",), ("plugins", "--json"), ("anonymize", "--help")])
+def test_help_and_plugins_import_nothing_heavy(args: tuple[str, ...]) -> None:
+    """The cause of a fast `rp --help` (no wall time: a loaded CI machine would make that flaky)."""
+    done, _ = _run(*args)
+    assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("HEAVY:"), done.stdout[-300:]
-    assert best < 1.0, f"rp {' '.join(args)} took {best:.2f} s"
 
 
 def test_plugins_json_lists_every_builtin_plugin() -> None:
@@ -159,9 +156,10 @@ def test_anonymize_folder_with_offline_preset_mirrors_tree_and_reports(tmp_path:
 def test_missing_models_fail_fast_with_one_clear_message(tmp_path: Path, command: list[str]) -> None:
     env = {"TORCH_HOME": str(tmp_path / "torch"), "HF_HOME": str(tmp_path / "hf"), "RP_OFFLINE": "1"}
     args = [*command, "--detector", "sfd", "--insightface-root", str(tmp_path / "insightface")]
-    done, seconds = _run(*args, env=env)
-    assert seconds < 5.0
+    done, _ = _run(*args, env=env)
     assert done.returncode == 3, done.stderr
+    heavy = done.stdout.strip().rsplit("HEAVY:", 1)[-1].split(",")
+    assert not {"torch", "diffusers", "insightface"} & set(heavy), heavy  # fast because no model stack is imported
     assert "Traceback" not in done.stderr
     assert "s3fd-619a316812.pth" in done.stderr and str(tmp_path / "torch") in done.stderr
     assert "w600k_r50.onnx" in done.stderr and str(tmp_path / "insightface") in done.stderr

@@ -56,6 +56,7 @@ def test_example_plugin_selected_by_config_file(tmp_path: Path) -> None:
         "version": "example-mosaic-0.1.0",
         "plugin": "rp-example",
         "plugin_version": "0.1.0",
+        "options": {"tiles": 4},  # the manifest records each stage's effective options
     }
     assert len(manifest["images"][0]["faces"]) == 1
     assert not np.array_equal(read_image(tmp_path / "out.png"), original)
