@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from rp_core import hookimpl
-from rp_core.interfaces import ComponentOptions, cli_flag, IdentityEncoder
+from rp_core.interfaces import ComponentOptions, IdentityEncoder, cli_flag
 from rp_core.models import ModelFile, first_existing, require_present
 from rp_core.types import Face, IdentityEmbedding
 

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from rp_core import hookimpl
 from rp_core.errors import DeviceError
-from rp_core.interfaces import ComponentOptions, cli_flag, Detector
+from rp_core.interfaces import ComponentOptions, Detector, cli_flag
 from rp_core.models import ModelFile, first_existing, require_present
 from rp_core.types import Face
 

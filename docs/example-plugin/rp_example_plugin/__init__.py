@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from rp_core import hookimpl
-from rp_core.interfaces import ComponentOptions, cli_flag, Generator
+from rp_core.interfaces import ComponentOptions, Generator, cli_flag
 from rp_core.types import GenerationRequest
 
 __version__ = "0.1.0"
