@@ -671,8 +671,8 @@ class Skipped:
     """A path the run will not process, and why: every one is reported, none is left out silently.
 
     Reasons: "symlink", "symlinked folder" (in-place without following symlinks), "unsupported format",
-    "not readable", "not a regular file", "broken symlink", "symlink loop", "folder already included",
-    "symlink to a processed file".
+    "not readable", "folder not readable", "not a regular file", "broken symlink", "symlink loop",
+    "folder already included", "symlink to a processed file".
     """
 
     path: Path
@@ -681,7 +681,7 @@ class Skipped:
     @property
     def may_hold_faces(self) -> bool:
         """Whether the untouched file may still show a face: worth a warning, above all with --in-place."""
-        if self.reason == "symlinked folder":
+        if self.reason in ("symlinked folder", "folder not readable"):
             return True
         if self.reason in ("broken symlink", "symlink loop", "folder already included", "symlink to a processed file"):
             return False
@@ -860,7 +860,7 @@ class _Walker:
         try:
             top = os.stat(root)
         except OSError:
-            self.skipped.append(Skipped(root, "not readable"))
+            self.skipped.append(Skipped(root, "folder not readable"))
             return found
         key = (top.st_dev, top.st_ino)
         if key in self._visited:
@@ -875,7 +875,7 @@ class _Walker:
             with os.scandir(folder) as scan:
                 entries = sorted(scan, key=lambda e: e.name)
         except OSError:
-            self.skipped.append(Skipped(folder, "not readable"))
+            self.skipped.append(Skipped(folder, "folder not readable"))
             return
         for entry in entries:
             path = Path(entry.path)
