@@ -134,8 +134,8 @@ def read_image_with_metadata(path: Path | str, *, max_pixels: int = MAX_PIXELS) 
     icc = metadata.icc_profile
     if converted.icc_applied:
         icc = _srgb_profile()  # the pixels are sRGB now: the input's own profile would misdescribe them
-    elif icc is not None and image.mode not in ("RGB", "RGBA", "P", "PA", "LA", "L"):
-        icc = None  # e.g. a CMYK profile: it cannot describe RGB pixels
+    elif icc is not None and image.mode not in ("RGB", "RGBA", "P", "PA"):
+        icc = None  # a CMYK or grey profile (one that could not be applied) cannot describe RGB pixels
     return converted.array, ImageMetadata(
         exif=metadata.exif,
         icc_profile=icc,
@@ -376,12 +376,15 @@ def filter_xmp(xmp: bytes | str, *, keep_gps: bool = False) -> bytes | None:
 
     Parsed with a real XML parser; a packet with a DTD (entity tricks) or one that does not parse is dropped whole.
     """
-    data = xmp.encode("utf-8") if isinstance(xmp, str) else bytes(xmp)
-    data = data.strip(b"\x00 \t\r\n")
-    if b"<!DOCTYPE" in data.upper() or b"<!ENTITY" in data.upper():
+    try:  # XMP in UTF-16/32 is legal but rare: refusing it keeps the DTD check below honest
+        text = xmp if isinstance(xmp, str) else bytes(xmp).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    text = text.strip("\x00 \t\r\n\ufeff")
+    if "<!DOCTYPE" in text.upper() or "<!ENTITY" in text.upper():
         return None
     try:
-        root = ElementTree.fromstring(data)
+        root = ElementTree.fromstring(text.encode("utf-8"))
     except (ElementTree.ParseError, ValueError):
         return None
     kept: list[str] = []

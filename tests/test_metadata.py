@@ -233,6 +233,11 @@ def test_xmp_that_cannot_be_parsed_safely_is_dropped_whole(tmp_path: Path, bad: 
     assert b"xmpmeta" not in out.read_bytes() and b"mwg-rs" not in out.read_bytes()
 
 
+def test_xmp_that_is_not_utf8_is_dropped() -> None:
+    assert filter_xmp(XMP.encode("utf-8")) is not None
+    assert filter_xmp(XMP.encode("utf-16")) is None  # legal but rare; a DTD check could not see into it
+
+
 def test_xmp_with_only_forbidden_fields_becomes_no_xmp() -> None:
     only_people = XMP.replace('xmp:Rating="4"', "").replace('tiff:Model="XmpCam 9"', "")
     only_people = only_people.replace("<xmp:CreateDate>2021-06-01T10:00:00</xmp:CreateDate>", "")
