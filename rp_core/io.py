@@ -701,6 +701,9 @@ class InputPlan:
     skipped: tuple[Skipped, ...] = field(default_factory=tuple)
     manifest_name: str = "manifest.json"
     in_place: bool = False
+    #: --in-place inputs with hard links outside the plan: replacing this name leaves the original
+    #: photo readable under its other name(s), which the run cannot find
+    linked_elsewhere: tuple[Path, ...] = field(default_factory=tuple)
 
     @property
     def manifest_path(self) -> Path:
@@ -813,7 +816,20 @@ def plan_in_place(inputs: Sequence[Path | str], *, follow_symlinks: bool = False
         skipped=tuple(skipped),
         manifest_name=plan.manifest_name,
         in_place=True,
+        linked_elsewhere=_linked_elsewhere(unique.values()),
     )
+
+
+def _linked_elsewhere(jobs: Iterable[Job]) -> tuple[Path, ...]:
+    """Jobs whose file has more hard links than the plan has names for it (the other names keep the original)."""
+    names: dict[tuple[int, int], tuple[int, list[Path]]] = {}
+    for job in jobs:
+        try:
+            info = os.stat(job.source)
+        except OSError:
+            continue
+        names.setdefault((info.st_dev, info.st_ino), (info.st_nlink, []))[1].append(job.source)
+    return tuple(path for links, paths in names.values() if links > len(paths) for path in paths)
 
 
 def _check_exists(source: Path) -> None:

@@ -98,6 +98,16 @@ def test_in_place_symlink_given_by_name_is_skipped_unless_followed(tmp_path: Pat
     assert folder.jobs == () and [s.reason for s in folder.skipped] == ["symlinked folder"]
 
 
+def test_in_place_names_files_whose_original_stays_under_another_hard_link(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    shared, both_inside, single = _touch(folder / "a.jpg"), _touch(folder / "b.jpg"), _touch(folder / "c.jpg")
+    os.link(shared, _touch(tmp_path / "backup" / "x").parent / "a_copy.jpg")  # outside the run: keeps the face
+    os.link(both_inside, folder / "b_again.jpg")  # both names are replaced by the run
+    plan = plan_in_place([folder])
+    assert sorted(j.source.name for j in plan.jobs) == ["a.jpg", "b.jpg", "b_again.jpg", "c.jpg"]
+    assert plan.linked_elsewhere == (shared,) and single not in plan.linked_elsewhere
+
+
 def test_in_place_does_not_report_its_own_manifest_and_journal(tmp_path: Path) -> None:
     folder = tmp_path / "photos"
     _touch(folder / "a.jpg")
