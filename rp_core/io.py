@@ -193,13 +193,14 @@ def _to_rgb(image: Image.Image) -> _Converted:
     flattened = False
     if image.mode in ("RGBA", "LA", "PA", "P", "La", "RGBa") or "transparency" in image.info:
         rgba = image.convert("RGBA")
-        flattened = rgba.getchannel("A").getextrema()[0] < 255
+        lowest_alpha = rgba.getchannel("A").getextrema()[0]  # one band: (min, max)
+        flattened = isinstance(lowest_alpha, int) and lowest_alpha < 255
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     if image.mode != "RGB":
         image = image.convert("RGB")
     array = np.asarray(image, dtype=np.uint8)
-    return _Converted(np.ascontiguousarray(array), icc_applied, bool(flattened))
+    return _Converted(np.ascontiguousarray(array), icc_applied, flattened)
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
