@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from rp_core.errors import InputError
-from rp_core.io import plan_inputs, read_image, read_image_with_metadata, to_rgb_array, write_image
+from rp_core.io import UsageError, plan_inputs, read_image, read_image_with_metadata, to_rgb_array, write_image
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 GPS_IFD = 0x8825
@@ -55,10 +55,10 @@ def test_orientation_is_applied_once_even_when_metadata_is_kept(tmp_path: Path) 
     source = tmp_path / "o.jpg"
     _jpeg_with_metadata(source, orientation=6)
     array, metadata = read_image_with_metadata(source)
-    write_image(tmp_path / "kept.jpg", array, metadata=metadata)
+    write_image(tmp_path / "kept.jpg", array, metadata=metadata, keep_gps=True)
     with Image.open(tmp_path / "kept.jpg") as kept:
         assert kept.getexif().get(0x0112) in (None, 1)
-        assert kept.getexif().get_ifd(GPS_IFD)  # GPS kept on request
+        assert kept.getexif().get_ifd(GPS_IFD)  # GPS kept on explicit request only (keep_gps)
     again = read_image(tmp_path / "kept.jpg")
     assert again.shape == array.shape and _close(again[2:5, 2:5], RED)
 
@@ -98,7 +98,7 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path: Path) -> None:
     write_image(target, np.zeros((5, 5, 3), np.uint8))  # replaces the existing file
     assert [p.name for p in target.parent.iterdir()] == ["out.png"]
     assert read_image(target).shape == (5, 5, 3)
-    with pytest.raises(InputError, match=r"\.gif"):
+    with pytest.raises(UsageError, match=r"\.gif"):  # a usage error (exit 2) since the fail-closed round
         write_image(tmp_path / "out.gif", _left_red_right_blue())
     assert not (tmp_path / "out.gif").exists()
 
@@ -224,7 +224,7 @@ def test_plan_file_to_file(tmp_path: Path) -> None:
     assert plan.manifest_path == tmp_path / "out.png.manifest.json"
 
 
-def test_plan_folder_mirrors_tree_and_skips_hidden_other_and_output(tmp_path: Path) -> None:
+def test_plan_folder_mirrors_tree_with_hidden_entries_and_skips_other_and_output(tmp_path: Path) -> None:
     root = tmp_path / "in"
     for rel in ("a.jpg", "x/b.PNG", "x/y/c.webp", ".hidden/d.jpg", "x/.e.jpg", "notes.txt"):
         _touch(root / rel)
@@ -232,8 +232,16 @@ def test_plan_folder_mirrors_tree_and_skips_hidden_other_and_output(tmp_path: Pa
     _touch(out / "old.jpg")
     plan = plan_inputs([root], out)
     assert plan.to_folder and plan.manifest_path == out / "manifest.json"
-    assert sorted(str(j.target.relative_to(out)) for j in plan.jobs) == ["a.jpg", "x/b.PNG", "x/y/c.webp"]
+    # hidden files and folders are inputs too since the fail-closed round: thumbnails show faces
+    assert sorted(str(j.target.relative_to(out)) for j in plan.jobs) == [
+        ".hidden/d.jpg",
+        "a.jpg",
+        "x/.e.jpg",
+        "x/b.PNG",
+        "x/y/c.webp",
+    ]
     assert [p.name for p in plan.ignored] == ["notes.txt"]
+    assert [(s.path.name, s.reason) for s in plan.skipped] == [("notes.txt", "unsupported format")]
 
 
 def test_plan_several_inputs(tmp_path: Path) -> None:
