@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from rp_core.cli import _console, common_options, get_host
-from rp_core.errors import ConfigError, InputError
+from rp_core.errors import ConfigError, InputError, VerificationError
 
 
 def _options(values: tuple[str, ...]) -> dict[str, Any]:
@@ -55,6 +55,11 @@ def _options(values: tuple[str, ...]) -> dict[str, Any]:
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--max-thumbnails", type=int, default=300, show_default=True, help="Faces pictured in report.html.")
+@click.option(
+    "--fail-on-match",
+    is_flag=True,
+    help="Exit 5 when any face is re-identified at a recognizer's own threshold (a gate for CI or a pipeline).",
+)
 @common_options
 @click.pass_context
 def evaluate(
@@ -71,6 +76,7 @@ def evaluate(
     models_dir: Path | None,
     device: str,
     max_thumbnails: int,
+    fail_on_match: bool,
 ) -> None:
     """Measure anonymized images against their originals: re-identification, pose, expression, changed pixels.
 
@@ -79,7 +85,7 @@ def evaluate(
       rp evaluate OUT -o report/                    an `rp anonymize` output (pairs from its manifest)
       rp evaluate --manifest OUT/manifest.json -o report/
     Writes metrics.json, metrics.csv and a self-contained report.html. Exits 4 when some pair
-    could not be compared (listed in the report).
+    could not be compared (listed in the report), 5 with --fail-on-match when a face is re-identified.
     """
     from rp_core.evaluate import evaluate as run_evaluation
     from rp_core.evaluate import find_manifest, pairs_from_manifest, pairs_from_paths
@@ -145,8 +151,16 @@ def evaluate(
     if summary["faces_missing_from_run"]:
         console.print(f"{summary['faces_missing_from_run']} face(s) were never processed by the run", markup=False)
     console.print(f"report: {result.files['html']}", markup=False)
+    matched = [
+        name
+        for name, identity in summary["identity"].items()
+        if identity["reidentified"].get(f"{identity['declared_threshold']:g}")
+    ]
     if result.problems:
         console.print(f"{len(result.problems)} pair(s) could not be compared:", markup=False)
         for image in result.problems:
             console.print(f"  {image.name}: {image.problem}", markup=False)
         raise click.exceptions.Exit(InputError.exit_code)
+    if fail_on_match and matched:
+        console.print(f"faces re-identified by {', '.join(matched)} (--fail-on-match)", markup=False)
+        raise click.exceptions.Exit(VerificationError.exit_code)

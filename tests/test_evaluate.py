@@ -12,11 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import FACE_STACK_PLUGINS
 from PIL import Image
 
+from rp_core import hookimpl
 from rp_core.cli import create_cli
 from rp_core.cli_evaluate import evaluate
 from rp_core.evaluate import geometry
+from rp_core.interfaces import Detector
+from rp_core.plugins import PluginHost
+from rp_core.types import Face
 
 
 def _cli(host):  # type: ignore[no-untyped-def]
@@ -51,7 +56,7 @@ def offline_run(host, photos: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def offline_report(host, offline_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
     """`rp evaluate OUT -o report`: pairs taken from the run's manifest."""
     report = tmp_path_factory.mktemp("report") / "report"
-    result = _invoke(host, "evaluate", offline_run, "-o", report)
+    result = _invoke(host, "evaluate", offline_run, "-o", report, "--fail-on-match")
     assert result.exit_code == 0, result.output
     assert "re-identified by dlib: 0/7 at 0.6" in result.output
     return report
@@ -97,6 +102,8 @@ def test_a_weak_anonymization_is_caught_with_finite_landmark_displacement(host, 
     assert run.exit_code == 0, run.output
     result = _invoke(host, "evaluate", photos, weak, "-o", tmp_path / "report")  # mirrored folders this time
     assert result.exit_code == 0, result.output
+    gate = _invoke(host, "evaluate", photos / "space", weak / "space", "-o", tmp_path / "gate", "--fail-on-match")
+    assert gate.exit_code == 5 and "re-identified by dlib (--fail-on-match)" in gate.output
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     faces = [f for image in metrics["images"] for f in image["faces"]]
     assert len(faces) == 7
@@ -145,6 +152,52 @@ def test_bad_invocations_say_why(host, photos: Path, tmp_path: Path, args: list[
     result = _invoke(host, "evaluate", *filled)
     assert result.exit_code == code, result.output
     assert message in result.output
+
+
+class FivePointDetector(Detector):
+    """A second detector of another kind: dlib's faces with only the 5 ArcFace points and a taller box (as CenterFace)."""
+
+    name = "five_point"
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        from rp_plugins.dlib_faces import DlibDetector
+
+        faces = []
+        for face in DlibDetector().detect(image):
+            x0, y0, x1, y1 = face.box
+            box = (x0 - 0.1 * (x1 - x0), y0 - 0.3 * (y1 - y0), x1 + 0.1 * (x1 - x0), y1 + 0.1 * (y1 - y0))
+            faces.append(Face(box=box, score=face.score, landmarks=face.five_points, detector=self.name))
+        return faces
+
+
+class _FivePointPlugin:
+    @hookimpl
+    def rp_register_detectors(self, register):  # type: ignore[no-untyped-def]
+        register(FivePointDetector)
+
+
+def test_a_cosine_recognizer_and_a_five_point_detector(
+    offline_run: Path, random_buffalo_dir: Path, tmp_path: Path
+) -> None:
+    """--recognizer buffalo_l (random ArcFace weights: the code path, not its verdicts) next to the run's dlib check."""
+    host = PluginHost(environ={"RP_PLUGINS": FACE_STACK_PLUGINS}, extra_plugins=[_FivePointPlugin()])
+    args = ["--recognizer", "buffalo_l", "--models", random_buffalo_dir, "--detectors", "five_point"]
+    result = _invoke(host, "evaluate", offline_run, "-o", tmp_path / "r", *args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    identity = metrics["summary"]["identity"]
+    assert identity["buffalo_l"]["metric"] == "cosine" and identity["buffalo_l"]["roles"] == ["recognizer"]
+    assert list(identity["buffalo_l"]["reidentified"]) == ["0.28", "0.35", "0.5"]
+    assert identity["dlib"]["roles"] == ["verify"] and identity["dlib"]["faces"] == 7
+    faces = [f for image in metrics["images"] for f in image["faces"]]
+    for face in faces:
+        arc = face["identity"]["buffalo_l"]
+        assert arc["worst"] >= arc["at_position"]  # cosine: the worst case is the most similar face found
+        assert face["found_before"] == {"dlib": True, "five_point": True}
+        assert face["found_after"]["five_point"] is False  # pixelated: neither detector finds it any more
+    notes = [n for image in metrics["images"] for n in image["notes"]]
+    assert not any("buffalo_l cannot search" in n for n in notes)  # ArcFace takes 5 points
+    assert metrics["setup"]["coverage_detectors"] == ["dlib", "five_point"]
 
 
 # -- geometry, on real landmarks --------------------------------------------------------------

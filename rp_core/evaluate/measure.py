@@ -61,6 +61,8 @@ class IdentityScore:
     metric: str
     roles: list[str]
     thresholds: list[float]
+    #: The threshold the encoder itself declares (`match_threshold`): the one `--fail-on-match` uses.
+    declared_threshold: float
     at_position: float
     worst: float
     worst_source: str
@@ -244,7 +246,13 @@ class Evaluator:
             "search_detector_options": self.search.options.model_dump(mode="json") if self.search else None,
             "coverage_detectors": [self.settings.detector, *self.coverage],
             "recognizers": [
-                {"name": s.name, "metric": s.encoder.metric, "roles": s.roles, "thresholds": s.thresholds}
+                {
+                    "name": s.name,
+                    "metric": s.encoder.metric,
+                    "roles": s.roles,
+                    "thresholds": s.thresholds,
+                    "declared_threshold": s.encoder.match_threshold,
+                }
                 for s in self.scorers
             ],
             "face_margin": self.settings.face_margin,
@@ -414,6 +422,7 @@ class Evaluator:
                 metric=encoder.metric,
                 roles=list(scorer.roles),
                 thresholds=list(scorer.thresholds),
+                declared_threshold=float(encoder.match_threshold),
                 at_position=score,
                 worst=worst,
                 worst_source=source,

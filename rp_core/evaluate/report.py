@@ -57,6 +57,7 @@ def summarize(images: Sequence[ImageResult], seconds: float, load_seconds: float
             "metric": first.metric,
             "roles": first.roles,
             "faces": len(scores),
+            "declared_threshold": first.declared_threshold,
             "reidentified": {t: sum(s.reidentified[t] for s in scores) for t in first.reidentified},
             "reidentification_rate": {
                 t: sum(s.reidentified[t] for s in scores) / len(scores) for t in first.reidentified
