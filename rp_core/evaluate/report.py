@@ -347,7 +347,11 @@ def _worst_table(faces: Sequence[FaceResult], encoders: Sequence[str]) -> str:
             if f.pose_after and f.pose_before
             else None
         )
-        cells.append(f"<td>{_num(f.displacement)}</td><td>{_num(change)}</td><td>{_e(f.action or '')}</td>")
+        if f.landmarks_after is None:
+            cells.append("<td colspan='2' class='muted'>face not re-detected</td>")
+        else:
+            cells.append(f"<td>{_num(f.displacement)}</td><td>{_num(change)}</td>")
+        cells.append(f"<td>{_e(f.action or '')}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<h2>Worst cases</h2><table id='worst'>{head}{''.join(rows)}</table>"
 
