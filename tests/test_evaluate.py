@@ -288,3 +288,13 @@ def test_report_renders_in_headless_chromium_without_console_errors(offline_repo
     assert screenshot.returncode == 0 and not [line for line in screenshot.stderr.splitlines() if ":CONSOLE" in line]
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert pixels.shape == (1600, 1280) and pixels.std() > 20  # text, tables and pictures, not a blank page
+
+
+def test_only_the_most_reidentifiable_faces_are_pictured(host, offline_run: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = _invoke(host, "evaluate", offline_run, "-o", tmp_path / "r", "--max-thumbnails", "1")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "r" / "report.html").read_text()
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    closest = min((f for i in metrics["images"] for f in i["faces"]), key=lambda f: f["identity"]["dlib"]["worst"])
+    assert page.count("data:image/jpeg;base64,") == 1 and "1 of 7 faces shown" in page
+    assert f"alt='face {closest['index']} of {closest['image']}'" in page

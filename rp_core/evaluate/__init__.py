@@ -71,6 +71,7 @@ def evaluate(
     for pair in pair_set.pairs:
         result = evaluator.evaluate(pair)
         images.append(result)
+        _keep_worst_thumbnails(images, settings.recognizer, max_thumbnails)
         if on_image is not None:
             on_image(result)
     seconds = time.perf_counter() - started
@@ -90,3 +91,16 @@ def evaluate(
     except OSError as exc:
         raise cannot_write(output, exc) from exc
     return Evaluation(images, summary, setup, files)
+
+
+def _keep_worst_thumbnails(images: list[Any], encoder: str, limit: int) -> None:
+    """Hold pictures of the `limit` most re-identifiable faces only, so a large evaluation stays small in memory."""
+    from rp_core.evaluate.report import worst_first
+
+    pictured = [f for image in images for f in image.faces if f.thumbnail is not None]
+    if len(pictured) <= 2 * limit:
+        return
+    keep = {id(f) for f in worst_first(pictured, encoder)[:limit]}
+    for face in pictured:
+        if id(face) not in keep:
+            face.thumbnail = None

@@ -308,6 +308,7 @@ class Evaluator:
 
         records = list((pair.entry or {}).get("faces") or [])
         matched_records: set[int] = set()
+        record_of: dict[int, dict[str, Any]] = {}
         results = []
         for i, face in enumerate(faces):
             fr = FaceResult(image=pair.name, index=i, box=face.box, landmarks=int(face.landmarks.shape[0]))
@@ -325,11 +326,14 @@ class Evaluator:
                 fr.in_manifest = j is not None
                 if j is not None:
                     matched_records.add(j)
+                    record_of[i] = records[j]
                     fr.action, fr.generator = records[j].get("action"), records[j].get("generator")
             results.append(fr)
         for scorer in self.scorers:
-            self._identity(scorer, original, anonymized, faces, candidates, records, results, result)
-        boxes = [f.box for f in faces] + [tuple(r["box"]) for r in records if len(r.get("box") or ()) == 4]
+            self._identity(scorer, original, anonymized, faces, candidates, record_of, results, result)
+        # every face anyone found or processed is "inside": changes there are the anonymization itself
+        boxes = [f.box for f in faces] + [f.box for found in before_by.values() for f in found]
+        boxes += [tuple(r["box"]) for r in records if len(r.get("box") or ()) == 4]
         changed = geometry.changed_pixels(original, anonymized, self.settings.pixel_tolerance)
         inside = geometry.face_regions_mask(original.shape, boxes, self.settings.face_margin)  # type: ignore[arg-type]
         outside = ~inside
@@ -373,7 +377,7 @@ class Evaluator:
         anonymized: np.ndarray,
         faces: Sequence[Face],
         candidates: Sequence[tuple[str, Face]],
-        records: Sequence[dict[str, Any]],
+        record_of: dict[int, dict[str, Any]],
         results: Sequence[FaceResult],
         result: ImageResult,
     ) -> None:
@@ -412,9 +416,8 @@ class Evaluator:
                     worst, source = candidate, label
             reported = None
             fr = results[i]
-            if fr.in_manifest:
-                record = next((r for r in records if _record_matches(r, faces[i])), None)
-                verify = ((record or {}).get("notes") or {}).get("verify") or {}
+            if i in record_of:
+                verify = (record_of[i].get("notes") or {}).get("verify") or {}
                 if verify.get("encoder") == encoder.name and isinstance(verify.get("score_final"), (int, float)):
                     reported = float(verify["score_final"])
             fr.identity[encoder.name] = IdentityScore(
