@@ -48,6 +48,11 @@ def _options(values: tuple[str, ...]) -> dict[str, Any]:
     metavar="NAME,NAME",
     help="Detectors asked whether they still find each face (default: every installed one whose weights are here).",
 )
+@click.option(
+    "--main-detector-only",
+    is_flag=True,
+    help="Measure only the faces --detector finds (default: also those only another detector finds).",
+)
 @click.option("--face-margin", type=float, default=0.25, show_default=True, help="Box growth before 'outside faces'.")
 @click.option("--pixel-tolerance", type=int, default=8, show_default=True, help="Levels a pixel may move unchanged.")
 @click.option(
@@ -71,6 +76,7 @@ def evaluate(
     detector_option: tuple[str, ...],
     recognizer: str,
     detectors: str | None,
+    main_detector_only: bool,
     face_margin: float,
     pixel_tolerance: int,
     models_dir: Path | None,
@@ -84,6 +90,7 @@ def evaluate(
       rp evaluate ORIGINALS ANONYMIZED -o report/   files, or folders mirrored by relative path
       rp evaluate OUT -o report/                    an `rp anonymize` output (pairs from its manifest)
       rp evaluate --manifest OUT/manifest.json -o report/
+
     Writes metrics.json, metrics.csv and a self-contained report.html. Exits 4 when some pair
     could not be compared (listed in the report), 5 with --fail-on-match when a face is re-identified.
     """
@@ -118,6 +125,7 @@ def evaluate(
         detector_options=_options(detector_option),
         recognizer=recognizer,
         detectors=tuple(d.strip() for d in detectors.split(",") if d.strip()) if detectors is not None else None,
+        union=not main_detector_only,
         face_margin=face_margin,
         pixel_tolerance=pixel_tolerance,
         models_dir=models_dir,

@@ -200,6 +200,57 @@ def test_a_cosine_recognizer_and_a_five_point_detector(
     assert metrics["setup"]["coverage_detectors"] == ["dlib", "five_point"]
 
 
+class SmallFaceDetector(Detector):
+    """dlib upsampled once (finds smaller faces than the offline preset's), reporting 5 points only."""
+
+    name = "small_faces"
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        from rp_plugins.dlib_faces import DlibDetector
+
+        found = DlibDetector(DlibDetector.Options(upsample=1)).detect(image)
+        return [Face(box=f.box, score=f.score, landmarks=f.five_points, detector=self.name) for f in found]
+
+
+class _SmallFacePlugin:
+    @hookimpl
+    def rp_register_detectors(self, register):  # type: ignore[no-untyped-def]
+        register(SmallFaceDetector)
+
+
+def test_faces_the_run_missed_are_measured_and_flagged(
+    host, t1: np.ndarray, random_buffalo_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """At half size dlib (offline preset) finds 4 of t1's 6 faces; the 2 it leaves untouched must show up as leaks."""
+    import cv2
+
+    (tmp_path / "src").mkdir()
+    Image.fromarray(cv2.resize(t1, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)).save(
+        tmp_path / "src" / "half.png"
+    )
+    run = _invoke(host, "anonymize", tmp_path / "src", "-o", tmp_path / "out", "--preset", "offline")
+    assert run.exit_code == 0 and "(4 faces)" in run.output, run.output
+    with_small = PluginHost(environ={"RP_PLUGINS": FACE_STACK_PLUGINS}, extra_plugins=[_SmallFacePlugin()])
+    args = ["--recognizer", "buffalo_l", "--models", random_buffalo_dir, "--detectors", "small_faces"]
+    result = _invoke(with_small, "evaluate", tmp_path / "out", "-o", tmp_path / "r", *args)
+    assert result.exit_code == 0, result.output
+    assert "2 face(s) were never processed by the run" in result.output
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    summary = metrics["summary"]
+    assert summary["faces_found_by"] == {"dlib": 4, "small_faces": 2} and summary["faces_missing_from_run"] == 2
+    assert summary["identity"]["dlib"]["faces"] == 4  # dlib's descriptor needs 68 points: said in the notes
+    missed = [f for f in metrics["images"][0]["faces"] if f["found_by"] == "small_faces"]
+    for face in missed:
+        assert face["in_manifest"] is False and face["found_before"] == {"dlib": False, "small_faces": True}
+        assert face["changed_in_box"] == 0.0
+        arc = face["identity"]["buffalo_l"]
+        assert arc["at_position"] == pytest.approx(1.0, abs=1e-3) and all(arc["reidentified"].values())
+    assert summary["identity"]["buffalo_l"]["reidentified"]["0.5"] >= 2
+    only_main = _invoke(with_small, "evaluate", tmp_path / "out", "-o", tmp_path / "r2", *args, "--main-detector-only")
+    assert only_main.exit_code == 0, only_main.output
+    assert json.loads((tmp_path / "r2" / "metrics.json").read_text())["summary"]["faces"] == 4
+
+
 # -- geometry, on real landmarks --------------------------------------------------------------
 
 

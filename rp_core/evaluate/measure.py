@@ -44,6 +44,8 @@ class Settings:
     recognizer: str = "dlib"
     #: Detectors asked whether they still find each face; None = every installed one whose weights are here.
     detectors: tuple[str, ...] | None = None
+    #: Also measure faces only those other detectors find on the original (a face nobody measures can leak).
+    union: bool = True
     #: Share of a face box added on each side before counting pixels as "outside the faces".
     face_margin: float = 0.25
     #: A pixel counts as changed when a channel moved by more than this (JPEG re-encoding stays below).
@@ -77,6 +79,8 @@ class FaceResult:
     index: int
     box: tuple[float, float, float, float]
     landmarks: int
+    #: The detector whose box and landmarks this face has: the main one, or another that alone found it.
+    found_by: str = ""
     identity: dict[str, IdentityScore] = field(default_factory=dict)
     landmarks_after: str | None = None  # "redetected" or None when the detector no longer finds the face
     displacement: float | None = None
@@ -245,6 +249,7 @@ class Evaluator:
             "detector": self.settings.detector,
             "search_detector_options": self.search.options.model_dump(mode="json") if self.search else None,
             "coverage_detectors": [self.settings.detector, *self.coverage],
+            "union": self.settings.union,
             "recognizers": [
                 {
                     "name": s.name,
@@ -298,27 +303,35 @@ class Evaluator:
         return result
 
     def _measure(self, pair: ImagePair, original: np.ndarray, anonymized: np.ndarray, result: ImageResult) -> None:
-        faces = self.detector.detect(original)
-        after = self.detector.detect(anonymized)
-        before_by = {name: d.detect(original) for name, d in self.coverage.items()}
-        after_by = {name: d.detect(anonymized) for name, d in self.coverage.items()}
+        main = self.settings.detector
+        before_by = {main: self.detector.detect(original)}
+        after_by = {main: self.detector.detect(anonymized)}
+        before_by.update({name: d.detect(original) for name, d in self.coverage.items()})
+        after_by.update({name: d.detect(anonymized) for name, d in self.coverage.items()})
+        after = after_by[main]
+        sources = [main] * len(before_by[main])
+        faces = list(before_by[main])
+        if self.settings.union:
+            for name, found in before_by.items():
+                for face in found:
+                    if name != main and not any(geometry.same_face(face.box, f.box) for f in faces):
+                        faces.append(face)
+                        sources.append(name)
         search = self.search.detect(anonymized) if self.search is not None else after
         candidates = [(f"{self.settings.detector} (search)", f) for f in search]
-        candidates += [(name, f) for name, found in after_by.items() for f in found]
+        candidates += [(name, f) for name, found in after_by.items() if name != main for f in found]
 
         records = list((pair.entry or {}).get("faces") or [])
         matched_records: set[int] = set()
         record_of: dict[int, dict[str, Any]] = {}
         results = []
         for i, face in enumerate(faces):
-            fr = FaceResult(image=pair.name, index=i, box=face.box, landmarks=int(face.landmarks.shape[0]))
-            self._geometry(face, after, original.shape, fr)
-            fr.found_before = {self.settings.detector: True}
-            fr.found_before.update(
-                {n: any(geometry.same_face(face.box, f.box) for f in v) for n, v in before_by.items()}
+            fr = FaceResult(
+                image=pair.name, index=i, box=face.box, landmarks=int(face.landmarks.shape[0]), found_by=sources[i]
             )
-            fr.found_after = {self.settings.detector: fr.landmarks_after is not None}
-            fr.found_after.update({n: any(geometry.same_face(face.box, f.box) for f in v) for n, v in after_by.items()})
+            self._geometry(face, after_by[sources[i]], original.shape, fr)
+            fr.found_before = {n: any(geometry.same_face(face.box, f.box) for f in v) for n, v in before_by.items()}
+            fr.found_after = {n: any(geometry.same_face(face.box, f.box) for f in v) for n, v in after_by.items()}
             if pair.entry is not None:
                 j = next(
                     (j for j, r in enumerate(records) if j not in matched_records and _record_matches(r, face)), None
@@ -332,7 +345,7 @@ class Evaluator:
         for scorer in self.scorers:
             self._identity(scorer, original, anonymized, faces, candidates, record_of, results, result)
         # every face anyone found or processed is "inside": changes there are the anonymization itself
-        boxes = [f.box for f in faces] + [f.box for found in before_by.values() for f in found]
+        boxes = [f.box for found in before_by.values() for f in found]
         boxes += [tuple(r["box"]) for r in records if len(r.get("box") or ()) == 4]
         changed = geometry.changed_pixels(original, anonymized, self.settings.pixel_tolerance)
         inside = geometry.face_regions_mask(original.shape, boxes, self.settings.face_margin)  # type: ignore[arg-type]
@@ -352,8 +365,8 @@ class Evaluator:
         result.unmatched_run_faces = [list(r["box"]) for j, r in enumerate(records) if j not in matched_records]
         if result.unmatched_run_faces:
             result.notes.append(
-                f"{len(result.unmatched_run_faces)} face(s) the run processed were not found by the "
-                f"{self.settings.detector} detector on the original: not measured"
+                f"{len(result.unmatched_run_faces)} face(s) the run processed were found by no detector of this "
+                "evaluation on the original: not measured"
             )
         result.faces = results
 

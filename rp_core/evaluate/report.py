@@ -33,6 +33,7 @@ def summarize(images: Sequence[ImageResult], seconds: float, load_seconds: float
         "problems": len(images) - len(evaluated),
         "faces": len(faces),
         "faces_missing_from_run": sum(f.in_manifest is False for f in faces),
+        "faces_found_by": {d: sum(f.found_by == d for f in faces) for d in sorted({f.found_by for f in faces})},
         "run_faces_not_measured": sum(len(i.unmatched_run_faces) for i in evaluated),
         "identity": {},
         "redetected": {},
@@ -119,7 +120,7 @@ def write_csv(path: Path, images: Sequence[ImageResult]) -> None:
     encoders = _encoders(faces)
     detectors = sorted({d for f in faces for d in (*f.found_before, *f.found_after)})
     thresholds = {e: next(iter(f.identity[e].reidentified for f in faces if e in f.identity)) for e in encoders}
-    header = ["image", "face", "x0", "y0", "x1", "y1", "in_manifest", "action", "generator"]
+    header = ["image", "face", "found_by", "x0", "y0", "x1", "y1", "in_manifest", "action", "generator"]
     for e in encoders:
         header += [f"{e}_at_position", f"{e}_worst", f"{e}_worst_source"]
         header += [f"{e}_reidentified@{t}" for t in thresholds[e]]
@@ -133,7 +134,7 @@ def write_csv(path: Path, images: Sequence[ImageResult]) -> None:
         writer.writerow(header)
         for image in images:
             for f in image.faces:
-                row: list[Any] = [image.name, f.index, *f.box, f.in_manifest, f.action, f.generator]
+                row: list[Any] = [image.name, f.index, f.found_by, *f.box, f.in_manifest, f.action, f.generator]
                 for e in encoders:
                     s = f.identity.get(e)
                     row += [s.at_position, s.worst, s.worst_source] if s else ["", "", ""]
@@ -274,6 +275,7 @@ def _summary_html(summary: dict[str, Any], setup: dict[str, Any]) -> str:
     rows = [
         ("image pairs", f"{summary['evaluated']} compared of {summary['images']}"),
         ("faces measured", summary["faces"]),
+        ("found on the original by", ", ".join(f"{_e(d)} {n}" for d, n in summary["faces_found_by"].items())),
     ]
     if summary["faces_missing_from_run"]:
         rows.append(("faces the run did not process", f"<span class='bad'>{summary['faces_missing_from_run']}</span>"))
