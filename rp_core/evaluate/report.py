@@ -176,8 +176,8 @@ def histogram_png(name: str, faces: Sequence[FaceResult]) -> bytes:
     high = max([*worst, *at_position, *scores[0].thresholds])
     span = max(high - low, 1e-3)
     bins = [low - 0.05 * span + k * 1.1 * span / 30 for k in range(31)]
-    axes.hist(at_position, bins=bins, alpha=0.5, label="at the same position", color="#4c78a8")
     axes.hist(worst, bins=bins, alpha=0.6, label="worst case over the whole image", color="#e45756")
+    axes.hist(at_position, bins=bins, histtype="step", linewidth=1.8, label="at the same position", color="#4c78a8")
     for t in scores[0].thresholds:
         axes.axvline(t, color="black", linestyle="--", linewidth=1)
         axes.text(t, axes.get_ylim()[1] * 0.95, f" {t:g}", va="top", fontsize=8)
