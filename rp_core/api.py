@@ -26,16 +26,7 @@ _ANONYMIZERS: dict[str, Anonymizer] = {}
 
 
 def _as_rgb_array(image: str | Path | Image.Image | np.ndarray) -> np.ndarray:
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8:
-            raise ConfigError(f"image array must be uint8, got {image.dtype}")
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)  # grayscale: the same face on every channel
-        if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-            raise ConfigError(f"image array must be (H, W), (H, W, 3) RGB or (H, W, 4) RGBA, got {image.shape}")
-        if image.shape[2] == 1:
-            image = np.repeat(image, 3, axis=2)
-        return np.ascontiguousarray(image[:, :, :3])
+    """RGB uint8 from a path, a PIL image, or a uint8 array (grayscale, RGB or RGBA; alpha composited on white)."""
     if isinstance(image, (str, Path)):
         from rp_core.io import read_image
 

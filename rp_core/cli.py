@@ -267,7 +267,9 @@ def create_cli(host: PluginHost | None = None) -> RpGroup:
     def rp() -> None:
         """Anonymize faces: regenerate every face with a new identity, keep the rest of the photo."""
 
-    for command in (anonymize, plugins, config, doctor, models, samples):
+    from rp_core.cli_evaluate import evaluate  # here: it imports helpers from this module
+
+    for command in (anonymize, plugins, config, doctor, models, samples, evaluate):
         rp.add_command(command)
     if host is not None:
         try:
@@ -313,7 +315,24 @@ def main(argv: Sequence[str] | None = None) -> None:
 @click.option(
     "--in-place", is_flag=True, help="Replace each input by its anonymized version (instead of -o); irreversible."
 )
-@click.option("--keep-metadata", is_flag=True, help="Keep EXIF/XMP/ICC/comments (default: strip all metadata).")
+@click.option(
+    "--keep-metadata",
+    is_flag=True,
+    help="Keep camera/exposure/date EXIF, technical XMP and the ICC profile (default: strip all metadata). "
+    "Names, face regions, serial numbers and comments are never kept; GPS only with --keep-gps.",
+)
+@click.option("--keep-gps", is_flag=True, help="With --keep-metadata: keep the GPS position too.")
+@click.option(
+    "--quality",
+    type=click.IntRange(1, 100),
+    default=None,
+    help="JPEG/WebP quality; default: a JPEG input keeps its own quantization tables, others 95.",
+)
+@click.option(
+    "--follow-symlinks",
+    is_flag=True,
+    help="With --in-place: anonymize the targets of symlinked files and folders (default: skip and report them).",
+)
 @click.option(
     "--manifest-paths",
     type=click.Choice(["relative", "hashed", "absolute"]),
@@ -338,18 +357,25 @@ def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None,
                     f"the output folder {output} is the input folder; choose another output folder "
                     "(or use --in-place to replace the inputs)"
                 )
+    if kwargs["keep_gps"] and not kwargs["keep_metadata"]:
+        raise click.UsageError("--keep-gps only applies with --keep-metadata (metadata is stripped otherwise)")
+    if kwargs["follow_symlinks"] and not in_place:
+        raise click.UsageError("--follow-symlinks applies to --in-place runs (runs with -o always read through links)")
     config = resolve(ctx, _pop_config_args(ctx, kwargs))
     pipeline = assemble_pipeline(ctx, config)  # incompatible choices fail here, before any file is read
-    plan = plan_in_place(inputs) if in_place else plan_inputs(inputs, output)  # type: ignore[arg-type]
+    if in_place:
+        plan = plan_in_place(inputs, follow_symlinks=kwargs["follow_symlinks"])
+    else:
+        plan = plan_inputs(inputs, output)  # type: ignore[arg-type]
     console = _console()
-    for path in plan.ignored:
-        console.print(f"ignored (not a supported image): {path}", markup=False)
     if not plan.jobs:
         from rp_core.io import SUPPORTED_EXTENSIONS
 
+        for skipped in plan.skipped:
+            console.print(f"skipped ({skipped.reason}): {skipped.path}", markup=False)
         names = ", ".join(str(p) for p in inputs)
-        count = len(plan.ignored)
-        ignored = f" ({count} unsupported file{'' if count == 1 else 's'} ignored)" if count else ""
+        count = len(plan.skipped)
+        ignored = f" ({count} file{'' if count == 1 else 's'} skipped)" if count else ""
         supported = ", ".join(sorted(SUPPORTED_EXTENSIONS))
         raise click.UsageError(f"no images found in {names}{ignored}; supported: {supported}")
     options = SessionOptions(
@@ -357,6 +383,8 @@ def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None,
         overwrite=kwargs["overwrite"],
         resume=kwargs["resume"],
         keep_metadata=kwargs["keep_metadata"],
+        keep_gps=kwargs["keep_gps"],
+        quality=kwargs["quality"],
         manifest_paths=kwargs["manifest_paths"],
     )
     with _ProgressPrinter(console) as printer:
@@ -429,6 +457,8 @@ class _ProgressPrinter:
                 self.progress.advance(self.files)
         elif event.kind == "warning":
             self.console.print(f"warning: {event.message}", markup=False)
+        elif event.kind == "skip":
+            self.console.print(event.message, markup=False)
         else:
             self.console.print(event.message, markup=False)
 

@@ -11,14 +11,13 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import rp_core
-from rp_core.io import publish
+from rp_core.io import atomic_write_bytes
 
 #: Distributions always reported, then modules reported only when this run imported them.
 _DISTRIBUTIONS = ("rp-anonymize", "numpy", "pillow", "pydantic", "pluggy", "click", "rich")
@@ -106,6 +105,10 @@ class RunManifest:
     started: float = field(default_factory=time.time)
     #: Settings that weakened fail-closed for this run (rp_core.verify.safety_warnings).
     warnings: list[str] = field(default_factory=list)
+    #: How file names are recorded: "relative" (inputs to the input folder, outputs to the folder of
+    #: this manifest), "hashed", or "absolute" (as given).
+    paths: str = "absolute"
+    in_place: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
@@ -116,6 +119,8 @@ class RunManifest:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
             "config": self.config,
             "safety_warnings": self.warnings,
+            "paths": self.paths,
+            "in_place": self.in_place,
             "components": self.components,
             "packages": package_versions(),
             "summary": {"images": len(self.images), "faces": sum(len(e.faces) for e in self.images), **counts},
@@ -124,19 +129,9 @@ class RunManifest:
         }
 
     def write(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump(self.to_dict(), stream, indent=2, default=str)
-                stream.write("\n")
-                stream.flush()
-                os.fsync(stream.fileno())
-            publish(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
-        return path
+        """Publish the manifest atomically with checked, fsynced writes (never a torn manifest)."""
+        text = json.dumps(self.to_dict(), indent=2, default=str) + "\n"
+        return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def journal_path(manifest_path: Path) -> Path:

@@ -38,6 +38,10 @@ class SessionOptions:
     overwrite: bool = False
     resume: bool = False
     keep_metadata: bool = False
+    #: With keep_metadata: also keep GPS (it is dropped otherwise; names and face regions always are).
+    keep_gps: bool = False
+    #: JPEG/WebP quality 1-100; None: a JPEG input reuses its own quantization tables, others 95.
+    quality: int | None = None
     #: How input and output paths appear in the manifest: relative to the input/output root (default),
     #: hashed (nothing of a folder or file name travels with the outputs), or as given.
     manifest_paths: ManifestPaths = "relative"
@@ -124,8 +128,9 @@ class RunSession:
         self.entries: dict[int, ImageEntry] = {}
         self.skipped: set[int] = set()  # outputs that existed and were left alone by this run
         self.journal = Journal(journal_path(plan.manifest_path))
-        self._sources = _root_of([job.source for job in plan.jobs])
-        self._targets = _root_of([job.target for job in plan.jobs])
+        # outputs are named from the manifest's folder; inputs from the deepest folder holding them all
+        self._targets = plan.manifest_path.absolute().parent
+        self._sources = self._targets if plan.in_place else _root_of([job.source for job in plan.jobs])
 
     # -- names in the manifest -----------------------------------------------------------------
 
@@ -204,6 +209,7 @@ class RunSession:
         started = time.perf_counter()
         for warning in self.warnings:
             self.on_event(Event("warning", warning))
+        self._report_plan()
         try:
             check_writable_folder(self.plan.manifest_path.parent)  # before loading models for minutes
             todo = self._plan_todo()
@@ -217,6 +223,8 @@ class RunSession:
             config=self.pipeline.config.model_dump(mode="json"),
             components=self.pipeline.describe(),
             warnings=list(self.warnings),
+            paths=self.options.manifest_paths,
+            in_place=self.plan.in_place,
         )
         manifest.timings["load"] = time.perf_counter() - load_start
         if todo:
@@ -254,6 +262,21 @@ class RunSession:
             warnings=self.warnings,
         )
 
+    def _report_plan(self) -> None:
+        """Every path the plan skipped, with its reason, and a count of those that may still show a face."""
+        for skipped in self.plan.skipped:
+            self.on_event(Event("skip", f"skipped ({skipped.reason}): {skipped.path}"))
+        risky = self.plan.may_hold_faces
+        if risky:
+            hint = (
+                "; add --follow-symlinks to anonymize link targets in place"
+                if self.plan.in_place and any("symlink" in s.reason for s in risky)
+                else ""
+            )
+            self.on_event(Event("warning", f"{len(risky)} skipped file(s) may still show faces{hint}"))
+        for path in self.plan.linked_elsewhere:
+            self.on_event(Event("warning", f"{path} has other hard links: the original stays readable under them"))
+
     def _images(self, todo: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         """Decode inputs lazily; a bad file is reported and skipped, the run goes on."""
         from rp_core.io import read_image_with_metadata
@@ -269,6 +292,8 @@ class RunSession:
                 self._fail(i, exc if isinstance(exc, InputError) else InputError(f"{job.source}: {exc}"))
                 continue
             self.entries[i] = ImageEntry(self.source_name(i), self.target_name(i), "pending")
+            if metadata.flattened_transparency:
+                self.on_event(Event("warning", f"{job.source}: transparent areas flattened onto white"))
             self.metadata[i] = metadata
             self.read_times[i] = time.perf_counter() - start
             yield i, array
@@ -314,7 +339,10 @@ class RunSession:
             write_image(
                 job.target,
                 result.image,
-                metadata=self.metadata[i] if self.options.keep_metadata else None,
+                metadata=self.metadata[i],  # always: a JPEG keeps its own quantization tables
+                keep_metadata=self.options.keep_metadata,
+                keep_gps=self.options.keep_gps,
+                quality=self.options.quality,
                 before_publish=lambda: self.journal.record(intent),  # so resume knows the output is ours
             )
         except (InputError, OSError) as exc:
