@@ -189,25 +189,15 @@ def assemble(config: RunConfig, host: PluginHost, context: RuntimeContext | None
     a generator that cannot read the chosen encoder's identities or inverter's inversions,
     options that must agree between inverter and generator, or a no-op safeguard.
     """
-    from rp_core.config import sections_in_use, validate_model
+    from rp_core.config import sections_in_use
 
     context = context if context is not None else config.runtime_context()
     built: dict[str, Stage] = {}
 
     def stage(key: str, kind: str, name: str | None, options: dict[str, Any]) -> Stage:
-        if not name:
-            hint = " (it defaults to identity_encoder.name)" if key == "verify.encoder" else ""
-            raise ConfigError(
-                f"{key}: no component named{hint}; name one, or turn the stage off (e.g. verify.enabled=false)"
-            )
-        try:
-            registration = host.get(kind, name)
-        except PluginError as exc:
-            raise ConfigError(f"{key}: bad value {name!r}: {exc}") from None
-        validated = validate_model(registration.cls.Options, options, _options_key(key))
-        return Stage(
-            key, registration.cls(validated, context), registration.plugin, host.plugin_version(registration.plugin)
-        )
+        component = build_component(host, context, kind, name, options, key)
+        plugin = host.get(kind, component.name).plugin
+        return Stage(key, component, plugin, host.plugin_version(plugin))
 
     for section in sections_in_use(host, config.generator.name):
         choice = getattr(config, section)
@@ -253,6 +243,34 @@ def assemble(config: RunConfig, host: PluginHost, context: RuntimeContext | None
         last_resort=last_resort,
         coverage=coverage_stage,
     )
+
+
+def build_component(
+    host: PluginHost,
+    context: RuntimeContext,
+    kind: str,
+    name: str | None,
+    options: dict[str, Any],
+    key: str,
+) -> Component[Any]:
+    """Construct (not load) one component by kind and name with validated options.
+
+    `key` is the config key (or command-line option) that chose it, so every error names the
+    setting to fix. `assemble` builds each stage with it; tools outside a run (rp evaluate) too.
+    """
+    from rp_core.config import validate_model
+
+    if not name:
+        hint = " (it defaults to identity_encoder.name)" if key == "verify.encoder" else ""
+        raise ConfigError(
+            f"{key}: no component named{hint}; name one, or turn the stage off (e.g. verify.enabled=false)"
+        )
+    try:
+        registration = host.get(kind, name)
+    except PluginError as exc:
+        raise ConfigError(f"{key}: bad value {name!r}: {exc}") from None
+    validated = validate_model(registration.cls.Options, options, _options_key(key))
+    return registration.cls(validated, context)
 
 
 def _options_key(key: str) -> str:
