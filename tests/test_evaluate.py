@@ -53,10 +53,10 @@ def offline_run(host, photos: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def offline_report(host, offline_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
-    """`rp evaluate OUT -o report`: pairs taken from the run's manifest."""
+def offline_report(host, photos: Path, offline_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
+    """`rp evaluate ORIGINALS OUT -o report`: pairs by relative path, face records from the run's manifest."""
     report = tmp_path_factory.mktemp("report") / "report"
-    result = _invoke(host, "evaluate", offline_run, "-o", report, "--fail-on-match")
+    result = _invoke(host, "evaluate", photos, offline_run, "-o", report, "--fail-on-match")
     assert result.exit_code == 0, result.output
     assert "re-identified by dlib: 0/7 at 0.6" in result.output
     return report
@@ -177,12 +177,12 @@ class _FivePointPlugin:
 
 
 def test_a_cosine_recognizer_and_a_five_point_detector(
-    offline_run: Path, random_buffalo_dir: Path, tmp_path: Path
+    photos: Path, offline_run: Path, random_buffalo_dir: Path, tmp_path: Path
 ) -> None:
     """--recognizer buffalo_l (random ArcFace weights: the code path, not its verdicts) next to the run's dlib check."""
     host = PluginHost(environ={"RP_PLUGINS": FACE_STACK_PLUGINS}, extra_plugins=[_FivePointPlugin()])
     args = ["--recognizer", "buffalo_l", "--models", random_buffalo_dir, "--detectors", "five_point"]
-    result = _invoke(host, "evaluate", offline_run, "-o", tmp_path / "r", *args)
+    result = _invoke(host, "evaluate", photos, offline_run, "-o", tmp_path / "r", *args)
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     identity = metrics["summary"]["identity"]
@@ -228,11 +228,22 @@ def test_faces_the_run_missed_are_measured_and_flagged(
     Image.fromarray(cv2.resize(t1, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)).save(
         tmp_path / "src" / "half.png"
     )
-    run = _invoke(host, "anonymize", tmp_path / "src", "-o", tmp_path / "out", "--preset", "offline")
+    # coverage off: a run that misses faces, as the offline preset did before it searched harder
+    run = _invoke(
+        host,
+        "anonymize",
+        tmp_path / "src",
+        "-o",
+        tmp_path / "out",
+        "--preset",
+        "offline",
+        "--set",
+        "coverage.detector=null",
+    )
     assert run.exit_code == 0 and "(4 faces)" in run.output, run.output
     with_small = PluginHost(environ={"RP_PLUGINS": FACE_STACK_PLUGINS}, extra_plugins=[_SmallFacePlugin()])
     args = ["--recognizer", "buffalo_l", "--models", random_buffalo_dir, "--detectors", "small_faces"]
-    result = _invoke(with_small, "evaluate", tmp_path / "out", "-o", tmp_path / "r", *args)
+    result = _invoke(with_small, "evaluate", tmp_path / "src", tmp_path / "out", "-o", tmp_path / "r", *args)
     assert result.exit_code == 0, result.output
     assert "2 face(s) were never processed by the run" in result.output
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
@@ -246,7 +257,9 @@ def test_faces_the_run_missed_are_measured_and_flagged(
         arc = face["identity"]["buffalo_l"]
         assert arc["at_position"] == pytest.approx(1.0, abs=1e-3) and all(arc["reidentified"].values())
     assert summary["identity"]["buffalo_l"]["reidentified"]["0.5"] >= 2
-    only_main = _invoke(with_small, "evaluate", tmp_path / "out", "-o", tmp_path / "r2", *args, "--main-detector-only")
+    only_main = _invoke(
+        with_small, "evaluate", tmp_path / "src", tmp_path / "out", "-o", tmp_path / "r2", *args, "--main-detector-only"
+    )
     assert only_main.exit_code == 0, only_main.output
     assert json.loads((tmp_path / "r2" / "metrics.json").read_text())["summary"]["faces"] == 4
 
@@ -341,11 +354,17 @@ def test_report_renders_in_headless_chromium_without_console_errors(offline_repo
     assert pixels.shape == (1600, 1280) and pixels.std() > 20  # text, tables and pictures, not a blank page
 
 
-def test_only_the_most_reidentifiable_faces_are_pictured(host, offline_run: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    result = _invoke(host, "evaluate", offline_run, "-o", tmp_path / "r", "--max-thumbnails", "1")
+def test_only_the_most_reidentifiable_faces_are_pictured(host, photos: Path, offline_run: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = _invoke(host, "evaluate", photos, offline_run, "-o", tmp_path / "r", "--max-thumbnails", "1")
     assert result.exit_code == 0, result.output
     page = (tmp_path / "r" / "report.html").read_text()
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     closest = min((f for i in metrics["images"] for f in i["faces"]), key=lambda f: f["identity"]["dlib"]["worst"])
     assert page.count("data:image/jpeg;base64,") == 1 and "1 of 7 faces shown" in page
     assert f"alt='face {closest['index']} of {closest['image']}'" in page
+
+
+def test_a_relative_manifest_alone_asks_for_the_originals(host, offline_run: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Manifests name inputs relative to the input folder (no folder name travels with the outputs)."""
+    result = _invoke(host, "evaluate", offline_run, "-o", tmp_path / "r")
+    assert result.exit_code == 4 and "rp evaluate ORIGINALS ANONYMIZED" in result.output

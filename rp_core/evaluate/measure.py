@@ -165,9 +165,9 @@ class Evaluator:
     # -- building ------------------------------------------------------------------------
 
     def _build(self, kind: str, name: str, options: dict[str, Any], key: str) -> Component:
-        from rp_core.verify import build_extra_component
+        from rp_core.pipeline import build_component
 
-        return build_extra_component(self.host, self.context, kind, name, options, key)
+        return build_component(self.host, self.context, kind, name, options, key)
 
     def load(self) -> None:
         """Load every model; optional ones that cannot run here are left out with a note."""

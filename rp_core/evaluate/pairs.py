@@ -72,7 +72,12 @@ def pairs_from_manifest(manifest_path: Path) -> PairSet:
     """
     data = read_manifest(manifest_path)
     entries = [e for e in data["images"] if isinstance(e, dict) and "input" in e]
-    base = _run_folder(manifest_path, entries)
+    base = _run_folder(manifest_path, entries, data)
+    if data.get("paths") in ("relative", "hashed") and not data.get("in_place"):
+        raise InputError(
+            f"{manifest_path} names its inputs relative to the input folder (so no folder name travels with the "
+            "outputs): give the originals too, `rp evaluate ORIGINALS ANONYMIZED`"
+        )
     pairs: list[ImagePair] = []
     for entry in entries:
         source = _resolve(base, str(entry["input"]))
@@ -144,7 +149,9 @@ def _glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
-def _run_folder(manifest_path: Path, entries: list[dict[str, Any]]) -> Path:
+def _run_folder(manifest_path: Path, entries: list[dict[str, Any]], manifest: dict[str, Any] | None = None) -> Path:
+    if manifest is not None and manifest.get("paths") == "relative":
+        return manifest_path.resolve().parent  # outputs are named from the manifest's folder
     outputs = [str(e["output"]) for e in entries if e.get("output")]
     relative = [o for o in outputs if not Path(o).is_absolute()]
     if not relative:
@@ -164,7 +171,7 @@ def _resolve(base: Path, recorded: str) -> Path:
 def _attach_entries(pairs: list[ImagePair], manifest: dict[str, Any], manifest_path: Path) -> None:
     """Give each pair the manifest record whose output is its anonymized file."""
     entries = [e for e in manifest["images"] if isinstance(e, dict) and e.get("output")]
-    base = _run_folder(manifest_path, entries)
+    base = _run_folder(manifest_path, entries, manifest)
     by_output = {_resolve(base, str(e["output"])).resolve(): e for e in entries}
     for pair in pairs:
         if pair.anonymized is not None:
