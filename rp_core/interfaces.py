@@ -74,6 +74,8 @@ class Component(ABC, Generic[OptionsT]):  # noqa: B024 (abstract by kind: the fi
     Options: ClassVar[type[ComponentOptions]] = ComponentOptions
     #: Modules `load()` imports; `rp doctor` import-checks them without loading any weights.
     requires: ClassVar[tuple[str, ...]] = ()
+    #: How a user gets `requires` when they are missing (shown in the error), e.g. "pip install 'rp-anonymize[gpu]'".
+    install_hint: ClassVar[str] = "install the packages it needs"
     options: OptionsT
 
     def __init__(self, options: OptionsT | None = None, context: RuntimeContext | None = None) -> None:
@@ -89,6 +91,9 @@ class Component(ABC, Generic[OptionsT]):  # noqa: B024 (abstract by kind: the fi
 
     def _load(self) -> None:  # noqa: B027 (optional hook: components without weights skip it)
         """Override to load weights."""
+
+    def check_can_run(self) -> None:  # noqa: B027 (optional hook: most components run anywhere)
+        """Raise (e.g. DeviceError) when this machine cannot run the component, before anything is downloaded."""
 
     def model_files(self) -> list[ModelFile]:
         """The weight files this component needs, with where they were looked for."""

@@ -204,6 +204,11 @@ class Anonymizer:
                     f"--aligned expects one already-aligned face per image, but the detector found {len(found)}; "
                     "run without --aligned to anonymize every face"
                 )
+            if not found and self.config.verify.enabled:
+                raise InputError(
+                    "--aligned: the detector finds no face in this image, so its output could not be verified; "
+                    "check that it is a face crop, or run without --aligned"
+                )
             faces = [aligned_input(image, size, found[0] if found else None)]
             routes = [ROUTE_GENERATE]
         else:

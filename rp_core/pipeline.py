@@ -160,12 +160,29 @@ class Pipeline:
                 except Exception:  # reported by require_present as missing files, not as a network traceback
                     pass
 
+    def check_can_run(self) -> None:
+        """Fail before any download: a stage's libraries are missing, or this machine cannot run it."""
+        from rp_core.doctor import import_status
+        from rp_core.errors import RpError
+
+        for stage in self.stages():
+            component = stage.component
+            missing = [m for m in component.requires if import_status(m, deep=False) is not None]
+            if missing:
+                raise RpError(
+                    f"{stage.key} {stage.name!r} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                    f"not installed: {component.install_hint}; or choose another component (--preset offline runs "
+                    "without them)"
+                )
+            component.check_can_run()
+
     def load(self) -> None:
         """Load every stage once (downloading where allowed); one error names every missing file."""
         if self._loaded[0]:
             return
         from rp_core.models import require_present
 
+        self.check_can_run()
         self.download_missing()
         require_present(self.model_files())
         for component in self.components():

@@ -46,6 +46,10 @@ class BuffaloL(IdentityEncoder):
     #: Cosine similarity above which ArcFace w600k_r50 calls two faces the same person
     #: (InsightFace's usual verification threshold for this model is ~0.3-0.4).
     match_threshold: ClassVar[float] = 0.35
+    #: Fail-closed verification draws its line further out: a regenerated face scoring above 0.28 is
+    #: retried. A margin chosen, not measured here (no real ArcFace weights on this machine); dlib's
+    #: margin (0.6 -> 0.72) is measured in benchmarks/verify_margin.py.
+    verify_threshold: ClassVar[float | None] = 0.28
     model_name: ClassVar[str] = "buffalo_l/w600k_r50"
 
     def candidates(self) -> list[Path]:

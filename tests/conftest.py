@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# Cap torch/OpenMP threads before anything imports torch: on a loaded 2-core CI machine more threads
+# than cores make the diffusion tests many times slower, not faster.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("MKL_NUM_THREADS", "2")
 
 #: The plugins written in this package's default face stack; tests load them through their entry points.
 FACE_STACK_PLUGINS = "rp-dlib,rp-sfd,rp-buffalo-l,rp-obfuscate,rp-affine,rp-presets"

@@ -189,3 +189,59 @@ def test_component_options_are_listed_with_defaults_and_descriptions() -> None:
     assert any(row["option"] == "blocks" and row["description"] for row in pixelate)
     diffusion = described["rp-diffusion"]["options"]["generator ipadapter_faceid"]
     assert {row["flag"] for row in diffusion} >= {"--guidance-scale", "--attribute-prompt"}
+
+
+class NeedsMissingLibrary(Generator):
+    """A generator whose library is not installed, and one whose machine cannot run it; both record downloads."""
+
+    name = "needs_missing_library"
+    requires = ("rp_no_such_module_for_tests",)
+    install_hint = "pip install 'rp-anonymize[imaginary]'"
+    downloads: list[str] = []
+
+    def model_files(self):  # type: ignore[no-untyped-def]
+        from rp_core.models import ModelFile
+
+        return [ModelFile(self.name, "a 15 GB model", None, (), "rp models download")]
+
+    def download(self, target=None):  # type: ignore[no-untyped-def]
+        NeedsMissingLibrary.downloads.append(self.name)
+        return []
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:
+        raise AssertionError("never reached")
+
+
+class NeedsAGpu(NeedsMissingLibrary):
+    name = "needs_a_gpu"
+    requires = ()
+
+    def check_can_run(self) -> None:
+        from rp_core.errors import DeviceError
+
+        raise DeviceError("no CUDA GPU here: use --preset offline")
+
+
+class PreflightPlugin:
+    @hookimpl
+    def rp_register_generators(self, register: Callable[[type], None]) -> None:
+        register(NeedsMissingLibrary)
+        register(NeedsAGpu)
+
+
+@pytest.mark.parametrize(
+    ("generator", "expected"),
+    [("needs_missing_library", "pip install 'rp-anonymize[imaginary]'"), ("needs_a_gpu", "--preset offline")],
+)
+def test_a_stage_that_cannot_run_here_fails_with_advice_before_any_download(generator: str, expected: str) -> None:
+    from conftest import FACE_STACK_PLUGINS
+
+    from rp_core.errors import RpError
+
+    host = PluginHost(environ={"RP_PLUGINS": FACE_STACK_PLUGINS}, extra_plugins=[PreflightPlugin()])
+    config = resolve_config(host, preset="offline", overrides=[f"generator.name={generator}"], environ={})
+    NeedsMissingLibrary.downloads.clear()
+    with pytest.raises(RpError, match="offline|imaginary") as caught:
+        assemble(config, host).load()
+    assert expected in str(caught.value)
+    assert NeedsMissingLibrary.downloads == []
