@@ -9,6 +9,7 @@ need them. Expected errors (RpError) print one message and exit with their code;
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -269,7 +270,7 @@ def create_cli(host: PluginHost | None = None) -> RpGroup:
 
     from rp_core.cli_evaluate import evaluate  # here: it imports helpers from this module
 
-    for command in (anonymize, plugins, config, doctor, models, samples, evaluate):
+    for command in (anonymize, detect, plugins, config, doctor, models, samples, evaluate):
         rp.add_command(command)
     if host is not None:
         try:
@@ -334,6 +335,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     help="With --in-place: anonymize the targets of symlinked files and folders (default: skip and report them).",
 )
 @click.option(
+    "--keep-face",
+    "keep_face",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Reference photo of a person to leave unchanged (matched by identity; repeatable).",
+)
+@click.option(
+    "--only-face",
+    "only_face",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Reference photo of a person to anonymize; everyone else is left unchanged (repeatable).",
+)
+@click.option("--only-largest", is_flag=True, default=None, help="Anonymize only the largest face of each image.")
+@click.option(
+    "--max-faces", type=click.IntRange(0), default=None, help="Anonymize at most N faces per image, largest first."
+)
+@click.option(
+    "--faces-json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Faces from `rp detect` (reviewed or edited: keep, prompt) instead of detecting; coverage still runs.",
+)
+@click.option(
     "--manifest-paths",
     type=click.Choice(["relative", "hashed", "absolute"]),
     default="relative",
@@ -361,7 +386,12 @@ def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None,
         raise click.UsageError("--keep-gps only applies with --keep-metadata (metadata is stripped otherwise)")
     if kwargs["follow_symlinks"] and not in_place:
         raise click.UsageError("--follow-symlinks applies to --in-place runs (runs with -o always read through links)")
-    config = resolve(ctx, _pop_config_args(ctx, kwargs))
+    args = _pop_config_args(ctx, kwargs)
+    for key in ("keep_face", "only_face", "only_largest", "max_faces"):
+        value = kwargs.pop(key)
+        if value not in (None, (), False):
+            args[key] = [str(p) for p in value] if isinstance(value, tuple) else value
+    config = resolve(ctx, args)
     pipeline = assemble_pipeline(ctx, config)  # incompatible choices fail here, before any file is read
     if in_place:
         plan = plan_in_place(inputs, follow_symlinks=kwargs["follow_symlinks"])
@@ -386,6 +416,7 @@ def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None,
         keep_gps=kwargs["keep_gps"],
         quality=kwargs["quality"],
         manifest_paths=kwargs["manifest_paths"],
+        faces_json=kwargs["faces_json"],
     )
     with _ProgressPrinter(console) as printer:
         session = RunSession(pipeline, plan, options, printer)
@@ -461,6 +492,64 @@ class _ProgressPrinter:
             self.console.print(event.message, markup=False)
         else:
             self.console.print(event.message, markup=False)
+
+
+# -- rp detect ----------------------------------------------------------------------------------
+
+
+@click.command(cls=ConfigCommand)
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=False, path_type=Path))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="faces.json to write."
+)
+@config_options
+@click.pass_context
+def detect(ctx: click.Context, inputs: tuple[Path, ...], output: Path, **kwargs: Any) -> None:
+    """Write every face the detectors find (main and coverage) to a JSON file to review or edit.
+
+    Mark a face `"keep": true` to leave it unchanged, give it a `"prompt"`, delete a false detection,
+    then render with `rp anonymize INPUTS -o OUT --faces-json faces.json`. Faces missing from the file
+    are still found by the coverage detector and obfuscated there.
+    """
+    from rp_core.io import atomic_write_bytes, plan_reading, read_image
+    from rp_core.selection import FACES_JSON_VERSION, face_to_json
+    from rp_core.session import common_root
+    from rp_core.verify import missed_faces
+
+    config = resolve(ctx, _pop_config_args(ctx, kwargs))
+    pipeline = assemble_pipeline(ctx, config)
+    plan = plan_reading(inputs)
+    if not plan.jobs:
+        raise click.UsageError(f"no images found in {', '.join(str(p) for p in inputs)}")
+    detectors = [s.component for s in (pipeline.detector, pipeline.coverage) if s is not None]
+    for detector in detectors:
+        detector.check_can_run()
+    pipeline.download_missing()
+    from rp_core.models import require_present
+
+    require_present([f for d in detectors for f in d.model_files()])
+    root = common_root([job.source for job in plan.jobs])
+    console = _console()
+    images = []
+    for job in plan.jobs:
+        try:
+            image = read_image(job.source)
+        except RpError as exc:
+            console.print(f"failed: {exc}", markup=False)
+            continue
+        found = detectors[0].detect(image)
+        extra = missed_faces(found, detectors[1].detect(image), config.coverage.iou) if len(detectors) > 1 else []
+        images.append(
+            {
+                "input": os.path.relpath(job.source.absolute(), root),
+                "size": [int(image.shape[1]), int(image.shape[0])],
+                "faces": [face_to_json(face) for face in [*found, *extra]],
+            }
+        )
+        console.print(f"{job.source}: {len(found) + len(extra)} face(s)", markup=False)
+    document = {"rp_faces": FACES_JSON_VERSION, "detector": pipeline.detector.name, "images": images}
+    atomic_write_bytes(output, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
+    console.print(f"wrote {output}: {sum(len(i['faces']) for i in images)} faces in {len(images)} images", markup=False)
 
 
 # -- rp plugins / config show ---------------------------------------------------------------

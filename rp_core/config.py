@@ -148,6 +148,19 @@ class CoverageSection(_Section):
         return self.rotations or self.upsample or self.equalize
 
 
+class SelectSection(_Section):
+    """Which faces a run changes; all of them unless said otherwise. Kept faces stay byte-identical."""
+
+    keep_faces: list[str] = Field(
+        default_factory=list, description="reference photos: the face matching each (by identity) is left unchanged"
+    )
+    only_faces: list[str] = Field(
+        default_factory=list, description="reference photos: only the faces matching them are anonymized"
+    )
+    only_largest: bool = Field(False, description="anonymize only the largest face of each image")
+    max_faces: int | None = Field(None, ge=0, description="anonymize at most this many faces per image, largest first")
+
+
 class RunConfig(_Section):
     """The fully resolved configuration of one run."""
 
@@ -161,6 +174,7 @@ class RunConfig(_Section):
     runtime: RuntimeSection = RuntimeSection()
     verify: VerifySection = VerifySection()
     coverage: CoverageSection = CoverageSection()
+    select: SelectSection = SelectSection()
 
     def runtime_context(self, pool: ModelPool | None = None) -> RuntimeContext:
         rt = self.runtime
@@ -189,6 +203,10 @@ CORE_FLAG_KEYS: dict[str, str] = {
     "batch_size": "runtime.batch_size",
     "models_dir": "runtime.models_dir",
     "face_image_size": "align.face_image_size",
+    "keep_face": "select.keep_faces",
+    "only_face": "select.only_faces",
+    "only_largest": "select.only_largest",
+    "max_faces": "select.max_faces",
     **{section: f"{section}.name" for section in COMPONENT_SECTIONS},
 }
 
@@ -455,7 +473,7 @@ def _apply_flags(host: PluginHost, merged: dict[str, Any], flags: Mapping[str, A
         if value is None or flag in COMPONENT_SECTIONS:
             continue
         if flag in CORE_FLAG_KEYS:
-            set_dotted(merged, CORE_FLAG_KEYS[flag], value)
+            set_dotted(merged, CORE_FLAG_KEYS[flag], list(value) if isinstance(value, tuple) else value)
             continue
         if flag not in declared:
             chosen = ", ".join(f"{sec}={merged.get(sec, {}).get('name')}" for sec in used)

@@ -769,6 +769,28 @@ def plan_inputs(inputs: Sequence[Path | str], output: Path | str) -> InputPlan:
     return InputPlan(tuple(jobs), to_folder=True, output=out, skipped=tuple(walker.skipped))
 
 
+def plan_reading(inputs: Sequence[Path | str]) -> InputPlan:
+    """Every image below `inputs` for a command that only reads them (`rp detect`); each job's target is its source.
+
+    Files and folders are walked as for `plan_inputs` (symlinks followed, hidden files included).
+    """
+    sources = [Path(p) for p in inputs]
+    if not sources:
+        raise InputError("no input given")
+    walker = _Walker(follow=True, exclude=None)
+    jobs: list[Job] = []
+    for source in sources:
+        _check_exists(source)
+        if source.is_file():
+            jobs.append(Job(source, source))
+        elif source.is_dir():
+            jobs.extend(Job(f, f) for f in walker.files(source))
+        else:
+            walker.skipped.append(Skipped(source, "not a regular file"))
+    _check_unique(jobs)
+    return InputPlan(tuple(jobs), to_folder=True, output=sources[0], skipped=tuple(walker.skipped))
+
+
 def plan_in_place(inputs: Sequence[Path | str], *, follow_symlinks: bool = False) -> InputPlan:
     """Pair every input file with itself (`--in-place`): each is replaced, atomically, by its anonymized version.
 

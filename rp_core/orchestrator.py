@@ -27,7 +27,8 @@ from rp_core.interfaces import Detector, Generator, IdentityEncoder, Inverter, M
 from rp_core.pipeline import Pipeline, assemble
 from rp_core.plugins import PluginHost
 from rp_core.regions import region_search
-from rp_core.types import AlignedFace, Face, FaceRecord, GenerationRequest, IdentityEmbedding, ImageResult
+from rp_core.selection import References, encode_references, faces_to_keep
+from rp_core.types import AlignedFace, Face, FaceChoice, FaceRecord, GenerationRequest, IdentityEmbedding, ImageResult
 from rp_core.verify import Box, FailClosed, Verifier, footprint, iou, missed_faces, verifier_of
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 
 #: Why a face skips the main generator and goes straight to the fallback one.
 ROUTE_GENERATE, ROUTE_COVERAGE, ROUTE_SMALL = "generate", "coverage", "small"
+#: A face the user chose to leave as it is (--keep-face, --only-face, --only-largest, --max-faces, a faces JSON).
+ROUTE_KEEP = "keep"
 ErrorHandler = Callable[[Hashable, Exception], None]
 
 
@@ -51,14 +54,20 @@ class _ImageWork:
     crops: dict[int, np.ndarray] = field(default_factory=dict)
     face_timings: dict[int, dict[str, float]] = field(default_factory=dict)
     error: Exception | None = None
+    prompts: list[str | None] = field(default_factory=list)
 
     @property
     def to_generate(self) -> list[int]:
         return [i for i, route in enumerate(self.routes) if route == ROUTE_GENERATE]
 
     @property
+    def changed(self) -> list[int]:
+        """Faces this run replaces (all but the kept ones)."""
+        return [i for i, route in enumerate(self.routes) if route != ROUTE_KEEP]
+
+    @property
     def done(self) -> bool:
-        return self.error is not None or len(self.crops) == len(self.faces)
+        return self.error is not None or all(i in self.crops for i in self.changed)
 
 
 class Anonymizer:
@@ -82,6 +91,7 @@ class Anonymizer:
         self.host = pipeline.host
         self.context = pipeline.context
         self._verifier: Verifier | None = None
+        self._references: References | None = None
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -165,12 +175,15 @@ class Anonymizer:
         *,
         aligned: bool = False,
         on_error: ErrorHandler | None = None,
+        faces_for: Callable[[Hashable, np.ndarray], list[FaceChoice] | None] | None = None,
     ) -> Iterator[tuple[Hashable, ImageResult]]:
         """Anonymize (key, image) pairs, batching faces across images; yields in input order.
 
         Without `on_error` the first failing image raises. With it, an image whose detection,
         encoding, inversion, generation, merging or verification fails is handed to
         `on_error(key, exc)` and left out of the results, and the stream goes on with the others.
+        `faces_for(key, image)` may give an image's faces (a reviewed faces JSON) instead of detecting
+        them; the coverage detector still runs on top, so a face missing from the list is not let through.
         """
         self.load()
         pending: deque[_ImageWork] = deque()
@@ -178,7 +191,8 @@ class Anonymizer:
         batch = self.batch_size
         for key, image in images:
             try:
-                work = self._prepare(key, image, aligned)
+                given = faces_for(key, image) if faces_for is not None else None
+                work = self._prepare(key, image, aligned, given)
             except Exception as exc:
                 if on_error is None:
                     raise
@@ -193,11 +207,14 @@ class Anonymizer:
             self._run_batch([queue.popleft() for _ in range(min(batch, len(queue)))], on_error)
         yield from self._finished(pending, on_error)
 
-    def _prepare(self, key: Hashable, image: np.ndarray, aligned: bool) -> _ImageWork:
+    def _prepare(
+        self, key: Hashable, image: np.ndarray, aligned: bool, given: list[FaceChoice] | None = None
+    ) -> _ImageWork:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         size = self.config.align.face_image_size
-        found = self.detector.detect(image)
+        choices = given if given is not None else [FaceChoice(f) for f in self.detector.detect(image)]
+        found = [c.face for c in choices]
         if aligned:
             if len(found) > 1:  # regenerating the whole image as one face would leave the others as they are
                 raise InputError(
@@ -215,6 +232,7 @@ class Anonymizer:
             extra: list[Face] = self._coverage_faces(image, found)
             faces = align_faces(image, [*found, *extra], size)
             routes = [ROUTE_GENERATE] * len(found) + [ROUTE_COVERAGE] * len(extra)
+            choices = [*choices, *(FaceChoice(f) for f in extra)]
         min_size = self.config.coverage.min_face_size
         routes = [
             ROUTE_SMALL if r == ROUTE_GENERATE and af.face.size < min_size else r
@@ -222,22 +240,25 @@ class Anonymizer:
         ]
         timings["detect_align"] = time.perf_counter() - start
         work = _ImageWork(key, image, faces, [None] * len(faces), timings, routes)
+        work.prompts = [c.prompt for c in choices] if not aligned else [None]
+        checker = self._identity_checker()
+        if checker is not None and faces:
+            start = time.perf_counter()
+            work.originals = checker.encode(image, [f.face for f in faces])
+            timings["verify_encode"] = time.perf_counter() - start
+            keep = {i for i, c in enumerate(choices) if c.keep} | self._kept_by_selection(work)
+            work.routes = routes = [ROUTE_KEEP if i in keep else r for i, r in enumerate(routes)]
         if self.needs_identity and work.to_generate:
             start = time.perf_counter()
             chosen = work.to_generate
-            encoded = self.encoder.encode(image, [faces[i].face for i in chosen])
+            if checker is not None and checker is self.pipeline.encode and work.originals is not None:
+                encoded = [work.originals[i] for i in chosen]  # the same encoder: encode once
+            else:
+                encoded = self.encoder.encode(image, [faces[i].face for i in chosen])
             for i, embedding in zip(chosen, encoded, strict=True):
                 work.identities[i] = embedding
             timings["encode"] = time.perf_counter() - start
-        if self.config.verify.enabled and faces:
-            start = time.perf_counter()
-            verifier = self.verifier
-            if self.needs_identity and verifier.encoder is self.pipeline.encode and all(work.identities):
-                work.originals = [e for e in work.identities if e is not None]
-            else:
-                work.originals = verifier.encode(image, [f.face for f in faces])
-            timings["verify_encode"] = time.perf_counter() - start
-        others = [i for i, route in enumerate(routes) if route != ROUTE_GENERATE]
+        others = [i for i, route in enumerate(routes) if route in (ROUTE_COVERAGE, ROUTE_SMALL)]
         if others:
             start = time.perf_counter()
             crops = self.fallback_generator.generate([GenerationRequest(face=faces[i]) for i in others])
@@ -245,6 +266,49 @@ class Anonymizer:
                 work.crops[i] = crop
             timings["fallback"] = time.perf_counter() - start
         return work
+
+    def _identity_checker(self) -> IdentityEncoder[Any] | None:
+        """The encoder that reads the originals' identities: verification's, else the pipeline's own."""
+        if self.config.verify.enabled:
+            return self.verifier.encoder
+        if self.selection_by_identity:
+            return self.pipeline.encode
+        return None
+
+    @property
+    def selection_by_identity(self) -> bool:
+        return bool(self.config.select.keep_faces or self.config.select.only_faces)
+
+    def _kept_by_selection(self, work: _ImageWork) -> set[int]:
+        select = self.config.select
+        if not (self.selection_by_identity or select.only_largest or select.max_faces is not None):
+            return set()
+        checker = self._identity_checker()
+        assert checker is not None and work.originals is not None
+        return faces_to_keep(
+            [af.face for af in work.faces],
+            work.originals,
+            checker,
+            self.references,
+            only_largest=select.only_largest,
+            max_faces=select.max_faces,
+        )
+
+    @property
+    def references(self) -> References:
+        """The keep/only reference identities, encoded once per run."""
+        if self._references is None:
+            select = self.config.select
+            checker = self._identity_checker()
+            if checker is None:
+                self._references = References()
+            else:
+                detect = self.detector.detect
+                self._references = References(
+                    keep=encode_references(select.keep_faces, detect, checker, "--keep-face"),
+                    only=encode_references(select.only_faces, detect, checker, "--only-face"),
+                )
+        return self._references
 
     def _coverage_faces(self, image: np.ndarray, found: list[Face]) -> list[Face]:
         """Faces the coverage detector finds that the main detector missed."""
@@ -282,6 +346,7 @@ class Anonymizer:
             [work.identities[i] for work, i in items],
             self.generator,
             self.config.runtime.seed,
+            [work.prompts[i] if work.prompts else None for work, i in items],
         )
         for (work, i), crop in zip(items, crops, strict=True):
             work.crops[i] = crop
@@ -293,16 +358,18 @@ class Anonymizer:
         identities: list[IdentityEmbedding | None],
         generator: Generator[Any],
         seed: int,
+        prompts: list[str | None] | None = None,
     ) -> tuple[list[np.ndarray], dict[str, float]]:
         per_face: dict[str, float] = {}
+        prompts = prompts if prompts is not None else [None] * len(faces)
         inversions: list[Any] = [None] * len(faces)
         if self.needs_inversion:
             start = time.perf_counter()
             inversions = self.inverter.invert(faces, [seed] * len(faces))
             per_face["invert"] = (time.perf_counter() - start) / len(faces)
         requests = [
-            GenerationRequest(face=face, identity=identity, inversion=inversion, seed=seed)
-            for face, identity, inversion in zip(faces, identities, inversions, strict=True)
+            GenerationRequest(face=face, identity=identity, inversion=inversion, seed=seed, prompt=prompt)
+            for face, identity, inversion, prompt in zip(faces, identities, inversions, prompts, strict=True)
         ]
         start = time.perf_counter()
         crops = generator.generate(requests)
@@ -328,12 +395,11 @@ class Anonymizer:
             yield work.key, result
 
     def _merge(self, work: _ImageWork) -> ImageResult:
-        if not work.faces:
-            return ImageResult(image=work.image.copy(), records=(), timings=work.timings)
+        """Paste every changed face back, verify (fail closed), and record what happened to each face."""
+        active = work.changed
         start = time.perf_counter()
-        crops = [work.crops[i] for i in range(len(work.faces))]
         fallback_name = self.pipeline.fallback.name if self.pipeline.fallback else ""
-        generators = [self.generator.name if r == ROUTE_GENERATE else fallback_name for r in work.routes]
+        generators = {i: self.generator.name if work.routes[i] == ROUTE_GENERATE else fallback_name for i in active}
         notes: list[dict[str, Any]] = [{} for _ in work.faces]
         for i, route in enumerate(work.routes):
             if route == ROUTE_COVERAGE:
@@ -344,11 +410,18 @@ class Anonymizer:
                 notes[i]["obfuscated_because"] = (
                     f"smaller than coverage.min_face_size ({self.config.coverage.min_face_size:g} px)"
                 )
-        if self.config.verify.enabled:
-            merged = self._verify(work, crops, generators, notes)
+            elif route == ROUTE_KEEP:
+                notes[i]["kept_because"] = (
+                    "chosen to stay unchanged (--keep-face/--only-face/--only-largest/--max-faces/faces JSON)"
+                )
+        if not active:
+            merged = work.image.copy()
+        elif self.config.verify.enabled:
+            merged = self._verify(work, active, generators, notes)
             work.timings["verify"] = time.perf_counter() - start
         else:
-            merged = self.merger.merge(work.image, work.faces, crops)
+            faces, crops = [work.faces[i] for i in active], [work.crops[i] for i in active]
+            merged = self.merger.merge(work.image, faces, crops)
             work.timings["merge"] = time.perf_counter() - start
         records = tuple(
             FaceRecord(
@@ -356,8 +429,8 @@ class Anonymizer:
                 box=af.face.box,
                 score=af.face.score,
                 detector=af.face.detector or str(self.config.detector.name),
-                action=self._action(generators[i]),
-                generator=generators[i],
+                action=self._action(generators[i]) if i in generators else "kept",
+                generator=generators.get(i),
                 timings=work.face_timings.get(i, {}),
                 notes=notes[i],
             )
@@ -383,14 +456,17 @@ class Anonymizer:
         )
 
     def _verify(
-        self, work: _ImageWork, crops: list[np.ndarray], generators: list[str], notes: list[dict[str, Any]]
+        self, work: _ImageWork, active: list[int], generators: dict[int, str], notes: list[dict[str, Any]]
     ) -> np.ndarray:
+        """Fail closed over the faces this run changes (`active`); kept faces are neither pasted nor checked."""
         assert work.originals is not None
-        regenerable = [r == ROUTE_GENERATE for r in work.routes]
+        faces = [work.faces[i] for i in active]
 
         def regenerate(indices: list[int], generator: Generator[Any], seed: int) -> list[np.ndarray]:
-            faces = [work.faces[i] for i in indices]
-            return self._invert_generate(faces, [work.identities[i] for i in indices], generator, seed)[0]
+            chosen = [active[k] for k in indices]
+            identities = [work.identities[i] for i in chosen]
+            prompts = [work.prompts[i] if work.prompts else None for i in chosen]
+            return self._invert_generate([work.faces[i] for i in chosen], identities, generator, seed, prompts)[0]
 
         def stronger(attempt: int) -> Generator[Any] | None:
             generator = self.generator.stronger(attempt, self.config.verify.guidance_factor)
@@ -400,17 +476,17 @@ class Anonymizer:
 
         verdict = self.fail_closed().enforce(
             work.image,
-            work.faces,
-            crops,
-            work.originals,
-            generators,
-            regenerable,
+            faces,
+            [work.crops[i] for i in active],
+            [work.originals[i] for i in active],
+            [generators[i] for i in active],
+            [work.routes[i] == ROUTE_GENERATE for i in active],
             self.merger.merge,
             regenerate,
-            lambda i: self._confirmed_face(work, i),
+            lambda k: self._confirmed_face(work, active[k]),
             stronger,
         )
-        for i, face_verdict in enumerate(verdict.faces):
+        for i, face_verdict in zip(active, verdict.faces, strict=True):
             generators[i] = face_verdict.generator
             notes[i]["verify"] = face_verdict.to_dict(self.verifier)
         return verdict.image

@@ -242,6 +242,12 @@ def assemble(config: RunConfig, host: PluginHost, context: RuntimeContext | None
     if verify.enabled and verify.last_resort:
         last_resort = stage("verify.last_resort", "generator", verify.last_resort, {})
         _check_obfuscator(last_resort, "use solid (or null)")
+    select = config.select
+    if (select.keep_faces or select.only_faces) and verify_encoder is None and "identity_encoder" not in built:
+        raise ConfigError(
+            "select.keep_faces/only_faces (--keep-face/--only-face) match people by identity, but this config runs no "
+            "identity encoder: turn verification on (verify.enabled=true) or use a generator with one"
+        )
     coverage_name = coverage_detector_name(config, host)
     if coverage_name:
         coverage_stage = stage("coverage.detector", "detector", coverage_name, coverage.detector_options)

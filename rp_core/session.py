@@ -42,6 +42,8 @@ class SessionOptions:
     keep_gps: bool = False
     #: JPEG/WebP quality 1-100; None: a JPEG input reuses its own quantization tables, others 95.
     quality: int | None = None
+    #: A faces JSON from `rp detect` (possibly edited): its faces replace detection (coverage still runs).
+    faces_json: Path | None = None
     #: How input and output paths appear in the manifest: relative to the input/output root (default),
     #: hashed (nothing of a folder or file name travels with the outputs), or as given.
     manifest_paths: ManifestPaths = "relative"
@@ -130,7 +132,7 @@ class RunSession:
         self.journal = Journal(journal_path(plan.manifest_path))
         # outputs are named from the manifest's folder; inputs from the deepest folder holding them all
         self._targets = plan.manifest_path.absolute().parent
-        self._sources = self._targets if plan.in_place else _root_of([job.source for job in plan.jobs])
+        self._sources = self._targets if plan.in_place else common_root([job.source for job in plan.jobs])
 
     # -- names in the manifest -----------------------------------------------------------------
 
@@ -235,7 +237,10 @@ class RunSession:
             self.on_event(Event("start", total=len(todo)))
             try:
                 stream = anonymizer.anonymize_stream(
-                    self._images(todo), aligned=self.options.aligned, on_error=self._image_failed
+                    self._images(todo),
+                    aligned=self.options.aligned,
+                    on_error=self._image_failed,
+                    faces_for=self._given_faces(),
                 )
                 for key, result in stream:
                     assert isinstance(key, int)
@@ -261,6 +266,23 @@ class RunSession:
             manifest_path=self.plan.manifest_path if written else None,
             warnings=self.warnings,
         )
+
+    def _given_faces(self) -> Callable[[Any, np.ndarray], list[Any] | None] | None:
+        """The faces JSON's faces for each job, looked up by the same names the manifest uses."""
+        if self.options.faces_json is None:
+            return None
+        from rp_core.selection import face_choices_from_json, read_faces_json
+
+        by_name = read_faces_json(self.options.faces_json)
+
+        def faces_for(key: Any, image: np.ndarray) -> list[Any] | None:
+            entry = by_name.get(self.source_name(int(key)))
+            if entry is None:
+                self.on_event(Event("warning", f"{self.plan.jobs[int(key)].source}: not in the faces JSON; detected"))
+                return None
+            return face_choices_from_json(entry, image.shape, str(self.plan.jobs[int(key)].source))
+
+        return faces_for
 
     def _report_plan(self) -> None:
         """Every path the plan skipped, with its reason, and a count of those that may still show a face."""
@@ -374,8 +396,8 @@ class RunSession:
                 self.on_event(Event("warning", f"{source}: face {record.index}: {what}"))
 
 
-def _root_of(paths: list[Path]) -> Path:
-    """The deepest folder holding every path (the root manifest names are relative to)."""
+def common_root(paths: list[Path]) -> Path:
+    """The deepest folder holding every path (the root that manifest and faces-JSON names are relative to)."""
     if not paths:
         return Path("")
     return Path(os.path.commonpath([str(p.absolute().parent) for p in paths]))

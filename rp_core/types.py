@@ -120,6 +120,17 @@ class GenerationRequest:
     identity: IdentityEmbedding | None = None
     inversion: Inversion | None = None
     seed: int = 0
+    #: This face's attribute prompt ("an old man"), overriding the generator's own; None: the generator's.
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class FaceChoice:
+    """A face given to a run from outside (a reviewed faces JSON): where it is, and what to do with it."""
+
+    face: Face
+    keep: bool = False
+    prompt: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,143 @@
+"""Which faces a run changes: keep some people (by a reference photo), only some, the largest few.
+
+A user keeps themselves and anonymizes bystanders with `--keep-face me.jpg`, or anonymizes only
+one person with `--only-face them.jpg`. Faces are matched by identity with the pipeline's
+verification encoder at the encoder's own match threshold; each reference claims at most the one
+face of an image that is closest to it, so a look-alike bystander is not kept along with the user.
+Kept faces stay byte-identical; every other face still goes through fail-closed verification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rp_core.errors import InputError
+from rp_core.interfaces import IdentityEncoder, compare_embeddings
+from rp_core.types import Face, IdentityEmbedding
+
+
+@dataclass(frozen=True)
+class References:
+    """Identities to keep or to change, encoded once per run from reference photos."""
+
+    keep: tuple[IdentityEmbedding, ...] = ()
+    only: tuple[IdentityEmbedding, ...] = ()
+
+
+def encode_references(
+    paths: Sequence[str | Path], detect: Any, encoder: IdentityEncoder[Any], option: str
+) -> tuple[IdentityEmbedding, ...]:
+    """The identity of the largest face in each reference photo; a photo without a face is an InputError."""
+    from rp_core.io import read_image
+
+    embeddings = []
+    for path in paths:
+        image = read_image(Path(path))
+        faces = detect(image)
+        if not faces:
+            raise InputError(f"{option} {path}: no face found in the reference photo")
+        largest = max(faces, key=lambda f: f.size)
+        embeddings.append(encoder.encode(image, [largest])[0])
+    return tuple(embeddings)
+
+
+def faces_to_keep(
+    faces: Sequence[Face],
+    embeddings: Sequence[IdentityEmbedding | None],
+    encoder: IdentityEncoder[Any],
+    references: References,
+    *,
+    only_largest: bool = False,
+    max_faces: int | None = None,
+) -> set[int]:
+    """Indices of `faces` the run leaves unchanged."""
+    keep: set[int] = set()
+    if references.keep:
+        keep |= _claimed(embeddings, encoder, references.keep)
+    if references.only:
+        chosen = _claimed(embeddings, encoder, references.only)
+        keep |= set(range(len(faces))) - chosen
+    limit = 1 if only_largest else max_faces
+    if limit is not None:
+        changing = sorted((i for i in range(len(faces)) if i not in keep), key=lambda i: -faces[i].size)
+        keep |= set(changing[limit:])
+    return keep
+
+
+def _claimed(
+    embeddings: Sequence[IdentityEmbedding | None],
+    encoder: IdentityEncoder[Any],
+    references: Sequence[IdentityEmbedding],
+) -> set[int]:
+    """For each reference, the closest face that matches it (at most one per reference)."""
+    claimed = set()
+    sign = 1.0 if encoder.metric == "cosine" else -1.0
+    for reference in references:
+        scored = [
+            (sign * compare_embeddings(reference, e, encoder.metric), i)
+            for i, e in enumerate(embeddings)
+            if e is not None and encoder.is_match(reference, e)
+        ]
+        if scored:
+            claimed.add(max(scored)[1])
+    return claimed
+
+
+def face_choices_from_json(entry: dict[str, Any], image_shape: tuple[int, ...], where: str) -> list[Any]:
+    """The faces of one image of a faces JSON (`rp detect`), checked against the image they are for."""
+    from rp_core.types import FaceChoice
+
+    height, width = image_shape[:2]
+    size = entry.get("size")
+    if size is not None and list(size) != [width, height]:
+        raise InputError(
+            f"{where}: the faces JSON was made for a {size[0]}x{size[1]} image, this one is {width}x{height}"
+        )
+    choices = []
+    for k, item in enumerate(entry.get("faces") or []):
+        try:
+            face = Face(
+                box=tuple(float(v) for v in item["box"]),  # type: ignore[arg-type]
+                score=float(item.get("score", 1.0)),
+                landmarks=np.asarray(item["landmarks"], dtype=np.float64),
+                detector=str(item.get("detector", "faces-json")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{where}: face {k} of the faces JSON is not valid: {exc}") from None
+        prompt = item.get("prompt")
+        choices.append(FaceChoice(face, keep=bool(item.get("keep", False)), prompt=str(prompt) if prompt else None))
+    return choices
+
+
+FACES_JSON_VERSION = 1
+
+
+def read_faces_json(path: Path) -> dict[str, dict[str, Any]]:
+    """The entries of a faces JSON by image name (relative to the folder `rp detect` was given)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        images = data["images"]
+        return {str(entry["input"]): entry for entry in images}
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the faces JSON ({exc.strerror or exc})") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: not a faces JSON written by `rp detect` ({exc})") from None
+
+
+def face_to_json(face: Face) -> dict[str, Any]:
+    """One face as `rp detect` writes it; `keep` and `prompt` are there to be edited."""
+    return {
+        "box": [round(v, 2) for v in face.box],
+        "score": round(face.score, 4),
+        "detector": face.detector,
+        "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
+        "keep": False,
+        "prompt": None,
+    }
