@@ -358,6 +358,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     default=None,
     help="Faces from `rp detect` (reviewed or edited: keep, prompt) instead of detecting; coverage still runs.",
 )
+@click.option("-q", "--quiet", is_flag=True, help="Print only failures and the summary line.")
+@click.option("-v", "--verbose", is_flag=True, help="Also print a line per file with its faces and time.")
+@click.option("--log-json", is_flag=True, help="Print one JSON object per event on stderr (for batch jobs), no bar.")
 @click.option(
     "--manifest-paths",
     type=click.Choice(["relative", "hashed", "absolute"]),
@@ -418,16 +421,19 @@ def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None,
         manifest_paths=kwargs["manifest_paths"],
         faces_json=kwargs["faces_json"],
     )
-    with _ProgressPrinter(console) as printer:
+    if kwargs["quiet"] and kwargs["verbose"]:
+        raise click.UsageError("--quiet and --verbose exclude each other")
+    verbosity = -1 if kwargs["quiet"] else 1 if kwargs["verbose"] else 0
+    with _ProgressPrinter(console, verbosity, kwargs["log_json"]) as printer:
         session = RunSession(pipeline, plan, options, printer)
         try:
             summary = session.run()
         except KeyboardInterrupt:
             printer.stop()
-            console.print("interrupted: run the same command again with --resume to finish", markup=False)
+            printer.line("interrupted", "interrupted: run the same command again with --resume to finish")
             raise click.exceptions.Exit(130) from None
-    console.print(summary.line(), markup=False)
-    if summary.failed:
+    printer.line("summary", summary.line())
+    if summary.failed and not kwargs["log_json"]:  # each failure was already one JSON event
         console.print(f"{len(summary.failed)} of {len(summary.entries)} files failed:", markup=False)
         for entry in summary.failed:
             console.print(f"  {entry.error}", markup=False)
@@ -437,10 +443,16 @@ def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None,
 
 
 class _ProgressPrinter:
-    """Prints a session's events: warnings and failures as lines, files and faces as a progress bar."""
+    """Prints a session's events: a progress bar with faces/s and ETA, warnings and failures as lines.
 
-    def __init__(self, console: Console) -> None:
+    `verbosity` -1 (--quiet): failures and the summary only; 1 (--verbose): also a line per file.
+    `as_json` (--log-json): one JSON object per event on stderr, no bar, for batch jobs and log collectors.
+    """
+
+    def __init__(self, console: Console, verbosity: int = 0, as_json: bool = False) -> None:
         self.console = console
+        self.verbosity = verbosity
+        self.as_json = as_json
         self.progress: Any = None
         self.files: Any = None
         self.faces: Any = None
@@ -456,42 +468,68 @@ class _ProgressPrinter:
             self.progress.stop()
             self.progress = None
 
-    def __call__(self, event: Any) -> None:
-        if event.kind == "start":
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+    def line(self, kind: str, text: str) -> None:
+        """A line outside the event stream (the summary), in the chosen format."""
+        if self.as_json:
+            click.echo(json.dumps({"event": kind, "message": text}), err=True)
+        else:
+            self.console.print(text, markup=False)
 
-            columns = (
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-            )
-            self.progress = Progress(*columns, console=self.console, transient=False)
-            self.progress.start()
-            self.files = self.progress.add_task("files", total=event.total)
-            self.faces = self.progress.add_task("faces", total=None)
+    def __call__(self, event: Any) -> None:
+        if self.as_json:
+            click.echo(json.dumps(event.to_dict()), err=True)
+            return
+        if event.kind == "start":
+            if self.verbosity >= 0:
+                self._start(event.total)
         elif event.kind == "done":
             if self.progress is not None:
                 self.progress.advance(self.files)
                 self.progress.advance(self.faces, event.faces)
+            if self.verbosity > 0:
+                self.console.print(f"{event.message} ({event.faces} faces, {event.seconds:.2f} s)", markup=False)
         elif event.kind == "failed":
             self.console.print(f"failed: {event.message}", markup=False)
             if self.progress is not None:
                 self.progress.advance(self.files)
+        elif self.verbosity < 0:
+            return
         elif event.kind == "warning":
             self.console.print(f"warning: {event.message}", markup=False)
-        elif event.kind == "skip":
-            self.console.print(event.message, markup=False)
         else:
             self.console.print(event.message, markup=False)
+
+    def _start(self, total: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            ProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.text import Text
+
+        class Rate(ProgressColumn):
+            """Items per second over the recent past (faces/s for the faces bar)."""
+
+            def render(self, task: Any) -> Text:
+                speed = task.finished_speed or task.speed
+                return Text(f"{speed:.2f}/s" if speed else "")
+
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            Rate(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        self.progress = Progress(*columns, console=self.console, transient=False)
+        self.progress.start()
+        self.files = self.progress.add_task("files", total=total)
+        self.faces = self.progress.add_task("faces", total=None)
 
 
 # -- rp detect ----------------------------------------------------------------------------------

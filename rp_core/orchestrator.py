@@ -493,8 +493,17 @@ class Anonymizer:
 
     def _find_on_output(self, image: np.ndarray, region: Box) -> list[Face]:
         """Faces the detectors find in `region` of `image` (upsampled when small), in image coordinates."""
-        detectors = [self.detector, *([self.coverage_detector] if self.coverage_detector else [])]
-        return [face for detector in detectors for face in region_search(detector.detect, image, region)]
+        return [
+            face for detector in self._distinct_detectors() for face in region_search(detector.detect, image, region)
+        ]
+
+    def _distinct_detectors(self) -> list[Detector[Any]]:
+        """The main detector, and the coverage detector when it is not the very same detector and options."""
+        coverage = self.coverage_detector
+        same = (
+            coverage is not None and coverage.name == self.detector.name and coverage.options == self.detector.options
+        )
+        return [self.detector] if coverage is None or same else [self.detector, coverage]
 
     def _confirmed_face(self, work: _ImageWork, i: int) -> bool:
         """Does a detector of another family than the one that found face `i` see a face there in the original?"""

@@ -51,12 +51,23 @@ class SessionOptions:
 
 @dataclass(frozen=True)
 class Event:
-    """Something a run reports: `kind` is start | skip | warning | written | failed | info | done."""
+    """Something a run reports: `kind` is start | skip | warning | failed | info | done.
+
+    `done` comes once per written file with its face count, the output and the seconds it took.
+    """
 
     kind: str
     message: str = ""
     total: int = 0
     faces: int = 0
+    path: str = ""
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as one JSON object (`--log-json`), without empty fields."""
+        data = {"event": self.kind, "message": self.message, "total": self.total, "faces": self.faces}
+        data |= {"path": self.path, "seconds": round(self.seconds, 4)}
+        return {k: v for k, v in data.items() if v not in ("", 0, 0.0) or k == "event"}
 
 
 @dataclass(frozen=True)
@@ -246,7 +257,16 @@ class RunSession:
                     assert isinstance(key, int)
                     self._write(key, result)
                     self.journal.record(self.entries[key])
-                    self.on_event(Event("done", faces=result.face_count))
+                    entry = self.entries[key]
+                    self.on_event(
+                        Event(
+                            "done",
+                            f"{self.plan.jobs[key].source}: {entry.status}",
+                            faces=result.face_count,
+                            path=str(self.plan.jobs[key].target),
+                            seconds=sum(entry.timings.values()),
+                        )
+                    )
             finally:
                 self.journal.close(remove=False)
         manifest.images = [self.entries[i] for i in sorted(self.entries)]
