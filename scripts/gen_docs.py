@@ -15,6 +15,7 @@ import argparse
 import importlib.metadata
 import inspect
 import json
+import re
 import sys
 import types
 import typing
@@ -75,9 +76,11 @@ def builtin_host() -> PluginHost:
 
 
 def cell(text: Any) -> str:
-    """Prose safe inside a markdown table cell (pipes escaped, `<name>` shown, not read as HTML)."""
-    text = " ".join(str(text).split()).replace("|", "\\|")
-    return text.replace("<", "&lt;").replace(">", "&gt;")
+    """Prose safe inside a markdown table cell: pipes escaped, `<name>` shown rather than read as an HTML tag."""
+    parts = " ".join(str(text).split()).replace("|", "\\|").split("`")
+    for i in range(0, len(parts), 2):  # outside code spans only: inside them markdown shows text as is
+        parts[i] = re.sub(r"<(?=[A-Za-z/!])", "&lt;", parts[i])
+    return "`".join(parts)
 
 
 def code(value: str) -> str:
@@ -346,6 +349,43 @@ def presets_markdown(host: PluginHost) -> list[str]:
     return lines + [""]
 
 
+#: Mistakes whose error messages the config reference shows: (what the user typed, resolve_config arguments).
+ERROR_EXAMPLES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--set runtime.sed=3", {"overrides": ["runtime.sed=3"]}),
+    (
+        "--preset offline --set generator.options.blocks=300",
+        {"preset": "offline", "overrides": ["generator.options.blocks=300"]},
+    ),
+    ("--detector dlb", {"flags": {"detector": "dlb"}}),
+    ("--preset ofline", {"preset": "ofline"}),
+    ("--set runtime.seed", {"overrides": ["runtime.seed"]}),
+    ("--preset offline --det-thresh 0.3", {"preset": "offline", "flags": {"det_thresh": 0.3}}),
+)
+
+
+def errors_markdown(host: PluginHost) -> list[str]:
+    """Real error messages of `resolve_config` for common mistakes (so the examples cannot go stale)."""
+    from rp_core.config import resolve_config
+    from rp_core.errors import ConfigError
+
+    lines = [
+        "## Error messages",
+        "",
+        "Every config error names the key, the bad value and what is allowed. What rp answers to a few mistakes:",
+        "",
+        "| you wrote | rp says |",
+        "| --- | --- |",
+    ]
+    for typed, kwargs in ERROR_EXAMPLES:
+        try:
+            resolve_config(host, environ={}, **kwargs)
+        except ConfigError as exc:
+            lines.append(f"| {code_cell(typed)} | {code_cell(str(exc))} |")
+        else:
+            raise SystemExit(f"gen_docs.ERROR_EXAMPLES: {typed!r} is no longer an error; update the example")
+    return lines + [""]
+
+
 def _section_model(key: str) -> Any:
     return RunConfig.model_fields[key.split(".", 1)[0]].annotation
 
@@ -392,7 +432,130 @@ def config_reference(host: PluginHost) -> str:
         raise SystemExit(f"gen_docs.FALLBACK_DESCRIPTIONS names keys that no longer exist: {', '.join(stale)}")
     lines += components_markdown(host)
     lines += presets_markdown(host)
+    lines += errors_markdown(host)
     return HEADER + "\n".join(lines).rstrip() + "\n"
+
+
+# -- the component contract ------------------------------------------------------------------------------
+
+
+def _attribute_comments(cls: type) -> dict[str, str]:
+    """`#:` comments written above each class attribute in `cls`'s own body."""
+    import ast
+
+    source = inspect.getsource(cls)
+    lines = source.splitlines()
+    node = ast.parse(inspect.cleandoc("\n" + source) if source.startswith(" ") else source).body[0]
+    comments: dict[str, str] = {}
+    assert isinstance(node, ast.ClassDef)
+    for item in node.body:
+        target = None
+        if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+            target = item.target.id
+        elif isinstance(item, ast.Assign) and isinstance(item.targets[0], ast.Name):
+            target = item.targets[0].id
+        if target is None:
+            continue
+        above = []
+        row = item.lineno - 2
+        while row >= 0 and lines[row].strip().startswith("#:"):
+            above.insert(0, lines[row].strip()[2:].strip())
+            row -= 1
+        comments[target] = " ".join(above)
+    return comments
+
+
+#: Meanings of the few base attributes that carry no `#:` comment in rp_core.interfaces.
+_BASE_ATTRIBUTES = {
+    "kind": "set by the kind's base class",
+    "name": "what users put in `<slot>.name`; unique per kind across all plugins",
+    "Options": "the pydantic options model (subclass `ComponentOptions`: unknown keys rejected, all fields defaulted)",
+}
+
+
+def _own_attributes(cls: type) -> list[str]:
+    hints = cls.__dict__.get("__annotations__", {})
+    return [n for n in hints if not n.startswith("_") and n in cls.__dict__ and n not in ("options", "kind")]
+
+
+def code_cell(text: str) -> str:
+    """A code span inside a table cell. It must hold no pipe: GitHub needs one escaped there, mkdocs shows the escape."""
+    if "|" in text:
+        raise ValueError(f"a pipe in a table's code span renders differently on GitHub and mkdocs: {text!r}")
+    return f"`{text}`"
+
+
+def doc_text(doc: str | None) -> str:
+    return " ".join(inspect.cleandoc(doc).split()) if doc else ""
+
+
+def _own_methods(cls: type) -> list[tuple[str, Any]]:
+    public = [(n, f) for n, f in cls.__dict__.items() if inspect.isfunction(f) and not n.startswith("__")]
+    return [(n, f) for n, f in public if not n.startswith("_") or n == "_load"]
+
+
+def _signature(func: Any) -> str:
+    """`name(params) -> return` without `self`, keyword-only markers kept, annotations as written."""
+    signature = inspect.signature(func)
+    params = [p for p in signature.parameters.values() if p.name != "self"]
+    return func.__name__ + str(signature.replace(parameters=params)).replace("'", "")
+
+
+def contract_reference(host: PluginHost) -> str:
+    del host  # the contract is core's; plugins only fill it
+    lines = [
+        "# Component contract reference",
+        "",
+        "What each component kind must provide and may declare, generated from `rp_core.interfaces`. Every",
+        "capability has a safe default on the base class: a component that declares nothing is assumed to need",
+        "nothing, run anywhere and never get stronger. The rules behind them: [Writing a plugin](../plugins.md).",
+        "",
+    ]
+    for cls in (Component, *COMPONENT_KINDS.values()):
+        title = "Every component (`Component`)" if cls is Component else f"`{cls.__name__}` (slot `{cls.kind}`)"
+        lines += [f"## {title}", ""]
+        comments = _attribute_comments(cls)
+        attributes = _own_attributes(cls)
+        if attributes:
+            lines += ["| attribute | default | meaning |", "| --- | --- | --- |"]
+            for name in attributes:
+                value = getattr(cls, name)
+                shown = (
+                    value.__name__
+                    if isinstance(value, type)
+                    else repr(value)
+                    if isinstance(value, tuple)
+                    else value_text(value)
+                )
+                meaning = comments.get(name) or _BASE_ATTRIBUTES.get(name, "")
+                lines.append(f"| `{name}` | {code_cell(shown)} | {cell(meaning)} |")
+            lines.append("")
+        methods = _own_methods(cls)
+        if methods:  # a list, not a table: signatures hold pipes, which tables cannot show the same everywhere
+            lines += ["Methods:", ""]
+            for _name, func in methods:
+                required = " **(must implement)**" if getattr(func, "__isabstractmethod__", False) else ""
+                lines.append(f"- `{_signature(func)}`{required}: {doc_text(func.__doc__)}".rstrip(": "))
+            lines.append("")
+    lines += testing_markdown()
+    return HEADER + "\n".join(lines).rstrip() + "\n"
+
+
+def testing_markdown() -> list[str]:
+    """The public contract checks of `rp_core.testing`, for plugin authors' own test suites."""
+    import rp_core.testing as testing
+
+    lines = [
+        "## Contract checks for plugin tests (`rp_core.testing`)",
+        "",
+        first_line(testing.__doc__),
+        "",
+    ]
+    for name, func in inspect.getmembers(testing, inspect.isfunction):
+        if name.startswith("_") or func.__module__ != testing.__name__:
+            continue
+        lines.append(f"- `{_signature(func)}`: {doc_text(func.__doc__)}")
+    return lines + [""]
 
 
 # -- writing and checking --------------------------------------------------------------------------------
@@ -400,6 +563,7 @@ def config_reference(host: PluginHost) -> str:
 PAGES: dict[str, Callable[[PluginHost], str]] = {
     "docs/reference/cli.md": cli_reference,
     "docs/reference/config.md": config_reference,
+    "docs/reference/contract.md": contract_reference,
 }
 
 
