@@ -43,9 +43,10 @@ FALLBACK_DESCRIPTIONS: dict[str, str] = {
     "runtime.device": "where models run: auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps",
     "runtime.dtype": "model precision; auto: float16 on CUDA, float32 elsewhere",
     "runtime.seed": "seed of every random draw (each face gets its own generator seeded with it)",
-    "runtime.batch_size": "faces per GPU batch, or auto (as many as fit the free GPU memory)",
+    "runtime.batch_size": "faces per inverter/generator call, or auto: the generator's preferred_batch_size() "
+    "(the diffusion generator: as many faces as fit the free GPU memory), else 8",
     "runtime.models_dir": "folder looked in first for every model file (env RP_MODELS_DIR, flag --models)",
-    "runtime.allow_slow_cpu": "run full-size diffusion on a CPU instead of refusing (hours per face)",
+    "runtime.allow_slow_cpu": "run full-size SDXL on a CPU instead of refusing it with an estimate of the time",
     "verify.encoder_options": "options of the verification encoder (validated by that encoder)",
     "verify.fallback_options": "options of the fallback generator",
     "coverage.detector_options": "options of the coverage detector",
