@@ -53,12 +53,22 @@ class AlignSection(_Section):
 
 
 class RuntimeSection(_Section):
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
-    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
-    seed: int = Field(0, ge=0, lt=2**63)
-    batch_size: int | Literal["auto"] = 8
-    models_dir: Path | None = None
-    allow_slow_cpu: bool = False
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+        description="auto (first CUDA GPU, else CPU), cpu, cuda, cuda:N, mps",
+    )
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="model precision; auto: float16 on CUDA, float32 on the CPU"
+    )
+    seed: int = Field(0, ge=0, lt=2**63, description="seed of every random draw (the same seed gives the same output)")
+    batch_size: int | Literal["auto"] = Field(
+        8, description="faces per inverter/generator call, across images; auto: what the generator prefers (GPU memory)"
+    )
+    models_dir: Path | None = Field(None, description="folder of model files looked in first (env RP_MODELS_DIR)")
+    allow_slow_cpu: bool = Field(
+        False, description="run a full-size diffusion model on the CPU anyway (about an hour per face)"
+    )
     compile: bool = Field(
         False,
         description="torch.compile the models that support it: faster per step, a few minutes of compiling "
@@ -92,7 +102,7 @@ class VerifySection(_Section):
     encoder: str | None = Field(
         None, description="identity encoder to re-check with; None: the pipeline's identity_encoder"
     )
-    encoder_options: dict[str, Any] = Field(default_factory=dict)
+    encoder_options: dict[str, Any] = Field(default_factory=dict, description="options of verify.encoder")
     threshold: float | None = Field(
         None,
         description="same-person threshold; None: the encoder's verification threshold (its match threshold moved "
@@ -111,7 +121,7 @@ class VerifySection(_Section):
         1.5, gt=1.0, le=10.0, description="how much stronger each retry is (e.g. guidance x)"
     )
     fallback_generator: str = Field("pixelate", min_length=1, description="obfuscates faces that leak or are skipped")
-    fallback_options: dict[str, Any] = Field(default_factory=dict)
+    fallback_options: dict[str, Any] = Field(default_factory=dict, description="options of verify.fallback_generator")
     last_resort: str | None = Field(
         "solid",
         description="fills a face that still matches after the fallback; None: fail the image instead",
@@ -131,7 +141,7 @@ class CoverageSection(_Section):
         description="a second detector of another family; auto: centerface when installed and the main detector is "
         "not centerface, else dlib; None: off (prints a warning on every run)",
     )
-    detector_options: dict[str, Any] = Field(default_factory=dict)
+    detector_options: dict[str, Any] = Field(default_factory=dict, description="options of coverage.detector")
     iou: float = Field(0.3, ge=0.0, le=1.0, description="a second-detector face overlapping less than this is missed")
     min_face_size: float = Field(
         0.0, ge=0.0, description="faces smaller than this (pixels, geometric mean of box sides) are obfuscated"
