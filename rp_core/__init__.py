@@ -13,12 +13,18 @@ from rp_core.hookspecs import hookimpl
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from rp_core.api import anonymize
+    from rp_core.api import anonymize, anonymize_files
     from rp_core.orchestrator import Anonymizer
+    from rp_core.pipeline import Pipeline, assemble
+    from rp_core.session import SessionOptions
 
 _LAZY = {
     "anonymize": ("rp_core.api", "anonymize"),
+    "anonymize_files": ("rp_core.api", "anonymize_files"),
     "Anonymizer": ("rp_core.orchestrator", "Anonymizer"),
+    "Pipeline": ("rp_core.pipeline", "Pipeline"),
+    "assemble": ("rp_core.pipeline", "assemble"),
+    "SessionOptions": ("rp_core.session", "SessionOptions"),
 }
 
 
@@ -31,4 +37,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'rp_core' has no attribute {name!r}")
 
 
-__all__ = ["Anonymizer", "__version__", "anonymize", "hookimpl"]
+__all__ = [
+    "Anonymizer",
+    "Pipeline",
+    "SessionOptions",
+    "__version__",
+    "anonymize",
+    "anonymize_files",
+    "assemble",
+    "hookimpl",
+]

@@ -132,3 +132,13 @@ class Reidentifier:
 @pytest.fixture(scope="session")
 def reidentifier() -> Reidentifier:
     return Reidentifier()
+
+
+def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
+    """`slow` tests need real downloaded weights (and, for the diffusion path, a GPU): opt in with RP_SLOW_TESTS=1."""
+    if os.environ.get("RP_SLOW_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs real downloaded weights: set RP_SLOW_TESTS=1 (after `rp models download`)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -245,3 +245,44 @@ def test_a_stage_that_cannot_run_here_fails_with_advice_before_any_download(gene
         assemble(config, host).load()
     assert expected in str(caught.value)
     assert NeedsMissingLibrary.downloads == []
+
+
+API_KILLED_AFTER = """
+import os, sys
+from rp_core.api import anonymize_files
+
+written = []
+
+def on_event(event):
+    if event.kind == "done":
+        written.append(event.path)
+        if len(written) == int(sys.argv[3]):
+            os._exit(9)  # killed between files, as by the OOM killer: no cleanup, no manifest
+
+anonymize_files(sys.argv[1], sys.argv[2], preset="offline", on_event=on_event)
+"""
+
+
+def test_the_api_files_call_matches_the_cli_and_resumes_after_a_kill(tmp_path: Path, astronaut: np.ndarray) -> None:
+    from test_failclosed_cli import _manifest_facts, _snapshot, _twenty_images
+
+    from rp_core.session import SessionOptions
+
+    source = tmp_path / "photos"
+    _twenty_images(source, astronaut)
+    cli_out, api_out = tmp_path / "cli", tmp_path / "api"
+    assert (
+        CliRunner()
+        .invoke(create_cli(), ["anonymize", str(source), "-o", str(cli_out), "--preset", "offline"])
+        .exit_code
+        == 0
+    )
+    killed = subprocess.run([sys.executable, "-c", API_KILLED_AFTER, str(source), str(api_out), "7"], env=os.environ)
+    assert killed.returncode == 9
+    assert len(list(api_out.glob("*.jpg"))) == 7 and not (api_out / "manifest.json").exists()
+    summary = anonymize_files(source, api_out, preset="offline", options=SessionOptions(resume=True))
+    assert summary.exit_code() == 0 and summary.anonymized == 20  # the 7 resumed and the 13 done now
+    ours, theirs = _snapshot(api_out), _snapshot(cli_out)
+    assert sorted(ours) == sorted(theirs)
+    assert all(ours[name] == theirs[name] for name in ours if name != "manifest.json")
+    assert _manifest_facts(api_out) == _manifest_facts(cli_out)
