@@ -35,10 +35,11 @@ CPU_FULL_SIZE_NOTE = (
     "(200 UNet evaluations of ~14 TFLOP each). Use --device cuda, or pass "
     "--set runtime.allow_slow_cpu=true to run anyway."
 )
-#: Compiled transformer blocks serve only calls of the run's full batch (at least 2 faces; 4 with
-#: `--batch-size auto`); smaller calls run the blocks' eager code. Each new batch shape compiles for
-#: ~10 s on an H200 and saves about 1 s per batch of one face (benchmarks/RESULTS.md), so only the
-#: shape that recurs all run long pays back, and a lone face's first image waits for no compile.
+#: Compiled transformer blocks serve only calls of the run's full batch (`runtime.batch_size`, at least
+#: 2 faces; from 4 faces with `auto`); smaller calls run the blocks' eager code. Each batch shape costs
+#: ~10 s of compiling on an H200, while a lone face would save only ~1 s over its 200 calls
+#: (benchmarks/RESULTS.md): only the shape that recurs all run long pays that back, and a photo with
+#: one face waits for no compile.
 COMPILED_MIN_FACES = 4
 
 

@@ -33,10 +33,13 @@ def compile_transformer_blocks(unet: Any, backend: str = "inductor") -> int:
 
 @contextlib.contextmanager
 def compiled_regions(enabled: bool) -> Iterator[None]:
-    """Run compiled blocks compiled (True) or as their plain eager code (False), e.g. per batch size."""
+    """Run compiled blocks compiled (True) or as their plain eager code (False), e.g. per batch size.
+
+    torch before 2.6 has no compile stances: there, every call runs compiled (one more compile per shape).
+    """
     import torch
 
-    if enabled:
+    if enabled or not hasattr(torch.compiler, "set_stance"):
         yield
         return
     with torch.compiler.set_stance("force_eager"):
