@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+PROCESS_START = time.perf_counter()  # for the time from process start to the first image
+
 #: One 1024 px SDXL UNet evaluation (DESIGN.md); the guided call evaluates two per face.
 PLAIN_UNET_TFLOP = 6.76
 
@@ -135,7 +137,7 @@ def vae_ms_per_face(bundle: Any, batch: int, size: int) -> float:
 
 def compare_paths(common: dict[str, Any], steps: int, size: int, with_fp8: bool) -> dict[str, dict[str, float]]:
     """Decoded crops of the same faces, seed and identities through: plain fp16 (LoRA unmerged, no
-    CUDA graphs), the product's fp16 defaults, optionally fp8, and plain fp32.
+    CUDA graphs, no compiled blocks), the product's fp16 defaults, optionally fp8, and plain fp32.
 
     The fp16-vs-fp32 difference is the precision noise floor; the product path should sit within it.
     """
@@ -146,16 +148,18 @@ def compare_paths(common: dict[str, Any], steps: int, size: int, with_fp8: bool)
     from rp_plugins.diffusion.components import IpAdapterFaceIdGenerator, LeditsSdxlInverter
 
     outputs = {}
-    for label, fuse, graphs, fp8, dtype in (
-        ("plain_fp16", False, False, False, "float16"),
-        ("product_fp16", True, True, False, "float16"),  # the defaults: fused LoRA, CUDA graphs
-        ("product_fp8", True, True, True, "float16"),
-        ("plain_fp32", False, False, False, "float32"),
+    for label, product, fp8, dtype in (
+        ("plain_fp16", False, False, "float16"),
+        ("product_fp16", True, False, "float16"),  # the defaults: fused LoRA, CUDA graphs, compiled blocks
+        ("product_fp8", True, True, "float16"),
+        ("plain_fp32", False, False, "float32"),
     ):
         if fp8 and not with_fp8:
             continue
-        context = RuntimeContext(device="cuda", dtype=dtype, pool=ModelPool(), cuda_graphs=graphs, fp8=fp8)
-        options = {**common, "fuse_faceid_lora": fuse}
+        context = RuntimeContext(
+            device="cuda", dtype=dtype, pool=ModelPool(), cuda_graphs=product, fp8=fp8, batch_size=2
+        )  # batch 2 = the full batch: compiled blocks apply
+        options = {**common, "fuse_faceid_lora": product, "compile_blocks": product}
         inverter = LeditsSdxlInverter(LeditsSdxlInverter.Options(**options, num_inversion_steps=steps), context)
         generator = IpAdapterFaceIdGenerator(IpAdapterFaceIdGenerator.Options(**options), context)
         images = run_batch(inverter, generator, 2, size, np.random.default_rng(0))["images"]
@@ -184,6 +188,9 @@ def main() -> None:
     parser.add_argument("--no-fuse", action="store_true", help="keep FaceID's LoRA unmerged (the plain path)")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="launch the UNet's kernels from Python each call")
     parser.add_argument("--fp8", action="store_true", help="fp8 matmuls in the UNet's transformer layers (torchao)")
+    parser.add_argument(
+        "--no-compile-blocks", action="store_true", help="keep the transformer blocks eager (no regional compile)"
+    )
     parser.add_argument("--faces-per-call", type=int, default=1, help="inverter option faces_per_call")
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile the UNet (fixed batch = first batch size)"
@@ -191,6 +198,7 @@ def main() -> None:
     parser.add_argument(
         "--compare-steps", type=int, default=0, help="first compare fused vs plain output (2 faces, N steps)"
     )
+    parser.add_argument("--compare-fp8", action="store_true", help="with --compare-steps: the fp8 path too")
     args = parser.parse_args()
 
     import torch
@@ -211,11 +219,13 @@ def main() -> None:
     common: dict[str, Any] = dict(sd_model=str(sdxl_dir), ip_adapter=str(faceid))
     if args.compare_steps:
         fp8_ok = importlib.util.find_spec("torchao") is not None and torch.cuda.get_device_capability() >= (8, 9)
-        results["fused_vs_plain"] = compare_paths(common, args.compare_steps, args.size, fp8_ok)
+        with_fp8 = fp8_ok and args.compare_fp8
+        results["fused_vs_plain"] = compare_paths(common, args.compare_steps, args.size, with_fp8)
         print("fused vs plain:", json.dumps(results["fused_vs_plain"]), flush=True)
         context.pool.clear()
         torch.cuda.empty_cache()
     common["fuse_faceid_lora"] = not args.no_fuse
+    common["compile_blocks"] = not args.no_compile_blocks
     context = RuntimeContext(
         device="cuda",
         dtype=args.dtype,
@@ -236,7 +246,8 @@ def main() -> None:
     assert inverter.bundle is generator.bundle, "inverter and generator must share one pipeline"
     print(
         f"pipeline loaded in {results['load_s']:.1f} s (shared: yes), LoRA fused {not args.no_fuse}, "
-        f"compile {args.compile}, CUDA graphs {context.cuda_graphs}, fp8 {context.fp8}",
+        f"compile {args.compile}, CUDA graphs {context.cuda_graphs}, fp8 {context.fp8}, "
+        f"transformer blocks compiled for calls of >= {generator.bundle.compile_blocks_from} faces",
         flush=True,
     )
 
@@ -262,6 +273,9 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         if first_image_s is None:
             first_image_s = results["load_s"] + row["total_s"]
+            # process start -> first decoded crop, less the one-off writing of the random weights
+            since_start = time.perf_counter() - PROCESS_START - results["write_models_s"]
+            results["first_image_since_process_start_s"] = None if args.compare_steps else since_start
     results["rows"] = rows
     results["first_image_s"] = first_image_s
     ceiling = results["matrix_ceiling_tflops"] = matrix_ceiling_tflops()
@@ -275,6 +289,7 @@ def main() -> None:
             f"{100 * tflops / ceiling:.0f}% | {r['peak_gib']:.1f} | {r['finite']} |"
         )
     print(f"load {results['load_s']:.1f} s, first image after {first_image_s} s (load + first batch)")
+    print(f"process start -> first image: {results.get('first_image_since_process_start_s')} s (without --compare)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -1,7 +1,8 @@
 """One guided UNet call (both branches, full-size random SDXL + fused FaceID) under each speed lever.
 
 Each lever is applied alone to the eager fp16 UNet unless its name joins several with '+'.
-`graph` (CUDA graph replay) and `fp8` are the product's own code (rp_plugins.diffusion.speed);
+`graph` (CUDA graph replay), `regional` (each transformer block compiled on its own) and `fp8`
+are the product's own code (rp_plugins.diffusion.speed);
 `cudnn` (prefer cuDNN's attention kernel) and `qkv` (one matmul for Q/K/V of each self-attention)
 were measured here and left out of the product because they gained nothing (RESULTS.md).
 Prints the median ms per call, the plain-UNet TFLOP/s it implies, the setup time (compiling,
@@ -22,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-PARTS = ("cudnn", "qkv", "graph", "compile", "tuned", "fp8")
+PARTS = ("cudnn", "qkv", "graph", "compile", "tuned", "fp8", "regional", "resnets", "dynres", "cl")
 DEFAULT_LEVERS = "eager,cudnn,qkv,graph"
 
 
@@ -109,11 +110,13 @@ def main() -> None:
     from rp_core.interfaces import RuntimeContext
     from rp_plugins.diffusion.options import InverterOptions
     from rp_plugins.diffusion.sdxl import load_bundle
-    from rp_plugins.diffusion.speed import quantize_linear_fp8
+    from rp_plugins.diffusion.speed import compile_transformer_blocks, quantize_linear_fp8
 
     ensure_random_models(args.models)
     options = InverterOptions(
-        sd_model=str(args.models / "sdxl"), ip_adapter=str(args.models / "faceid" / "ip-adapter-faceid_sdxl.bin")
+        sd_model=str(args.models / "sdxl"),
+        ip_adapter=str(args.models / "faceid" / "ip-adapter-faceid_sdxl.bin"),
+        compile_blocks=False,  # the eager reference; `regional` compiles a copy
     )
     bundle = load_bundle(options, RuntimeContext(device="cuda", dtype="float16", cuda_graphs=False))  # plain calls
     eager_unet = bundle.pipe.unet
@@ -146,12 +149,27 @@ def main() -> None:
         unet = eager_unet
         setup_s = 0.0
         start = time.perf_counter()
-        if parts & {"qkv", "fp8"}:
+        if parts & {"qkv", "fp8", "regional", "resnets", "dynres", "cl"}:
             unet = copy.deepcopy(eager_unet)
             if "qkv" in parts:
                 print(f"  merged Q/K/V of {fuse_self_attention_projections(unet)} self-attentions", flush=True)
             if "fp8" in parts:
                 print(f"  {quantize_linear_fp8(unet)} linear layers in fp8", flush=True)
+            if "cl" in parts:  # channels-last: no NCHW<->NHWC conversions around cuDNN's convolutions
+                unet.to(memory_format=torch.channels_last)
+            if "regional" in parts:
+                print(f"  {compile_transformer_blocks(unet)} transformer blocks compiled", flush=True)
+            if "resnets" in parts:  # measured only: 12 distinct resnet shapes in SDXL, past dynamo's default limit
+                torch._dynamo.config.recompile_limit = 64
+                resnets = [m for m in unet.modules() if type(m).__name__ == "ResnetBlock2D"]
+                for module in resnets:
+                    module.compile(dynamic=False)
+                print(f"  {len(resnets)} resnet blocks compiled", flush=True)
+            if "dynres" in parts:  # one symbolic-shape compile for the 12 resnet shapes instead of one each
+                resnets = [m for m in unet.modules() if type(m).__name__ == "ResnetBlock2D"]
+                for module in resnets:
+                    module.compile(dynamic=True)
+                print(f"  {len(resnets)} resnet blocks compiled with dynamic shapes", flush=True)
         if "tuned" in parts:
             import torch._inductor.config as inductor
 

@@ -12,8 +12,9 @@ import numpy as np
 from rp_core.interfaces import Generator, Inverter
 from rp_core.models import ModelFile
 from rp_core.types import AlignedFace, GenerationRequest, Inversion
+from rp_plugins.diffusion.model_files import download_sdxl, sdxl_model_files
 from rp_plugins.diffusion.options import GeneratorOptions, InverterOptions, SdxlOptions
-from rp_plugins.diffusion.sdxl import SdxlBundle, download_sdxl, load_bundle, sdxl_model_files
+from rp_plugins.diffusion.sdxl import SdxlBundle, load_bundle
 
 FACEID_DIM = 512
 PRODUCER = "ledits_sdxl"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FACEID_WEIGHT_NAME = "ip-adapter-faceid_sdxl.bin"
+from rp_plugins.diffusion.model_files import FACEID_WEIGHT_NAME, SDXL_SCHEDULER_CONFIG
 
 
 @dataclass(frozen=True)
@@ -116,17 +116,6 @@ FULL = SdxlSize(
 )
 
 SIZES = {"tiny": TINY, "full": FULL}
-
-# SDXL base 1.0's noise schedule (its scheduler_config.json).
-SDXL_SCHEDULER_CONFIG = dict(
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    num_train_timesteps=1000,
-    prediction_type="epsilon",
-    steps_offset=1,
-    timestep_spacing="leading",
-)
 
 
 def write_tiny_tokenizer(folder: Path) -> Path:

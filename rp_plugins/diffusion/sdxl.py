@@ -1,13 +1,12 @@
-"""Loading SDXL + IP-Adapter-FaceID once per process, and the UNet/VAE/text calls both loops use.
+"""The loaded SDXL + IP-Adapter-FaceID bundle (once per process) and the UNet/VAE/text calls both loops use.
 
 The inverter and the generator ask the shared model pool for the same key
-(model, adapter, dtype, device), so one pipeline serves both. Files are located
-before anything is loaded so a missing model fails fast with a clear message.
+(model, adapter, dtype, device, speed levers), so one pipeline serves both. Files are
+located first (model_files.py) so a missing model fails fast with a clear message.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,108 +17,30 @@ import numpy as np
 
 from rp_core.errors import DeviceError, MissingModelsError
 from rp_core.interfaces import RuntimeContext
-from rp_core.models import ModelFile
-from rp_plugins.diffusion.options import FACEID_REPO, SDXL_BASE, SdxlOptions
-from rp_plugins.diffusion.random_weights import FACEID_WEIGHT_NAME, SDXL_SCHEDULER_CONFIG
-from rp_plugins.diffusion.speed import CudaGraphUnet, GraphCaptureError, call_unet, quantize_linear_fp8
+from rp_plugins.diffusion.model_files import SDXL_SCHEDULER_CONFIG, is_full_size, sdxl_model_files
+from rp_plugins.diffusion.options import SdxlOptions
+from rp_plugins.diffusion.speed import (
+    CudaGraphUnet,
+    GraphCaptureError,
+    call_unet,
+    compile_transformer_blocks,
+    compiled_regions,
+    pad_faces,
+    quantize_linear_fp8,
+    unpad_noise,
+)
 
-#: What `rp models download` fetches of SDXL base: configs, tokenizers and fp16 weights (~7 GB).
-SDXL_PATTERNS = [
-    "model_index.json",
-    "*/config.json",
-    "scheduler/*",
-    "tokenizer/*",
-    "tokenizer_2/*",
-    "*/*.fp16.safetensors",
-]
 CPU_FULL_SIZE_NOTE = (
     "Full-size SDXL on a CPU takes roughly an hour per face at the default 100 steps "
     "(200 UNet evaluations of ~14 TFLOP each). Use --device cuda, or pass "
     "--set runtime.allow_slow_cpu=true to run anyway."
 )
-
-
-def _local_name(repo_or_path: str) -> str:
-    return repo_or_path.rstrip("/").split("/")[-1]
-
-
-def _hf_cache_dir() -> Path:
-    try:
-        from huggingface_hub.constants import HF_HUB_CACHE
-
-        return Path(HF_HUB_CACHE)
-    except ImportError:
-        return Path("~/.cache/huggingface/hub").expanduser()
-
-
-def _from_hf_cache(repo_or_path: str, filename: str, looked: list[Path]) -> Path | None:
-    """`filename` of a Hugging Face repo id in the local HF cache (noting where it looked); None for paths."""
-    if Path(repo_or_path).expanduser().exists() or repo_or_path.count("/") != 1:
-        return None
-    looked.append(_hf_cache_dir() / ("models--" + repo_or_path.replace("/", "--")))
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    found = try_to_load_from_cache(repo_or_path, filename)
-    return Path(found) if isinstance(found, str) else None
-
-
-def locate_sdxl(sd_model: str, models_dir: Path | None) -> ModelFile:
-    """Find an SDXL folder (holding model_index.json): local path, --models folder, or the HF cache."""
-    candidates = [Path(sd_model).expanduser()]
-    if models_dir is not None:
-        candidates.append(models_dir / _local_name(sd_model))
-    found = next((c for c in candidates if (c / "model_index.json").is_file()), None)
-    looked = [c / "model_index.json" for c in candidates]
-    if found is None:
-        cached = _from_hf_cache(sd_model, "model_index.json", looked)
-        if cached is not None and (cached.parent / "unet" / "config.json").is_file():
-            found = cached.parent
-    return ModelFile(
-        component="ledits_sdxl / ipadapter_faceid",
-        description=f"Stable Diffusion XL base 1.0 ({sd_model})",
-        found_at=found,
-        looked_in=tuple(looked),
-        how_to_get=f"`rp models download` (fetches {SDXL_BASE} from Hugging Face, ~7 GB), or pass --sd-model /path/to/sdxl-folder",
-    )
-
-
-def locate_faceid(ip_adapter: str, models_dir: Path | None) -> ModelFile:
-    """Find ip-adapter-faceid_sdxl.bin: a file, a folder holding it, the --models folder, or the HF cache."""
-    path = Path(ip_adapter).expanduser()
-    candidates = [path] if path.suffix in (".bin", ".safetensors") else [path / FACEID_WEIGHT_NAME]
-    if models_dir is not None:
-        candidates.append(models_dir / _local_name(FACEID_REPO) / FACEID_WEIGHT_NAME)
-    found = next((c for c in candidates if c.is_file()), None)
-    looked = list(candidates)
-    if found is None:
-        found = _from_hf_cache(ip_adapter, FACEID_WEIGHT_NAME, looked)
-    return ModelFile(
-        component="ledits_sdxl / ipadapter_faceid",
-        description=f"IP-Adapter-FaceID SDXL weights {FACEID_WEIGHT_NAME} ({ip_adapter})",
-        found_at=found,
-        looked_in=tuple(looked),
-        how_to_get=f"`rp models download` (fetches {FACEID_WEIGHT_NAME} from {FACEID_REPO}), or pass --ip-adapter /path/to/{FACEID_WEIGHT_NAME}",
-    )
-
-
-def sdxl_model_files(options: SdxlOptions, context: RuntimeContext) -> list[ModelFile]:
-    return [locate_sdxl(options.sd_model, context.models_dir), locate_faceid(options.ip_adapter, context.models_dir)]
-
-
-def download_sdxl(options: SdxlOptions, target: Path | None) -> list[Path]:
-    """Fetch SDXL (fp16 files) and the FaceID weights into the HF cache, or into `target`."""
-    from huggingface_hub import hf_hub_download, snapshot_download
-
-    paths = []
-    if not Path(options.sd_model).expanduser().exists():
-        local = str(target / _local_name(options.sd_model)) if target else None
-        paths.append(Path(snapshot_download(options.sd_model, allow_patterns=SDXL_PATTERNS, local_dir=local)))
-    if not Path(options.ip_adapter).expanduser().exists():
-        local = str(target / _local_name(options.ip_adapter)) if target else None
-        paths.append(Path(hf_hub_download(options.ip_adapter, FACEID_WEIGHT_NAME, local_dir=local)))
-    return paths
+#: Compiled transformer blocks serve only calls of the run's full batch (`runtime.batch_size`, at least
+#: 2 faces; from 4 faces with `auto`); smaller calls run the blocks' eager code. Each batch shape costs
+#: ~10 s of compiling on an H200, while a lone face would save only ~1 s over its 200 calls
+#: (benchmarks/RESULTS.md): only the shape that recurs all run long pays that back, and a photo with
+#: one face waits for no compile.
+COMPILED_MIN_FACES = 4
 
 
 def resolve_device(device: str) -> Any:
@@ -161,14 +82,6 @@ def check_fp8_support(device: Any) -> None:
         raise DeviceError("runtime.fp8=true needs torchao: pip install 'rp-anonymize[fp8]' (or pip install torchao)")
 
 
-def _is_full_size(sdxl_dir: Path) -> bool:
-    try:
-        config = json.loads((sdxl_dir / "unet" / "config.json").read_text())
-    except (OSError, ValueError):
-        return True
-    return int(config.get("block_out_channels", [0])[-1]) >= 1280
-
-
 @dataclass
 class SdxlBundle:
     """One loaded SDXL + FaceID pipeline and the calls the inversion and sampling loops make."""
@@ -181,6 +94,12 @@ class SdxlBundle:
     fixed_batch: int | None = None
     #: Replay one captured CUDA graph per input shape instead of launching the UNet's kernels each call.
     cuda_graphs: bool = False
+    #: Regional compilation: calls of at least this many faces run compiled transformer blocks; None = off.
+    compile_blocks_from: int | None = None
+    #: torch.compile backend of the blocks (tests use a cheap one).
+    compile_backend: str = "inductor"
+    #: Transformer blocks compiled so far: they are compiled at the first call that needs them.
+    compiled_blocks: int = 0
     _graphed: CudaGraphUnet | None = None
     _ip_adapter_scale: float | None = None
     _size_conditioning: dict[int, Any] = field(default_factory=dict)
@@ -275,12 +194,9 @@ class SdxlBundle:
         import torch
 
         batch = latents.shape[0]
-        padded = max(batch, self.fixed_batch or 0)
-        if padded > batch:  # repeat the last face so a compiled UNet keeps its one shape
-            extra = padded - batch
-            latents = torch.cat([latents, latents[-1:].expand(extra, -1, -1, -1)])
-            identity_uncond = torch.cat([identity_uncond, identity_uncond[-1:].expand(extra, -1, -1)])
-            identity_cond = torch.cat([identity_cond, identity_cond[-1:].expand(extra, -1, -1)])
+        latents, identity_uncond, identity_cond, timestep, padded = pad_faces(
+            self.fixed_batch, latents, identity_uncond, identity_cond, timestep
+        )
         cond, cond_pooled, uncond, uncond_pooled = text
         time_ids = self._time_ids(latents.shape[-1] * self.vae_scale_factor)
         model_input = torch.cat([latents, latents]).to(self.dtype).contiguous()
@@ -288,13 +204,13 @@ class SdxlBundle:
         pooled = torch.cat([uncond_pooled.expand(padded, -1), cond_pooled.expand(padded, -1)]).to(self.dtype)
         faces = torch.cat([identity_uncond, identity_cond]).to(self.device, self.dtype)
         if timestep.ndim == 1:  # one timestep per row (several timesteps in one call): both branches
-            timestep = torch.cat(
-                [timestep, timestep[-1:].expand(padded - batch), timestep, timestep[-1:].expand(padded - batch)]
-            )
-        with torch.no_grad():
+            timestep = torch.cat([timestep, timestep])
+        compiled = self.compile_blocks_from is not None and padded >= self.compile_blocks_from
+        if compiled and not self.compiled_blocks:  # here, not at load: runs of small calls never import dynamo
+            self.compiled_blocks = compile_transformer_blocks(self.pipe.unet, self.compile_backend)
+        with torch.no_grad(), compiled_regions(compiled or not self.compiled_blocks):
             noise = self._unet(model_input, timestep, hidden, pooled, time_ids.expand(2 * padded, -1), faces).float()
-        if padded > batch:
-            noise = torch.cat([noise[:batch], noise[padded : padded + batch]])
+        noise = unpad_noise(noise, batch)
         noise_uncond, noise_cond = noise.chunk(2)
         return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
 
@@ -332,7 +248,7 @@ def load_bundle(options: SdxlOptions, context: RuntimeContext) -> SdxlBundle:
         raise MissingModelsError([f for f in files if not f.present])
     sdxl_dir, faceid_file = files[0].found_at, files[1].found_at
     assert sdxl_dir is not None and faceid_file is not None
-    if device.type == "cpu" and not context.allow_slow_cpu and _is_full_size(sdxl_dir):
+    if device.type == "cpu" and not context.allow_slow_cpu and is_full_size(sdxl_dir):
         raise DeviceError(CPU_FULL_SIZE_NOTE)
     if context.fp8:
         check_fp8_support(device)
@@ -340,7 +256,9 @@ def load_bundle(options: SdxlOptions, context: RuntimeContext) -> SdxlBundle:
     fixed_batch = context.batch_size if context.compile and isinstance(context.batch_size, int) else None
     key = ("sdxl-faceid", str(sdxl_dir.resolve()), str(faceid_file.resolve()), str(dtype), str(device), fuse)
     key += (("compiled", fixed_batch),) if context.compile else ()
-    key += (("cuda_graphs", context.cuda_graphs), ("fp8", context.fp8))
+    # a whole-UNet compile supersedes the regional one; both need a GPU to pay back their compile time
+    regional = options.compile_blocks and device.type == "cuda" and not context.compile
+    key += (("cuda_graphs", context.cuda_graphs), ("fp8", context.fp8), ("compiled_blocks", regional))
 
     def build() -> SdxlBundle:
         bundle = _load(sdxl_dir, faceid_file, device, dtype, fuse)
@@ -348,6 +266,9 @@ def load_bundle(options: SdxlOptions, context: RuntimeContext) -> SdxlBundle:
             quantize_linear_fp8(bundle.pipe.unet)
         if context.compile:
             bundle.compile_unet(fixed_batch)
+        elif regional:
+            batch = context.batch_size
+            bundle.compile_blocks_from = max(2, batch) if isinstance(batch, int) else COMPILED_MIN_FACES
         bundle.cuda_graphs = context.cuda_graphs and device.type == "cuda"
         return bundle
 

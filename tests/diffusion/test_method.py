@@ -88,26 +88,29 @@ def test_identity_and_seed_change_the_output(plugin_host, diffusion_params, astr
 
 
 def test_batches_keep_faces_apart(plugin_host, diffusion_params, t1) -> None:  # type: ignore[no-untyped-def]
-    """All 6 faces of t1 at batch size 6 equal six one-face batches: no identity or noise leaks across.
+    """A face's result does not depend on which faces share its batch: no identity, noise or latent leaks across.
 
-    Run at the default 100 steps: with few steps the random tiny model is chaotic enough that
-    BLAS's batch-size-dependent rounding (~1e-7 per matmul) grows to ~2e-4 relative by the end.
+    The face runs at the same row of two batches of three with different companions (other crops, identities
+    and seeds). Both runs compute with the same shapes, so its latents must be bit-identical: any leak shows,
+    however small. (Comparing one batch with one-face batches instead sees BLAS's batch-size-dependent rounding,
+    which the chaotic tiny model grows past any useful tolerance unless it runs 100 steps: 20x the cost.
+    That a batch's images match one-face batches up to rounding is test_batch_size_does_not_change_the_image.)
     """
-    anonymizer = build(plugin_host, **{**diffusion_params, "num_inversion_steps": 100})
+    anonymizer = build(plugin_host, **diffusion_params)
     faces = faces_of(anonymizer, t1)
     assert len(faces) == 6
-    identities = anonymizer.encoder.encode(t1, [f.face for f in faces])
+    rng = np.random.default_rng(0)
+    identities = [IdentityEmbedding(v / np.linalg.norm(v), "buffalo_l") for v in rng.standard_normal((6, 512))]
     generator = anonymizer.generator
 
     def run(batch: list[int]) -> torch.Tensor:
-        inversions = anonymizer.inverter.invert([faces[i] for i in batch], [0] * len(batch))
+        inversions = anonymizer.inverter.invert([faces[i] for i in batch], batch)  # seed = face number
         requests = [GenerationRequest(faces[i], identities[i], inv) for i, inv in zip(batch, inversions, strict=True)]
         return generator.generate_latents(requests)  # type: ignore[attr-defined]
 
-    together = run(list(range(6)))
-    one_by_one = torch.cat([run([i]) for i in range(6)])
-    assert (together - one_by_one).abs().max().item() < 1e-4
-    assert (together[0] - together[1]).abs().max().item() > 1e-3
+    first, second = run([0, 1, 2]), run([0, 3, 4])
+    assert torch.equal(first[0], second[0])
+    assert (first[0] - first[1]).abs().max().item() > 1e-3 and (second[0] - second[1]).abs().max().item() > 1e-3
 
 
 def test_batch_size_does_not_change_the_image(plugin_host, diffusion_params, t1) -> None:  # type: ignore[no-untyped-def]
@@ -210,7 +213,12 @@ def test_several_timesteps_per_call_invert_like_one_per_call(tiny_models) -> Non
 
 
 def test_compiled_unet_predicts_what_the_eager_one_does(tiny_models) -> None:  # type: ignore[no-untyped-def]
-    """runtime.compile: torch.compile'd UNet, partial batches padded to the compiled size, same noise prediction."""
+    """runtime.compile: torch.compile'd UNet, partial batches padded to the compiled size, same noise prediction.
+
+    The compiled module runs on torch.compile's `eager` backend (dynamo's graph capture, no code generation):
+    inductor's C++ code for a CPU doubled this test's time and is not what runs on a GPU (measured there,
+    benchmarks/RESULTS.md).
+    """
     from rp_core.interfaces import RuntimeContext
     from rp_core.models import ModelPool
     from rp_plugins.diffusion.options import InverterOptions
@@ -220,7 +228,8 @@ def test_compiled_unet_predicts_what_the_eager_one_does(tiny_models) -> None:  #
     options = InverterOptions(sd_model=str(sdxl_dir), ip_adapter=str(faceid_file))
     eager = load_bundle(options, RuntimeContext(device="cpu", pool=ModelPool()))
     compiled = load_bundle(options, RuntimeContext(device="cpu", pool=ModelPool(), compile=True, batch_size=4))
-    assert compiled.fixed_batch == 4 and compiled.pipe.unet is not eager.pipe.unet
+    assert compiled.fixed_batch == 4 and isinstance(compiled.pipe.unet, torch._dynamo.eval_frame.OptimizedModule)
+    compiled.pipe.unet = torch.compile(compiled.pipe.unet._orig_mod, dynamic=False, backend="eager")
     expected, got = _bundle_noise(eager), _bundle_noise(compiled)  # 3 faces, padded to 4
     assert got.shape == expected.shape
     assert (got - expected).abs().max().item() < 1e-4 * expected.abs().max().item()
