@@ -157,9 +157,15 @@ def compare_paths(common: dict[str, Any], steps: int, size: int, with_fp8: bool)
         if fp8 and not with_fp8:
             continue
         context = RuntimeContext(
-            device="cuda", dtype=dtype, pool=ModelPool(), cuda_graphs=product, fp8=fp8, batch_size=2
+            device="cuda",
+            dtype=dtype,
+            pool=ModelPool(),
+            cuda_graphs=product,
+            fp8=fp8,
+            batch_size=2,
+            compile_blocks=product,
         )  # batch 2 = the full batch: compiled blocks apply
-        options = {**common, "fuse_faceid_lora": product, "compile_blocks": product}
+        options = {**common, "fuse_faceid_lora": product}
         inverter = LeditsSdxlInverter(LeditsSdxlInverter.Options(**options, num_inversion_steps=steps), context)
         generator = IpAdapterFaceIdGenerator(IpAdapterFaceIdGenerator.Options(**options), context)
         images = run_batch(inverter, generator, 2, size, np.random.default_rng(0))["images"]
@@ -225,11 +231,11 @@ def main() -> None:
         context.pool.clear()
         torch.cuda.empty_cache()
     common["fuse_faceid_lora"] = not args.no_fuse
-    common["compile_blocks"] = not args.no_compile_blocks
     context = RuntimeContext(
         device="cuda",
         dtype=args.dtype,
         compile=args.compile,
+        compile_blocks=not args.no_compile_blocks,
         batch_size=batches[0],
         cuda_graphs=not args.no_cuda_graphs,
         fp8=args.fp8,

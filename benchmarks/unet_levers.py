@@ -116,9 +116,10 @@ def main() -> None:
     options = InverterOptions(
         sd_model=str(args.models / "sdxl"),
         ip_adapter=str(args.models / "faceid" / "ip-adapter-faceid_sdxl.bin"),
-        compile_blocks=False,  # the eager reference; `regional` compiles a copy
     )
-    bundle = load_bundle(options, RuntimeContext(device="cuda", dtype="float16", cuda_graphs=False))  # plain calls
+    # plain calls, and the eager reference: `regional` compiles a copy
+    context = RuntimeContext(device="cuda", dtype="float16", cuda_graphs=False, compile_blocks=False)
+    bundle = load_bundle(options, context)
     eager_unet = bundle.pipe.unet
     generator = torch.Generator().manual_seed(0)
     latent = eager_unet.config.sample_size

@@ -74,6 +74,17 @@ class RuntimeSection(_Section):
         description="torch.compile the models that support it: faster per step, a few minutes of compiling "
         "on the first batch (cached on disk by torch); partial batches are padded to batch_size",
     )
+    compile_blocks: bool = Field(
+        True,
+        description="on a CUDA GPU, torch.compile the UNet's transformer blocks one by one for full batches of 2+ "
+        "faces (~10 s of compiling at the first full batch, ~10% less time per face after it; output equal up to "
+        "fp16 rounding); smaller batches run uncompiled; ignored on a CPU and when `compile` compiles the whole UNet",
+    )
+    overlap: bool = Field(
+        True,
+        description="read, detect, align and encode the next images, and merge, verify and write finished ones, on "
+        "a worker thread while the GPU runs (same outputs as off)",
+    )
     cuda_graphs: bool = Field(
         True,
         description="replay captured CUDA graphs in fixed-shape loops (the same kernels and output, less launch "
@@ -81,8 +92,10 @@ class RuntimeSection(_Section):
     )
     fp8: bool = Field(
         False,
-        description="opt-in: fp8 matmuls in the models that support it (needs torchao and an fp8 GPU); "
-        "changes the output more than fp16 rounding does, see benchmarks/RESULTS.md",
+        description="experimental, not faster: fp8 matmuls (torchao, per-tensor scales) in the UNet's transformer "
+        "layers, needs an fp8 GPU. On an H200 441 ms per UNet call at batch 8 against 249 ms for the default "
+        "(quantizing each activation costs more than the faster matmuls save); changes the output more than fp16 "
+        "rounding (benchmarks/RESULTS.md)",
     )
 
     @field_validator("batch_size")
@@ -196,6 +209,7 @@ class RunConfig(_Section):
             models_dir=rt.models_dir,
             allow_slow_cpu=rt.allow_slow_cpu,
             compile=rt.compile,
+            compile_blocks=rt.compile_blocks,
             cuda_graphs=rt.cuda_graphs,
             fp8=rt.fp8,
         )

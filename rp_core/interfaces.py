@@ -61,6 +61,7 @@ class RuntimeContext:
     models_dir: Path | None = None
     allow_slow_cpu: bool = False
     compile: bool = False
+    compile_blocks: bool = True
     cuda_graphs: bool = True
     fp8: bool = False
     pool: ModelPool = field(default_factory=lambda: DEFAULT_POOL)

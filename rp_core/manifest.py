@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,17 +146,19 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._stream: Any = None
+        self._lock = threading.Lock()  # records come from the run's thread and its CPU worker
 
     def open(self, *, keep: bool) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._stream = open(self.path, "a" if keep else "w", encoding="utf-8")  # noqa: SIM115
 
     def record(self, entry: ImageEntry) -> None:
-        if self._stream is None:
-            return
-        self._stream.write(json.dumps(entry.to_dict(), default=str) + "\n")
-        self._stream.flush()
-        os.fsync(self._stream.fileno())
+        with self._lock:
+            if self._stream is None:
+                return
+            self._stream.write(json.dumps(entry.to_dict(), default=str) + "\n")
+            self._stream.flush()
+            os.fsync(self._stream.fileno())
 
     def close(self, *, remove: bool) -> None:
         if self._stream is not None:

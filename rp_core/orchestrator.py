@@ -13,6 +13,7 @@ while inverting or generating) fails only the images whose faces were in it.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
@@ -92,6 +93,8 @@ class Anonymizer:
         self.context = pipeline.context
         self._verifier: Verifier | None = None
         self._references: References | None = None
+        #: Inversion and generation run under this lock: the GPU stages are never entered by two threads.
+        self._gpu = threading.RLock()
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -186,6 +189,9 @@ class Anonymizer:
         them; the coverage detector still runs on top, so a face missing from the list is not let through.
         """
         self.load()
+        if self.config.runtime.overlap:
+            yield from self._stream_overlapped(images, aligned, on_error, faces_for)
+            return
         pending: deque[_ImageWork] = deque()
         queue: deque[tuple[_ImageWork, int]] = deque()
         batch = self.batch_size
@@ -206,6 +212,85 @@ class Anonymizer:
         while queue:
             self._run_batch([queue.popleft() for _ in range(min(batch, len(queue)))], on_error)
         yield from self._finished(pending, on_error)
+
+    def _stream_overlapped(
+        self,
+        images: Iterable[tuple[Hashable, np.ndarray]],
+        aligned: bool,
+        on_error: ErrorHandler | None,
+        faces_for: Callable[[Hashable, np.ndarray], list[FaceChoice] | None] | None,
+    ) -> Iterator[tuple[Hashable, ImageResult]]:
+        """The same stream, with the CPU stages off the GPU's thread (`runtime.overlap`).
+
+        One worker thread reads and prepares the next images (decode, detection, alignment, encoding)
+        and merges and verifies finished ones, in submission order, while this thread runs the
+        inverter and generator. One worker, so CPU models are never called concurrently; the GPU
+        stages take `_gpu` (verification retries run on the worker). Outputs equal the plain stream's.
+        """
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        source = iter(images)
+        done_reading = object()
+
+        def prepare_next() -> Any:
+            try:
+                key, image = next(source)
+            except StopIteration:
+                return done_reading
+            try:
+                given = faces_for(key, image) if faces_for is not None else None
+                return self._prepare(key, image, aligned, given)
+            except Exception as exc:
+                return (key, exc)
+
+        def finish(work: _ImageWork) -> tuple[Hashable, ImageResult | Exception]:
+            try:
+                if work.error is not None:
+                    raise work.error
+                return work.key, self._merge(work)
+            except Exception as exc:
+                return work.key, exc
+
+        pending: deque[_ImageWork] = deque()
+        queue: deque[tuple[_ImageWork, int]] = deque()
+        finishing: deque[Future[tuple[Hashable, ImageResult | Exception]]] = deque()
+        batch = self.batch_size
+
+        def results(block: bool) -> Iterator[tuple[Hashable, ImageResult]]:
+            while finishing and (block or finishing[0].done()):
+                key, outcome = finishing.popleft().result()
+                if isinstance(outcome, Exception):
+                    if on_error is None:
+                        raise outcome
+                    on_error(key, _per_image(outcome))
+                else:
+                    yield key, outcome
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rp-cpu") as worker:
+            ahead: deque[Future[Any]] = deque(worker.submit(prepare_next) for _ in range(2))
+            while ahead:
+                item = ahead.popleft().result()
+                if item is done_reading:
+                    continue
+                ahead.append(worker.submit(prepare_next))
+                if isinstance(item, tuple):
+                    key, exc = item
+                    if on_error is None:
+                        raise exc
+                    on_error(key, _per_image(exc))
+                    continue
+                pending.append(item)
+                queue.extend((item, i) for i in item.to_generate)
+                while len(queue) >= batch:
+                    self._run_batch([queue.popleft() for _ in range(batch)], on_error)
+                while pending and pending[0].done:
+                    finishing.append(worker.submit(finish, pending.popleft()))
+                yield from results(block=False)
+            while queue:
+                self._run_batch([queue.popleft() for _ in range(min(batch, len(queue)))], on_error)
+            while pending:
+                finishing.append(worker.submit(finish, pending.popleft()))
+            yield from results(block=True)
 
     def _prepare(
         self, key: Hashable, image: np.ndarray, aligned: bool, given: list[FaceChoice] | None = None
@@ -359,6 +444,17 @@ class Anonymizer:
         generator: Generator[Any],
         seed: int,
         prompts: list[str | None] | None = None,
+    ) -> tuple[list[np.ndarray], dict[str, float]]:
+        with self._gpu:
+            return self._invert_generate_locked(faces, identities, generator, seed, prompts)
+
+    def _invert_generate_locked(
+        self,
+        faces: list[AlignedFace],
+        identities: list[IdentityEmbedding | None],
+        generator: Generator[Any],
+        seed: int,
+        prompts: list[str | None] | None,
     ) -> tuple[list[np.ndarray], dict[str, float]]:
         per_face: dict[str, float] = {}
         prompts = prompts if prompts is not None else [None] * len(faces)

@@ -107,32 +107,8 @@ class Pipeline:
 
     # -- what it is ---------------------------------------------------------------------------
 
-    def stages(self) -> Iterator[Stage]:
-        """Every stage in data-flow order, then the safeguards; a component shared by two keys once."""
-        seen: set[int] = set()
-        for stage in (
-            self.detector,
-            self.identity_encoder,
-            self.inverter,
-            self.generator,
-            self.merger,
-            self.verify_encoder,
-            self.fallback,
-            self.last_resort,
-            self.coverage,
-        ):
-            if stage is not None and id(stage.component) not in seen:
-                seen.add(id(stage.component))
-                yield stage
-
-    def components(self) -> list[Component[Any]]:
-        return [stage.component for stage in self.stages()]
-
-    def model_files(self) -> list[ModelFile]:
-        return [f for component in self.components() for f in component.model_files()]
-
-    def describe(self) -> dict[str, Any]:
-        """Each stage by the config key that chose it, with effective options; what will not run is absent."""
+    def _keyed(self) -> list[Stage]:
+        """Every stage by the key that chose it, in data-flow order then the safeguards (shared ones twice)."""
         stages = (
             self.detector,
             self.identity_encoder,
@@ -144,7 +120,25 @@ class Pipeline:
             self.last_resort,
             self.coverage,
         )
-        return {stage.key: stage.describe() for stage in stages if stage is not None}
+        return [stage for stage in stages if stage is not None]
+
+    def stages(self) -> Iterator[Stage]:
+        """Every stage in data-flow order, then the safeguards; a component shared by two keys once."""
+        seen: set[int] = set()
+        for stage in self._keyed():
+            if id(stage.component) not in seen:
+                seen.add(id(stage.component))
+                yield stage
+
+    def components(self) -> list[Component[Any]]:
+        return [stage.component for stage in self.stages()]
+
+    def model_files(self) -> list[ModelFile]:
+        return [f for component in self.components() for f in component.model_files()]
+
+    def describe(self) -> dict[str, Any]:
+        """Each stage by the config key that chose it, with effective options; what will not run is absent."""
+        return {stage.key: stage.describe() for stage in self._keyed()}
 
     # -- loading ------------------------------------------------------------------------------
 

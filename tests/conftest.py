@@ -14,8 +14,7 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MKL_NUM_THREADS", "2")
 
-#: The plugins written in this package's default face stack; tests load them through their entry points.
-FACE_STACK_PLUGINS = "rp-dlib,rp-sfd,rp-buffalo-l,rp-obfuscate,rp-affine,rp-presets"
+from stacks import FACE_STACK_PLUGINS  # noqa: E402 (after the thread caps)
 
 
 def _insightface_images() -> Path:

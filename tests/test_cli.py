@@ -65,7 +65,12 @@ def test_plugins_json_lists_every_builtin_plugin() -> None:
     result = CliRunner().invoke(create_cli(), ["plugins", "--json"])
     assert result.exit_code == 0, result.output
     plugins = {p["name"]: p for p in json.loads(result.stdout)}
-    assert plugins["rp-presets"]["provides"]["preset"] == ["default", "fast", "fp8", "offline", "throughput"]
+    assert plugins["rp-presets"]["provides"]["preset"] == [
+        "default",
+        "fast",
+        "offline",
+        "throughput",
+    ]  # fp8 removed: not faster
     assert all({"name", "version", "hooks", "provides"} <= set(p) for p in plugins.values())
 
 

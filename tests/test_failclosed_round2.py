@@ -73,7 +73,7 @@ class MovingPlugin:
 
 @pytest.fixture(scope="module")
 def moving_host() -> PluginHost:
-    from conftest import FACE_STACK_PLUGINS
+    from stacks import FACE_STACK_PLUGINS
 
     return PluginHost(environ={"RP_PLUGINS": FACE_STACK_PLUGINS}, extra_plugins=[MovingPlugin()])
 

@@ -234,7 +234,7 @@ class PreflightPlugin:
     [("needs_missing_library", "pip install 'rp-anonymize[imaginary]'"), ("needs_a_gpu", "--preset offline")],
 )
 def test_a_stage_that_cannot_run_here_fails_with_advice_before_any_download(generator: str, expected: str) -> None:
-    from conftest import FACE_STACK_PLUGINS
+    from stacks import FACE_STACK_PLUGINS
 
     from rp_core.errors import RpError
 
@@ -286,3 +286,34 @@ def test_the_api_files_call_matches_the_cli_and_resumes_after_a_kill(tmp_path: P
     assert sorted(ours) == sorted(theirs)
     assert all(ours[name] == theirs[name] for name in ours if name != "manifest.json")
     assert _manifest_facts(api_out) == _manifest_facts(cli_out)
+
+
+def test_overlap_gives_the_same_files_and_records_as_the_plain_stream(tmp_path: Path, astronaut: np.ndarray) -> None:
+    """Offline preset over a folder with a failing image: the worker thread changes nothing users see."""
+    from test_failclosed_cli import _manifest_facts, _snapshot
+
+    _five_images(tmp_path / "in", astronaut)
+    host = PluginHost(extra_plugins=[RaisingPlugin()])
+    outs = {}
+    for overlap in ("true", "false"):
+        out = tmp_path / f"out-{overlap}"
+        result = CliRunner().invoke(
+            create_cli(host),
+            [
+                "anonymize",
+                str(tmp_path / "in"),
+                "-o",
+                str(out),
+                "--preset",
+                "offline",
+                "--generator",
+                "raises_on_blue",
+                "--set",
+                f"runtime.overlap={overlap}",
+            ],
+        )
+        assert result.exit_code == 4, result.output
+        outs[overlap] = out
+    a, b = _snapshot(outs["true"]), _snapshot(outs["false"])
+    assert sorted(a) == sorted(b) and all(a[k] == b[k] for k in a if k != "manifest.json")
+    assert _manifest_facts(outs["true"]) == _manifest_facts(outs["false"])

@@ -131,7 +131,7 @@ class IpAdapterFaceIdGenerator(_SdxlComponent, Generator):
         return IpAdapterFaceIdGenerator(options, self.context)
 
     def generate_latents(self, requests: Sequence[GenerationRequest]) -> Any:
-        """The regenerated latents (B, C, h, w) before decoding."""
+        """The regenerated latents (B, C, h, w) before decoding; all requests share one attribute prompt."""
         import torch
 
         from rp_plugins.diffusion.ledits import regenerate
@@ -145,7 +145,7 @@ class IpAdapterFaceIdGenerator(_SdxlComponent, Generator):
         scheduler = bundle.new_scheduler(timesteps)
         start = torch.stack([s.start for s in states])
         noise_maps = torch.stack([s.noise_maps for s in states], dim=1)
-        text = bundle.prompt_conditioning(self.options.attribute_prompt)
+        text = bundle.prompt_conditioning(self._prompt(requests[0]))
         identity = self._identity_tensor([r.identity.vector if r.identity else None for r in requests])
         identity = identity * self.options.id_emb_scale
         null_identity = torch.zeros_like(identity)
@@ -172,9 +172,26 @@ class IpAdapterFaceIdGenerator(_SdxlComponent, Generator):
         return int(max(1, min(16, (0.9 * free) // (3.9 * 2**30))))
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:
+        """New crops; faces asking for different attribute prompts are regenerated in one call per prompt.
+
+        Regeneration draws no new randomness (its noise maps come from the inversion), so splitting a
+        batch by prompt changes no face's result.
+        """
         if not requests:
             return []
-        return self.bundle.decode_latents(self.generate_latents(requests))
+        groups: dict[str | None, list[int]] = {}
+        for i, request in enumerate(requests):
+            groups.setdefault(self._prompt(request), []).append(i)
+        crops: list[np.ndarray] = [np.empty(0)] * len(requests)
+        for indices in groups.values():
+            latents = self.generate_latents([requests[i] for i in indices])
+            for i, crop in zip(indices, self.bundle.decode_latents(latents), strict=True):
+                crops[i] = crop
+        return crops
+
+    def _prompt(self, request: GenerationRequest) -> str | None:
+        """The face's own attribute prompt (a faces JSON), else the run's."""
+        return request.prompt if request.prompt is not None else self.options.attribute_prompt
 
     @staticmethod
     def _state(request: GenerationRequest) -> LeditsState:

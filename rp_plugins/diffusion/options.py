@@ -38,14 +38,9 @@ class SdxlOptions(ComponentOptions):
         json_schema_extra=cli_flag("guidance-scale"),
     )
     fuse_faceid_lora: bool = Field(
-        True, description="merge FaceID's LoRA into the UNet weights once at load (same output, fewer matmuls per step)"
-    )
-    compile_blocks: bool = Field(
         True,
-        description="on a CUDA GPU, torch.compile the UNet's transformer blocks one by one for full batches of 2+ "
-        "faces (~10 s of compiling at the first full batch, ~10% less time per face after it; output equal up to "
-        "fp16 rounding); smaller batches run uncompiled; ignored on a CPU and when runtime.compile compiles the "
-        "whole UNet",
+        description="merge FaceID's LoRA into the UNet weights once at load (fewer matmuls per step; equal to the "
+        "unfused adapter up to floating-point rounding)",
     )
 
 

@@ -257,7 +257,7 @@ def load_bundle(options: SdxlOptions, context: RuntimeContext) -> SdxlBundle:
     key = ("sdxl-faceid", str(sdxl_dir.resolve()), str(faceid_file.resolve()), str(dtype), str(device), fuse)
     key += (("compiled", fixed_batch),) if context.compile else ()
     # a whole-UNet compile supersedes the regional one; both need a GPU to pay back their compile time
-    regional = options.compile_blocks and device.type == "cuda" and not context.compile
+    regional = context.compile_blocks and device.type == "cuda" and not context.compile
     key += (("cuda_graphs", context.cuda_graphs), ("fp8", context.fp8), ("compiled_blocks", regional))
 
     def build() -> SdxlBundle:

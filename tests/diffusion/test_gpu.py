@@ -172,8 +172,8 @@ def test_compiled_blocks_under_cuda_graphs_predict_the_eager_noise(tiny_models) 
     sdxl_dir, faceid_file = tiny_models
     bundles = [
         load_bundle(
-            InverterOptions(sd_model=str(sdxl_dir), ip_adapter=str(faceid_file), compile_blocks=compiled),
-            RuntimeContext(device="cuda", dtype="float16", pool=ModelPool(), batch_size=3),
+            InverterOptions(sd_model=str(sdxl_dir), ip_adapter=str(faceid_file)),
+            RuntimeContext(device="cuda", dtype="float16", pool=ModelPool(), batch_size=3, compile_blocks=compiled),
         )
         for compiled in (False, True)
     ]
