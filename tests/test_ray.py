@@ -167,6 +167,26 @@ def test_resume_after_the_driver_is_killed(
     assert sum(e.kind == "done" for e in events) < 41  # the finished files were not redone
 
 
+def test_rp_anonymize_ray(local_ray: Any, photos: Path, single: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The command line: `rp anonymize DIR -o OUT --ray --workers 2` (skipped until cli.py is wired)."""
+    from click.testing import CliRunner
+
+    from rp_core.cli import anonymize, create_cli
+
+    if "use_ray" not in {p.name for p in anonymize.params}:
+        pytest.skip("rp anonymize has no --ray yet")
+    monkeypatch.setenv("RP_PLUGINS", FACE_STACK_PLUGINS)  # the driver's and the workers' plugin hosts
+    args = ["anonymize", str(photos / "a"), "-o", str(tmp_path), "--preset", "offline", "--ray", "--workers", "2"]
+    args += [arg for override in CHEAPER for arg in ("--set", override)]
+    result = CliRunner().invoke(create_cli(), args)
+    assert result.exit_code == 0, result.output
+    assert "Ray: 2 worker(s)" in result.output and "0 failed" in result.output
+    for path in sorted((photos / "a").iterdir()):
+        assert (tmp_path / path.name).read_bytes() == (single / "a" / path.name).read_bytes()
+    refused = CliRunner().invoke(create_cli(), ["anonymize", str(photos / "a"), "-o", str(tmp_path), "--workers", "2"])
+    assert refused.exit_code == 2 and "--workers apply only with --ray" in refused.output
+
+
 def test_workers_follow_the_cluster():
     gpus = {"CPU": 32.0, "GPU": 4.0}
     assert plan_workers(RayOptions(), gpus) == (4, 1.0, 1.0)
