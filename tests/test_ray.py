@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,8 @@ def test_resume_after_the_driver_is_killed(
     assert 10 <= len(finished) < 42
     events: list[Event] = []
     resumed = SessionOptions(resume=True)
-    RaySession(pipeline, plan_inputs([photos], tmp_path), resumed, events.append, WORKERS).run()
+    on_a_cluster = replace(WORKERS, address="auto")  # joins the Ray already running; workers get absolute paths
+    RaySession(pipeline, plan_inputs([photos], tmp_path), resumed, events.append, on_a_cluster).run()
     _assert_same_run(tmp_path, single)
     assert any(e.kind == "info" and "files already done" in e.message for e in events)
     assert sum(e.kind == "done" for e in events) < 41  # the finished files were not redone

@@ -19,13 +19,13 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from rp_core import errors
 from rp_core.errors import ConfigError, RpError
-from rp_core.io import InputPlan
+from rp_core.io import InputPlan, Job
 from rp_core.manifest import ImageEntry, RunManifest
 from rp_core.pipeline import Pipeline
 from rp_core.scale.options import RayOptions
@@ -140,7 +140,8 @@ class RaySession(RunSession):
             count = min(count, len(todo))  # an actor without a file would load its models for nothing
             spec = WorkerSpec(
                 config=self.pipeline.config.model_dump(mode="json"),
-                plan=self.plan,
+                # a local Ray's workers share this process's working folder; a cluster's do not
+                plan=self.plan if self.ray_options.address is None else _absolute(self.plan),
                 options=self.options,
                 environ=self.ray_options.plugin_environ(),
                 plugins_dir=self.ray_options.plugins_dir,
@@ -263,10 +264,19 @@ class RaySession(RunSession):
         i = int(record["index"])
         for kind, message in record["events"]:
             self.on_event(Event(kind, message))
-        self.entries[i] = ImageEntry.from_dict(record["entry"])
+        entry = ImageEntry.from_dict(record["entry"])
+        entry.input = self.source_name(i)  # as this run names it (a cluster's workers see absolute paths)
+        if entry.output is not None:
+            entry.output = self.target_name(i)
+        self.entries[i] = entry
         self.journal.record(self.entries[i])
         if record["faces"] is not None:
             self.on_event(Event("done", faces=int(record["faces"])))
+
+
+def _absolute(plan: InputPlan) -> InputPlan:
+    jobs = tuple(Job(job.source.absolute(), job.target.absolute()) for job in plan.jobs)
+    return replace(plan, jobs=jobs, output=plan.output.absolute())
 
 
 def remote_error(payload: dict[str, Any]) -> RpError:
