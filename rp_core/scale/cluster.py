@@ -82,3 +82,35 @@ def start_workers(spec: WorkerSpec, count: int, gpus: float, cpus: float) -> tup
     actor = ray.remote(Worker).options(num_gpus=gpus, num_cpus=cpus, max_restarts=-1, max_task_retries=0)
     shared = ray.put(spec)  # the plan travels once, not once per actor
     return [actor.remote(shared) for _ in range(count)], shared
+
+
+def stop_workers(workers: list[Any], infos: list[dict[str, Any]], timeout: float = 30.0) -> None:
+    """Kill the actors and wait until they are gone, so none can still publish a file once the run has returned
+    (a resumed run right after an interrupted one must not meet a late write or temporary file)."""
+    import os
+    import socket
+    import time
+
+    ray = import_ray()
+    for worker in workers:
+        ray.kill(worker, no_restart=True)
+    deadline = time.monotonic() + timeout
+    for worker in workers:
+        while time.monotonic() < deadline:
+            try:
+                ray.get(worker.start.remote(), timeout=max(0.1, deadline - time.monotonic()))
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                break
+            time.sleep(0.05)
+    here = socket.gethostname()
+    for info in infos:  # Ray reports an actor dead as it kills it: on this machine, wait for the process too
+        if info.get("node") != here:
+            continue
+        while time.monotonic() < deadline:
+            try:
+                os.kill(int(info["pid"]), 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:  # a new process with the same id, not ours
+                break
+            time.sleep(0.05)

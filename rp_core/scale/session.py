@@ -130,7 +130,7 @@ class RaySession(RunSession):
 
     def _execute(self, todo: list[int]) -> float:
         """Start the workers (models load there), hand out `todo`, record every file; returns the load seconds."""
-        from rp_core.scale.cluster import connect, import_ray, plan_workers, start_workers
+        from rp_core.scale.cluster import connect, import_ray, plan_workers, start_workers, stop_workers
         from rp_core.scale.worker import WorkerSpec
 
         ray = import_ray()
@@ -161,8 +161,7 @@ class RaySession(RunSession):
             del spec_ref  # kept until here: a worker restarted mid-run is rebuilt from it
             return load
         finally:
-            for worker in self.workers:
-                ray.kill(worker)
+            stop_workers(self.workers, self.worker_info)
             self.workers = []
             if started_ray:
                 ray.shutdown()
