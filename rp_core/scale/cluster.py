@@ -72,19 +72,19 @@ def plan_workers(options: RayOptions, resources: dict[str, float]) -> tuple[int,
     return count, per_gpu, options.cpus_per_worker
 
 
-def start_workers(spec: WorkerSpec, count: int, gpus: float, cpus: float) -> tuple[list[Any], Any]:
-    """`count` actors and the reference to their shared spec, which the caller keeps for as long as they run.
+def start_workers(spec: WorkerSpec, count: int, gpus: float, cpus: float) -> tuple[list[Any], list[Any]]:
+    """`count` actors, and `[reference to the spec]` to pass with every call; keep it for as long as they run.
 
-    Ray restarts an actor that dies (the driver hands its unfinished files out again); the restart
-    rebuilds it from the spec in the object store, so the spec must outlive every actor.
+    Ray restarts an actor that dies (the driver hands its unfinished files out again); the restarted
+    actor fetches the spec on its next call, so the spec is not a constructor argument.
     """
     ray = import_ray()
     actor = ray.remote(Worker).options(num_gpus=gpus, num_cpus=cpus, max_restarts=-1, max_task_retries=0)
-    shared = ray.put(spec)  # the plan travels once, not once per actor
-    return [actor.remote(shared) for _ in range(count)], shared
+    shared = [ray.put(spec)]  # the plan travels once, not once per actor or task
+    return [actor.remote() for _ in range(count)], shared
 
 
-def stop_workers(workers: list[Any], infos: list[dict[str, Any]], timeout: float = 30.0) -> None:
+def stop_workers(workers: list[Any], shared: list[Any], infos: list[dict[str, Any]], timeout: float = 30.0) -> None:
     """Kill the actors and wait until they are gone, so none can still publish a file once the run has returned
     (a resumed run right after an interrupted one must not meet a late write or temporary file)."""
     import os
@@ -98,7 +98,7 @@ def stop_workers(workers: list[Any], infos: list[dict[str, Any]], timeout: float
     for worker in workers:
         while time.monotonic() < deadline:
             try:
-                ray.get(worker.start.remote(), timeout=max(0.1, deadline - time.monotonic()))
+                ray.get(worker.start.remote(shared), timeout=max(0.1, deadline - time.monotonic()))
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
                 break
             time.sleep(0.05)

@@ -75,6 +75,7 @@ class RaySession(RunSession):
         #: The actor handles while the run is on (a test may kill one to check that no file is lost).
         self.workers: list[Any] = []
         self.worker_info: list[dict[str, Any]] = []
+        self._shared: list[Any] = []  # [the workers' spec in Ray's object store], passed with every call
 
     # -- the run: RunSession.run with the anonymize step on Ray ---------------------------------
 
@@ -149,20 +150,19 @@ class RaySession(RunSession):
             device = f"{gpus:g} GPU + {cpus:g} CPU" if gpus else f"{cpus:g} CPU"
             self.on_event(Event("info", f"Ray: {count} worker(s), {device} each; loading the models on each"))
             load_start = time.perf_counter()
-            self.workers, spec_ref = start_workers(spec, count, gpus, cpus)
+            self.workers, self._shared = start_workers(spec, count, gpus, cpus)
             try:
-                infos = ray.get([worker.start.remote() for worker in self.workers])
+                infos = ray.get([worker.start.remote(self._shared) for worker in self.workers])
             except ray.exceptions.RayActorError as exc:
                 raise RpError(f"a Ray worker died while loading the models: {exc}") from exc
             self.worker_info = self._checked(infos)
             load = time.perf_counter() - load_start
             self.on_event(Event("start", total=len(todo)))
             self._dispatch(ray, todo)
-            del spec_ref  # kept until here: a worker restarted mid-run is rebuilt from it
             return load
         finally:
-            stop_workers(self.workers, self.worker_info)
-            self.workers = []
+            stop_workers(self.workers, self._shared, self.worker_info)
+            self.workers, self._shared = [], []
             if started_ray:
                 ray.shutdown()
 
@@ -206,7 +206,7 @@ class RaySession(RunSession):
                 indices = queue.popleft()
                 for i in indices:  # noted before any worker may publish it: a resumed run redoes it
                     self.journal.record(ImageEntry(self.source_name(i), self.target_name(i), "writing"))
-                running[self.workers[worker].run.remote(indices)] = _Task(worker, indices)
+                running[self.workers[worker].run.remote(indices, self._shared)] = _Task(worker, indices)
             if not running:
                 raise RpError("every Ray worker died; run the same command again with --resume to finish")
             ready, _ = ray.wait(list(running), num_returns=1)

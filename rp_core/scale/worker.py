@@ -40,18 +40,29 @@ def error_payload(exc: RpError) -> dict[str, Any]:
 
 
 class Worker:
-    """One long-lived actor: `start()` loads the models; `run(indices)` yields one record per finished file."""
+    """One long-lived actor: `start()` loads the models; `run(indices)` yields one record per finished file.
 
-    def __init__(self, spec: WorkerSpec) -> None:
+    On Ray the spec comes with each call as `shared`, a list holding its object reference (a list, so
+    that Ray hands over the reference rather than the plan each time): an actor that Ray restarts after
+    a crash is built without arguments and fetches the spec on its next call.
+    """
+
+    def __init__(self, spec: WorkerSpec | None = None) -> None:
         self.spec = spec
         self._session: Any = None
         self._anonymizer: Any = None
         self._events: list[Event] = []
 
-    def _ensure_loaded(self) -> None:
+    def _ensure_loaded(self, shared: list[Any] | None) -> None:
         """Assemble and load once per process (an actor restarted after a crash loads again here)."""
         if self._anonymizer is not None:
             return
+        if self.spec is None:
+            import ray
+
+            assert shared, "a Worker built without a spec needs one with each call"
+            self.spec = ray.get(shared[0])
+        assert self.spec is not None
         from rp_core.config import RunConfig
         from rp_core.orchestrator import Anonymizer
         from rp_core.pipeline import assemble
@@ -67,12 +78,12 @@ class Worker:
         anonymizer.load()
         self._session, self._anonymizer = session, anonymizer
 
-    def start(self) -> dict[str, Any]:
+    def start(self, shared: list[Any] | None = None) -> dict[str, Any]:
         """Load the models; return what the driver checks (the stages as built here) and records."""
         from rp_core.manifest import package_versions
 
         try:
-            self._ensure_loaded()
+            self._ensure_loaded(shared)
         except RpError as exc:
             return error_payload(exc)
         return {
@@ -82,7 +93,7 @@ class Worker:
             "pid": os.getpid(),
         }
 
-    def run(self, indices: list[int]) -> Iterator[dict[str, Any]]:
+    def run(self, indices: list[int], shared: list[Any] | None = None) -> Iterator[dict[str, Any]]:
         """Anonymize and write the plan's jobs `indices`; yield one record per file as soon as it is final.
 
         A record: `index`, `entry` (an ImageEntry dict), `events` (what the session reported since the
@@ -90,7 +101,7 @@ class Worker:
         the pipeline to the writer, else None: the driver counts it as done then, as a single process does).
         """
         try:
-            self._ensure_loaded()
+            self._ensure_loaded(shared)
         except RpError as exc:
             yield error_payload(exc)
             return
@@ -99,7 +110,7 @@ class Worker:
             session.entries.pop(i, None)
         sent: set[int] = set()
         stream = self._anonymizer.anonymize_stream(
-            session._images(indices), aligned=self.spec.options.aligned, on_error=session._image_failed
+            session._images(indices), aligned=session.options.aligned, on_error=session._image_failed
         )
         for key, result in stream:
             session._write(key, result)
