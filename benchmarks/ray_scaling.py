@@ -168,7 +168,6 @@ def run_ray(pipeline: Any, plan: Any, args: argparse.Namespace, environ: dict[st
         workers=max(1, args.gpus),
         gpus_per_worker=1.0 if args.gpus else 0.0,
         cpus_per_worker=1.0,
-        files_per_task=args.batch_size,
         environ=environ,
         plugins_dir=plugins,
     )

@@ -22,8 +22,9 @@ class RayOptions:
     #: GPUs each actor holds (one pipeline per actor); ignored on a cluster without GPUs (CPU workers then).
     gpus_per_worker: float = 1.0
     cpus_per_worker: float = 1.0
-    #: Files per task: faces are batched across the files of a task, and a task is the unit handed out.
-    files_per_task: int = 8
+    #: Files per task: faces are batched across the files of a task, and a task is the unit handed out;
+    #: None: the pipeline's batch size (with at least a face a file, each task fills a batch).
+    files_per_task: int | None = None
     #: A file whose worker died this many times while it was being processed fails (a file that crashes
     #: its worker every time must not take the whole run down with it).
     max_attempts: int = 3

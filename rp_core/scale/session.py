@@ -191,7 +191,8 @@ class RaySession(RunSession):
     def _dispatch(self, ray: Any, todo: list[int]) -> None:
         """Keep every live worker busy until each file of `todo` has its final record."""
         options = self.ray_options
-        size = max(1, min(options.files_per_task, math.ceil(len(todo) / len(self.workers))))
+        per_task = options.files_per_task or self.pipeline.batch_size
+        size = max(1, min(per_task, math.ceil(len(todo) / len(self.workers))))
         queue: deque[list[int]] = deque(todo[k : k + size] for k in range(0, len(todo), size))
         attempts: dict[int, int] = {}
         alive = set(range(len(self.workers)))
