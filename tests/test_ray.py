@@ -112,7 +112,7 @@ def test_two_workers_equal_one_process(local_ray: Any, photos: Path, pipeline: P
     assert summary.exit_code() == 4 and len(summary.failed) == 1  # the broken file, as in one process
     assert sum(e.kind == "done" for e in events) == 41 and any("broken.jpg" in e.message for e in events)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert "dlib" in manifest["packages"]  # the workers' versions: the driver never imported dlib's pipeline
+    assert manifest["packages"] == session.worker_info[0]["packages"] and "dlib" in manifest["packages"]
     assert len({info["pid"] for info in session.worker_info}) == 2
 
 
