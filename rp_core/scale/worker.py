@@ -1,0 +1,130 @@
+"""The body of one Ray actor: an assembled, loaded pipeline that anonymizes and writes the files it is given.
+
+A worker rebuilds the driver's pipeline from the resolved config (a pipeline holds a plugin host
+and loaded models, neither of which travels between processes), loads its models once, and runs
+shards of the driver's plan through the same per-file code as a single-process run
+(`RunSession`: read, anonymize with faces batched across the shard, write atomically). It never
+touches the journal or the manifest: it yields each file's manifest record to the driver, which is
+their only writer. This module imports no Ray; the driver wraps `Worker` with `ray.remote`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rp_core.errors import RpError
+from rp_core.io import InputPlan
+from rp_core.session import Event, SessionOptions
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs to rebuild the driver's pipeline and name files as the driver does."""
+
+    config: dict[str, Any]
+    plan: InputPlan
+    options: SessionOptions
+    #: What the workers' plugin hosts read (RP_PLUGINS, RP_PLUGINS_BLOCK, RP_PLUGINS_DIR), as on the driver.
+    environ: dict[str, str] = field(default_factory=dict)
+    plugins_dir: Path | None = None
+
+
+def error_payload(exc: RpError) -> dict[str, Any]:
+    """An expected error as plain data: some RpError subclasses cannot be rebuilt from their message alone."""
+    return {"error": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}
+
+
+class Worker:
+    """One long-lived actor: `start()` loads the models; `run(indices)` yields one record per finished file.
+
+    On Ray the spec comes with each call as `shared`, a list holding its object reference (a list, so
+    that Ray hands over the reference rather than the plan each time): an actor that Ray restarts after
+    a crash is built without arguments and fetches the spec on its next call.
+    """
+
+    def __init__(self, spec: WorkerSpec | None = None) -> None:
+        self.spec = spec
+        self._session: Any = None
+        self._anonymizer: Any = None
+        self._events: list[Event] = []
+
+    def _ensure_loaded(self, shared: list[Any] | None) -> None:
+        """Assemble and load once per process (an actor restarted after a crash loads again here)."""
+        if self._anonymizer is not None:
+            return
+        if self.spec is None:
+            import ray
+
+            assert shared, "a Worker built without a spec needs one with each call"
+            self.spec = ray.get(shared[0])
+        assert self.spec is not None
+        from rp_core.config import RunConfig
+        from rp_core.orchestrator import Anonymizer
+        from rp_core.pipeline import assemble
+        from rp_core.plugins import PluginHost
+        from rp_core.session import RunSession
+
+        host = PluginHost(plugins_dir=self.spec.plugins_dir, environ=dict(self.spec.environ))
+        pipeline = assemble(RunConfig.model_validate(self.spec.config), host)
+        # the worker's session names files exactly as the driver's does (same plan) and writes through
+        # the same code; its journal is never opened, so it records nothing: the driver does
+        session = RunSession(pipeline, self.spec.plan, self.spec.options, self._events.append)
+        anonymizer = Anonymizer(pipeline=pipeline)
+        anonymizer.load()
+        self._session, self._anonymizer = session, anonymizer
+
+    def start(self, shared: list[Any] | None = None) -> dict[str, Any]:
+        """Load the models; return what the driver checks (the stages as built here) and records."""
+        from rp_core.manifest import package_versions
+
+        try:
+            self._ensure_loaded(shared)
+        except RpError as exc:
+            return error_payload(exc)
+        return {
+            "components": self._session.pipeline.describe(),
+            "packages": package_versions(),
+            "node": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+
+    def run(self, indices: list[int], shared: list[Any] | None = None) -> Iterator[dict[str, Any]]:
+        """Anonymize and write the plan's jobs `indices`; yield one record per file as soon as it is final.
+
+        A record: `index`, `entry` (an ImageEntry dict), `events` (what the session reported since the
+        last record, as (kind, message) pairs) and `faces` (the face count when the file went through
+        the pipeline to the writer, else None: the driver counts it as done then, as a single process does).
+        """
+        try:
+            self._ensure_loaded(shared)
+        except RpError as exc:
+            yield error_payload(exc)
+            return
+        session = self._session
+        for i in indices:  # a retried file starts clean
+            session.entries.pop(i, None)
+        sent: set[int] = set()
+        stream = self._anonymizer.anonymize_stream(
+            session._images(indices), aligned=session.options.aligned, on_error=session._image_failed
+        )
+        for key, result in stream:
+            session._write(key, result)
+            yield from self._final(indices, sent, {int(key): result.face_count})
+        yield from self._final(indices, sent, {})
+
+    def _final(self, indices: list[int], sent: set[int], written: dict[int, int]) -> Iterator[dict[str, Any]]:
+        session = self._session
+        for i in indices:
+            entry = session.entries.get(i)
+            if i in sent or entry is None or entry.status == "pending":
+                continue
+            sent.add(i)
+            events, self._events[:] = [(e.kind, e.message) for e in self._events], []
+            for per_file in (session.metadata, session.read_times, session.input_digest, session.entries):
+                per_file.pop(i, None)  # a worker lives for the whole run: keep nothing per file
+            yield {"index": i, "entry": entry.to_dict(), "events": events, "faces": written.get(i)}
