@@ -358,6 +358,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     default=None,
     help="Faces from `rp detect` (reviewed or edited: keep, prompt) instead of detecting; coverage still runs.",
 )
+@click.option(
+    "--ray",
+    "use_ray",
+    is_flag=True,
+    help="Spread the files over Ray workers, one per GPU (docs/scale.md; needs [ray]).",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="With --ray: the cluster to join (auto, ray://HEAD:10001); default: a local Ray.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --ray: workers to start (default: one per GPU; one per CPU without GPUs).",
+)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="With --ray: GPUs each worker holds (default 1; ignored without GPUs).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only failures and the summary line.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print a line per file with its faces and time.")
 @click.option("--log-json", is_flag=True, help="Print one JSON object per event on stderr (for batch jobs), no bar.")
@@ -389,6 +412,13 @@ def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None,
         raise click.UsageError("--keep-gps only applies with --keep-metadata (metadata is stripped otherwise)")
     if kwargs["follow_symlinks"] and not in_place:
         raise click.UsageError("--follow-symlinks applies to --in-place runs (runs with -o always read through links)")
+    ray_flags = [
+        f"--{k.replace('_', '-')}" for k in ("ray_address", "workers", "gpus_per_worker") if kwargs[k] is not None
+    ]
+    if ray_flags and not kwargs["use_ray"]:
+        raise click.UsageError(f"{', '.join(ray_flags)} apply only with --ray")
+    if kwargs["use_ray"] and in_place:
+        raise click.UsageError("--ray writes to an output folder (-o); it does not support --in-place")
     args = _pop_config_args(ctx, kwargs)
     for key in ("keep_face", "only_face", "only_largest", "max_faces"):
         value = kwargs.pop(key)
@@ -425,7 +455,18 @@ def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None,
         raise click.UsageError("--quiet and --verbose exclude each other")
     verbosity = -1 if kwargs["quiet"] else 1 if kwargs["verbose"] else 0
     with _ProgressPrinter(console, verbosity, kwargs["log_json"]) as printer:
-        session = RunSession(pipeline, plan, options, printer)
+        if kwargs["use_ray"]:
+            from rp_core.scale import RayOptions, RaySession
+
+            ray_options = RayOptions(
+                address=kwargs["ray_address"],
+                workers=kwargs["workers"],
+                gpus_per_worker=1.0 if kwargs["gpus_per_worker"] is None else kwargs["gpus_per_worker"],
+                plugins_dir=ctx.meta.get(_PLUGINS_DIR),
+            )
+            session: RunSession = RaySession(pipeline, plan, options, printer, ray_options)
+        else:
+            session = RunSession(pipeline, plan, options, printer)
         try:
             summary = session.run()
         except KeyboardInterrupt:

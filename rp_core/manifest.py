@@ -110,6 +110,8 @@ class RunManifest:
     #: this manifest), "hashed", or "absolute" (as given).
     paths: str = "absolute"
     in_place: bool = False
+    #: The versions of the processes that made the outputs, when not this one (rp_core.scale's workers).
+    packages: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
@@ -123,7 +125,7 @@ class RunManifest:
             "paths": self.paths,
             "in_place": self.in_place,
             "components": self.components,
-            "packages": package_versions(),
+            "packages": self.packages if self.packages is not None else package_versions(),
             "summary": {"images": len(self.images), "faces": sum(len(e.faces) for e in self.images), **counts},
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "images": [entry.to_dict() for entry in self.images],

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from rp_core.io import ImageMetadata, InputPlan
 from rp_core.manifest import ImageEntry, Journal, RunManifest, journal_path, previous_entries
 from rp_core.pipeline import Pipeline
 from rp_core.types import ImageResult
+
+if TYPE_CHECKING:
+    from rp_core.orchestrator import Anonymizer
 
 #: Exit status of a run whose only problem is images without a face under `verify.no_face` warn/refuse.
 NO_FACE_EXIT = 6
@@ -141,6 +144,10 @@ class RunSession:
         self.entries: dict[int, ImageEntry] = {}
         self.skipped: set[int] = set()  # outputs that existed and were left alone by this run
         self.journal = Journal(journal_path(plan.manifest_path))
+        #: Loaded by `_load` when there is work.
+        self.anonymizer: Anonymizer | None = None
+        #: Package versions for the manifest when the pixels are made elsewhere (None: this process's).
+        self.packages: dict[str, str] | None = None
         # outputs are named from the manifest's folder; inputs from the deepest folder holding them all
         self._targets = plan.manifest_path.absolute().parent
         self._sources = self._targets if plan.in_place else common_root([job.source for job in plan.jobs])
@@ -217,7 +224,6 @@ class RunSession:
     def run(self) -> RunSummary:
         """Load the pipeline (only when there is work), anonymize, write, and return the summary."""
         from rp_core.io import cannot_write, check_writable_folder
-        from rp_core.orchestrator import Anonymizer
 
         started = time.perf_counter()
         for warning in self.warnings:
@@ -228,10 +234,9 @@ class RunSession:
             todo = self._plan_todo()
         except OSError as exc:
             raise cannot_write(self.plan.output, exc) from exc
-        anonymizer = Anonymizer(pipeline=self.pipeline)
         load_start = time.perf_counter()
         if todo:
-            anonymizer.load()
+            self._load(todo)
         manifest = RunManifest(
             config=self.pipeline.config.model_dump(mode="json"),
             components=self.pipeline.describe(),
@@ -247,28 +252,10 @@ class RunSession:
                 raise cannot_write(self.plan.output, exc) from exc
             self.on_event(Event("start", total=len(todo)))
             try:
-                stream = anonymizer.anonymize_stream(
-                    self._images(todo),
-                    aligned=self.options.aligned,
-                    on_error=self._image_failed,
-                    faces_for=self._given_faces(),
-                )
-                for key, result in stream:
-                    assert isinstance(key, int)
-                    self._write(key, result)
-                    self.journal.record(self.entries[key])
-                    entry = self.entries[key]
-                    self.on_event(
-                        Event(
-                            "done",
-                            f"{self.plan.jobs[key].source}: {entry.status}",
-                            faces=result.face_count,
-                            path=str(self.plan.jobs[key].target),
-                            seconds=sum(entry.timings.values()),
-                        )
-                    )
+                self._anonymize(todo)
             finally:
                 self.journal.close(remove=False)
+        manifest.packages = self.packages
         manifest.images = [self.entries[i] for i in sorted(self.entries)]
         manifest.timings["total"] = time.perf_counter() - started
         written = todo or any(e.status != "skipped_existing" for e in manifest.images)
@@ -286,6 +273,38 @@ class RunSession:
             manifest_path=self.plan.manifest_path if written else None,
             warnings=self.warnings,
         )
+
+    def _load(self, todo: list[int]) -> None:
+        """Load the models where `todo` will be anonymized (here; rp_core.scale: on its workers)."""
+        from rp_core.orchestrator import Anonymizer
+
+        self.anonymizer = Anonymizer(pipeline=self.pipeline)
+        self.anonymizer.load()
+
+    def _anonymize(self, todo: list[int]) -> None:
+        """Anonymize, write and record every job of `todo`, the journal open (rp_core.scale hands them to workers)."""
+        for i, faces in self.process(todo):
+            entry = self.entries[i]
+            self.journal.record(entry)
+            job = self.plan.jobs[i]
+            seconds = sum(entry.timings.values())
+            done = Event("done", f"{job.source}: {entry.status}", faces=faces, path=str(job.target), seconds=seconds)
+            self.on_event(done)
+
+    def process(self, todo: list[int]) -> Iterator[tuple[int, int]]:
+        """Anonymize and write jobs `todo` in this process; yield (job, face count) for each one that reached the writer.
+
+        The others (unreadable, failed, refused) are recorded in `entries` and reported as they fail.
+        A Ray worker runs this on its share of the plan, with its journal closed.
+        """
+        assert self.anonymizer is not None, "_load() first"
+        stream = self.anonymizer.anonymize_stream(
+            self._images(todo), aligned=self.options.aligned, on_error=self._image_failed, faces_for=self._given_faces()
+        )
+        for key, result in stream:
+            assert isinstance(key, int)
+            self._write(key, result)
+            yield key, result.face_count
 
     def _given_faces(self) -> Callable[[Any, np.ndarray], list[Any] | None] | None:
         """The faces JSON's faces for each job, looked up by the same names the manifest uses."""

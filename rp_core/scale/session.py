@@ -16,7 +16,6 @@ out again, one file per task; a file whose worker died `max_attempts` times whil
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,26 +25,13 @@ from typing import Any
 from rp_core import errors
 from rp_core.errors import ConfigError, RpError
 from rp_core.io import InputPlan, Job
-from rp_core.manifest import ImageEntry, RunManifest
+from rp_core.manifest import ImageEntry
 from rp_core.pipeline import Pipeline
 from rp_core.scale.options import RayOptions
 from rp_core.session import Event, RunSession, RunSummary, SessionOptions
 
 #: Tasks queued on one actor at once, so it starts its next files while the driver reads the last records.
 TASKS_PER_WORKER = 2
-
-
-@dataclass
-class ClusterManifest(RunManifest):
-    """A run manifest whose package versions are the workers' (the processes that made the pixels)."""
-
-    worker_packages: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = super().to_dict()
-        if self.worker_packages:
-            data["packages"] = dict(self.worker_packages)
-        return data
 
 
 @dataclass
@@ -76,95 +62,59 @@ class RaySession(RunSession):
         self.workers: list[Any] = []
         self.worker_info: list[dict[str, Any]] = []
         self._shared: list[Any] = []  # [the workers' spec in Ray's object store], passed with every call
+        self._started_ray = False
 
-    # -- the run: RunSession.run with the anonymize step on Ray ---------------------------------
+    # -- the run: RunSession.run with the models loaded on Ray workers and the files handed to them ---
 
     def run(self) -> RunSummary:
         """Plan here, anonymize on the workers (only when there is work), record, and return the summary."""
-        from rp_core.io import cannot_write, check_writable_folder
-
-        started = time.perf_counter()
-        for warning in self.warnings:
-            self.on_event(Event("warning", warning))
-        self._report_plan()
         try:
-            check_writable_folder(self.plan.manifest_path.parent)  # before starting workers for minutes
-            todo = self._plan_todo()
-        except OSError as exc:
-            raise cannot_write(self.plan.output, exc) from exc
-        manifest = ClusterManifest(
-            config=self.pipeline.config.model_dump(mode="json"),
-            components=self.pipeline.describe(),
-            warnings=list(self.warnings),
-            paths=self.options.manifest_paths,
-            in_place=self.plan.in_place,
-        )
-        manifest.timings["load"] = 0.0
-        if todo:
-            try:
-                self.journal.open(keep=self.options.resume)
-            except OSError as exc:
-                raise cannot_write(self.plan.output, exc) from exc
-            try:
-                manifest.timings["load"] = self._execute(todo)
-            finally:
-                self.journal.close(remove=False)
-            if self.worker_info:
-                manifest.worker_packages = self.worker_info[0]["packages"]
-        manifest.images = [self.entries[i] for i in sorted(self.entries)]
-        manifest.timings["total"] = time.perf_counter() - started
-        written = todo or any(e.status != "skipped_existing" for e in manifest.images)
-        if written:
-            try:
-                manifest.write(self.plan.manifest_path)
-                self.journal.close(remove=True)
-            except OSError as exc:
-                raise cannot_write(self.plan.output, exc) from exc
-        fresh = tuple(e for i, e in sorted(self.entries.items()) if i not in self.skipped)
-        return RunSummary(
-            entries=tuple(manifest.images),
-            fresh=fresh,
-            skipped=len(self.skipped),
-            manifest_path=self.plan.manifest_path if written else None,
-            warnings=self.warnings,
-        )
+            return super().run()
+        finally:
+            self._stop()
 
-    def _execute(self, todo: list[int]) -> float:
-        """Start the workers (models load there), hand out `todo`, record every file; returns the load seconds."""
-        from rp_core.scale.cluster import connect, import_ray, plan_workers, start_workers, stop_workers
+    def _load(self, todo: list[int]) -> None:
+        """Start the workers; each loads the models (before the journal opens, as in one process)."""
+        from rp_core.scale.cluster import connect, import_ray, plan_workers, start_workers
         from rp_core.scale.worker import WorkerSpec
 
         ray = import_ray()
-        started_ray = connect(self.ray_options)
+        self._started_ray = connect(self.ray_options)
+        count, gpus, cpus = plan_workers(self.ray_options, ray.cluster_resources())
+        count = min(count, len(todo))  # an actor without a file would load its models for nothing
+        spec = WorkerSpec(
+            config=self.pipeline.config.model_dump(mode="json"),
+            # a local Ray's workers share this process's working folder; a cluster's do not
+            plan=self.plan if self.ray_options.address is None else _absolute(self.plan),
+            options=self.options,
+            environ=self.ray_options.plugin_environ(),
+            plugins_dir=self.ray_options.plugins_dir,
+        )
+        device = f"{gpus:g} GPU + {cpus:g} CPU" if gpus else f"{cpus:g} CPU"
+        self.on_event(Event("info", f"Ray: {count} worker(s), {device} each; loading the models on each"))
+        self.workers, self._shared = start_workers(spec, count, gpus, cpus)
         try:
-            count, gpus, cpus = plan_workers(self.ray_options, ray.cluster_resources())
-            count = min(count, len(todo))  # an actor without a file would load its models for nothing
-            spec = WorkerSpec(
-                config=self.pipeline.config.model_dump(mode="json"),
-                # a local Ray's workers share this process's working folder; a cluster's do not
-                plan=self.plan if self.ray_options.address is None else _absolute(self.plan),
-                options=self.options,
-                environ=self.ray_options.plugin_environ(),
-                plugins_dir=self.ray_options.plugins_dir,
-            )
-            device = f"{gpus:g} GPU + {cpus:g} CPU" if gpus else f"{cpus:g} CPU"
-            self.on_event(Event("info", f"Ray: {count} worker(s), {device} each; loading the models on each"))
-            load_start = time.perf_counter()
-            self.workers, self._shared = start_workers(spec, count, gpus, cpus)
-            try:
-                infos = ray.get([worker.start.remote(self._shared) for worker in self.workers])
-            except ray.exceptions.RayActorError as exc:
-                raise RpError(f"a Ray worker died while loading the models: {exc}") from exc
-            self.worker_info = self._checked(infos)
-            load = time.perf_counter() - load_start
-            self.on_event(Event("start", total=len(todo)))
-            self._dispatch(ray, todo)
-            return load
-        finally:
+            infos = ray.get([worker.start.remote(self._shared) for worker in self.workers])
+        except ray.exceptions.RayActorError as exc:
+            raise RpError(f"a Ray worker died while loading the models: {exc}") from exc
+        self.worker_info = self._checked(infos)
+        self.packages = self.worker_info[0]["packages"]
+
+    def _anonymize(self, todo: list[int]) -> None:
+        from rp_core.scale.cluster import import_ray
+
+        self._dispatch(import_ray(), todo)
+
+    def _stop(self) -> None:
+        """Stop the workers (waiting until they are gone) and a Ray this run started."""
+        from rp_core.scale.cluster import import_ray, stop_workers
+
+        if self.workers:
             stop_workers(self.workers, self._shared, self.worker_info)
-            self.workers, self._shared = [], []
-            if started_ray:
-                ray.shutdown()
+        self.workers, self._shared = [], []
+        if self._started_ray:
+            import_ray().shutdown()
+            self._started_ray = False
 
     def _checked(self, infos: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Every worker must have built this run's pipeline, with the same package versions (else: mixed outputs)."""

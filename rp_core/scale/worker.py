@@ -50,12 +50,11 @@ class Worker:
     def __init__(self, spec: WorkerSpec | None = None) -> None:
         self.spec = spec
         self._session: Any = None
-        self._anonymizer: Any = None
         self._events: list[Event] = []
 
     def _ensure_loaded(self, shared: list[Any] | None) -> None:
         """Assemble and load once per process (an actor restarted after a crash loads again here)."""
-        if self._anonymizer is not None:
+        if self._session is not None:
             return
         if self.spec is None:
             import ray
@@ -64,7 +63,6 @@ class Worker:
             self.spec = ray.get(shared[0])
         assert self.spec is not None
         from rp_core.config import RunConfig
-        from rp_core.orchestrator import Anonymizer
         from rp_core.pipeline import assemble
         from rp_core.plugins import PluginHost
         from rp_core.session import RunSession
@@ -74,9 +72,8 @@ class Worker:
         # the worker's session names files exactly as the driver's does (same plan) and writes through
         # the same code; its journal is never opened, so it records nothing: the driver does
         session = RunSession(pipeline, self.spec.plan, self.spec.options, self._events.append)
-        anonymizer = Anonymizer(pipeline=pipeline)
-        anonymizer.load()
-        self._session, self._anonymizer = session, anonymizer
+        session._load([])
+        self._session = session
 
     def start(self, shared: list[Any] | None = None) -> dict[str, Any]:
         """Load the models; return what the driver checks (the stages as built here) and records."""
@@ -109,12 +106,8 @@ class Worker:
         for i in indices:  # a retried file starts clean
             session.entries.pop(i, None)
         sent: set[int] = set()
-        stream = self._anonymizer.anonymize_stream(
-            session._images(indices), aligned=session.options.aligned, on_error=session._image_failed
-        )
-        for key, result in stream:
-            session._write(key, result)
-            yield from self._final(indices, sent, {int(key): result.face_count})
+        for i, faces in session.process(indices):
+            yield from self._final(indices, sent, {i: faces})
         yield from self._final(indices, sent, {})
 
     def _final(self, indices: list[int], sent: set[int], written: dict[int, int]) -> Iterator[dict[str, Any]]:
