@@ -119,3 +119,21 @@ def test_registered_through_its_entry_point() -> None:
 
     registration = PluginHost(environ={"RP_PLUGINS": "rp-centerface"}).get("detector", "centerface")
     assert registration.cls is CenterFaceDetector and registration.plugin == "rp-centerface"
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.3])
+def test_mask_scale_grows_what_the_obfuscators_change(
+    detector: CenterFaceDetector, astronaut: np.ndarray, scale: float
+) -> None:
+    from rp_plugins._facemask import face_region
+    from rp_plugins.obfuscate import Solid, SolidOptions
+
+    (face,) = detector.detect(astronaut)
+    request = GenerationRequest(face=align_face(astronaut, face, 256))
+    (new,) = Solid(SolidOptions(color=(255, 0, 0), mask_scale=scale)).generate([request])
+    region = face_region(request.face, scale=scale)
+    changed = (new != request.face.crop).any(axis=2)
+    assert not changed[~region].any()
+    assert (new[region] == (255, 0, 0)).all()
+    inner = face_region(request.face)
+    assert region[inner].all() and region.sum() >= inner.sum() * scale**2 * 0.9
