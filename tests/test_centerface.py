@@ -137,3 +137,23 @@ def test_mask_scale_grows_what_the_obfuscators_change(
     assert (new[region] == (255, 0, 0)).all()
     inner = face_region(request.face)
     assert region[inner].all() and region.sum() >= inner.sum() * scale**2 * 0.9
+
+
+def test_dlib_descriptor_reads_five_point_faces_at_the_points_fitted_on_the_original(
+    detector: CenterFaceDetector, t1: np.ndarray
+) -> None:
+    """The attacker's recognizer on CenterFace faces: dlib's 5-point predictor, fitted once per face."""
+    from rp_plugins.dlib_faces import DlibEncoder, DlibEncoderOptions
+
+    encoder = DlibEncoder(DlibEncoderOptions(landmarks="auto"))
+    faces = detector.detect(t1)
+    before = encoder.encode(t1, faces)
+    # different people stay apart, the same face read twice is identical
+    distances = [float(np.linalg.norm(a.vector - b.vector)) for i, a in enumerate(before) for b in before[i + 1 :]]
+    assert min(distances) > encoder.match_threshold
+    assert np.array_equal(encoder.encode(t1, faces[:1])[0].vector, before[0].vector)
+    # on a shifted copy the remembered points (fitted on the original) are reused, so the chip moves off the face
+    shifted = np.roll(t1, 12, axis=1)
+    moved = encoder.encode(shifted, faces[:1])[0]
+    refitted = DlibEncoder(DlibEncoderOptions(landmarks="auto")).encode(shifted, faces[:1])[0]
+    assert not np.allclose(moved.vector, refitted.vector)
