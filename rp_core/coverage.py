@@ -13,22 +13,26 @@ Landmarks keep their semantic order through rotations (the subject's right eye s
 first), which is what the alignment needs; for a face found sideways, "image-left" refers
 to the rotated view it was found in.
 
-Cost (each pass is one more detector call, on as many pixels as it says; measured numbers
-are in benchmarks/RESULTS.md):
+Cost (each pass is one more detector call, on as many pixels as it says; the default adds
+~0.4x a plain pass's pixels to an upright 1280-px photo; benchmarks/RESULTS.md has seconds):
 - plain: 1x, always.
-- upscale: `upscale**2` x the plain pass's pixels; by default only for images whose longest
-  side is at most `upscale_max_side / upscale` (so large photos, whose faces are rarely
-  tiny, pay nothing); beyond that, with `upscale_max_side=None`, the upscaled image is
-  processed in overlapping tiles (bounded memory, same pixel count).
+- upscale: `upscale**2` (4x) the plain pass's pixels, by default only for images whose longest
+  side is at most `upscale_max_side / upscale` = 320 px (thumbnails, where a face is a few
+  pixels and 4x is still cheap); with `upscale_max_side=None` on every image, in overlapping
+  tiles above `tile` px (bounded memory, same pixel count).
 - equalize: 1x, only when the image is dark or flat (`needs_equalization`), unless "always".
-- border: ~1x on every image (upright only): the image padded by 12.5% with its mirror image,
-  scaled back to at most 1280 px. A face cut by the border is half a face to a detector,
-  and a whole one with its mirror.
-- rotations: "probe" (default) looks at each of the 3 rotations on a copy of at most 640 px
-  (3 x 1/4 of a 1280-px photo's pixels, so ~0.75x; 3x on small images), and searches a
-  rotation at full size (1x, plus its own small-face pass) only when its probe found more
-  faces than the upright passes, or a face they missed as confident as their weakest; "if_none" rotates only images where nothing was found; "always"
-  searches all 3 at full size (3x).
+- rotations: "probe" (default): on an image where the upright passes found no face, the 3
+  rotations at full size (3x: photos without faces pay most); otherwise it looks at each of the
+  3 rotations on a copy of at most 480 px
+  (3 x 0.14 = 0.42x for a 1280-px photo; ~2.6x for a 512-px one, whose plain pass is cheap),
+  and searches a rotation at full size (1x, plus its own small-face pass) only when its probe
+  found more faces than the upright passes, a face they missed as confident as their weakest,
+  or the same faces with higher scores (a sideways photo); "if_none" rotates only images where
+  nothing was found; "always" searches all 3 at full size (3x).
+- border: off by default; "reflect" adds ~1x on every image (the image padded by 12.5% with its
+  mirror image, scaled back to at most 1280 px): a face cut by the border is half a face to a
+  detector and a whole one with its mirror. CenterFace finds half faces without it; dlib's HOG
+  does not.
 """
 
 from __future__ import annotations
@@ -51,18 +55,18 @@ ROTATIONS = (90, 270, 180)
 class SearchPasses:
     """Which extra passes `search_faces` runs; the defaults add little time to a normal photo."""
 
-    #: "off"; "if_none": rotate only when no upright pass found a face; "probe": look for faces in each
-    #: rotation on a copy of at most `probe_side` px and search that rotation fully when the probe finds
-    #: a face the upright passes did not; "always": every rotation at full size.
+    #: "off"; "if_none": rotate only when no upright pass found a face; "probe": as "if_none", and on
+    #: images with faces look at each rotation on a copy of at most `probe_side` px, searching that
+    #: rotation fully when the probe sees more (`_probe_finds_more`); "always": every rotation at full size.
     rotations: Literal["off", "if_none", "probe", "always"] = "probe"
     #: Longest side of the rotation probes (a quarter of the pixels of a 1280-px photo).
-    probe_side: int = 640
+    probe_side: int = 480
     #: Clockwise angles tried, in order.
     angles: tuple[int, ...] = ROTATIONS
     #: Factor of the small-face pass; 1 turns it off.
     upscale: float = 2.0
     #: Run the small-face pass only when the upscaled image's longest side stays within this; None = always (tiled).
-    upscale_max_side: int | None = 1280
+    upscale_max_side: int | None = 640
     #: Side of the tiles (in upscaled pixels) when the upscaled image is larger than this.
     tile: int = 1024
     #: Overlap of neighbouring tiles, as a share of the tile side (a face cut by one tile is whole in the next).
@@ -71,7 +75,7 @@ class SearchPasses:
     equalize: Literal["off", "if_dark", "always"] = "if_dark"
     #: "off"; "reflect": one more pass on the image padded with its own mirror image, which completes
     #: faces cut by the border (a face is roughly symmetric) so a detector sees a whole face.
-    border: Literal["off", "reflect"] = "reflect"
+    border: Literal["off", "reflect"] = "off"
     #: Width of that padding, as a share of the image's longest side.
     border_pad: float = 0.125
     #: The padded image is scaled down to at most this longest side (1280: the cost of one plain pass
@@ -88,10 +92,12 @@ class SearchPasses:
 
 #: Only the image as it is: what a detector does without this module.
 PLAIN = SearchPasses(rotations="off", upscale=1.0, equalize="off", border="off")
-#: Everything on every image: 4 rotations, small-face pass (tiled) and equalisation. Slow; for audits.
-THOROUGH = SearchPasses(rotations="always", upscale_max_side=None, equalize="always")
-#: Rotation probes, small-face pass on small images, equalisation of dark ones, no border pass (~1.8x plain).
-CHEAP = SearchPasses(border="off")
+#: The defaults: rotation probes, small-face pass on thumbnails, equalisation of dark or flat images.
+DEFAULT = SearchPasses()
+#: The defaults plus the mirror-padded border pass, for detectors that miss half faces (dlib's HOG).
+WITH_BORDER = SearchPasses(border="reflect")
+#: Everything on every image: 4 rotations, small-face pass (tiled), equalisation, border. Slow; for audits.
+THOROUGH = SearchPasses(rotations="always", upscale_max_side=None, equalize="always", border="reflect")
 
 
 # -- geometry --------------------------------------------------------------------------------
@@ -328,7 +334,7 @@ def search_faces(detect: DetectFn, image: np.ndarray, passes: SearchPasses = Sea
         tag = f"rot{degrees % 360}"
         back = _rotation_back(degrees, image.shape)
         turned = rotate_image(image, degrees)
-        if mode == "probe":
+        if mode == "probe" and upright:  # with nothing upright, search every rotation fully, as "if_none"
             factor = min(1.0, passes.probe_side / float(max(image.shape[:2])))
             probe = detect(resize(turned, factor))
             probe_back = scale_and_shift(resize_factor(turned.shape, factor))

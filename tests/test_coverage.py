@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from rp_core.coverage import (
-    CHEAP,
+    DEFAULT,
     PLAIN,
-    SearchPasses,
+    WITH_BORDER,
     box_through,
     merge_faces,
     needs_equalization,
@@ -123,7 +123,7 @@ def test_turned_t1_finds_all_six_in_place(degrees: int, t1: np.ndarray, truth: l
 def test_dlib_upside_down_is_found_only_by_the_search(t1: np.ndarray, truth: list[Face], dlib_detector) -> None:  # type: ignore[no-untyped-def]
     turned = rotate_image(t1, 180)
     assert dlib_detector.detect(turned) == []
-    found = search_faces(dlib_detector.detect, turned, CHEAP)
+    found = search_faces(dlib_detector.detect, turned, DEFAULT)
     expected = [box_through(f.box, lambda p: original_to_rotated(p, 180, t1.shape)) for f in truth]
     assert hits(found, expected) == 6
     assert {f.detector for f in found} == {"dlib+rot180"}
@@ -160,7 +160,7 @@ def test_low_contrast_copy_is_equalised(t1: np.ndarray, truth: list[Face], dlib_
     flat = (t1 * 0.1 + 128 * 0.9).astype(np.uint8)
     assert needs_equalization(flat) and not needs_equalization(t1)
     plain = hits(dlib_detector.detect(flat), [f.box for f in truth])
-    found = search_faces(dlib_detector.detect, flat, CHEAP)
+    found = search_faces(dlib_detector.detect, flat, DEFAULT)
     assert plain < 6 and hits(found, [f.box for f in truth]) == 6
     assert any("clahe" in f.detector for f in found)
 
@@ -168,7 +168,7 @@ def test_low_contrast_copy_is_equalised(t1: np.ndarray, truth: list[Face], dlib_
 def test_dark_copy(t1: np.ndarray, truth: list[Face], dlib_detector) -> None:  # type: ignore[no-untyped-def]
     dark = np.clip(255 * (t1 / 255.0) ** 3.0 * 0.35, 0, 255).astype(np.uint8)
     assert needs_equalization(dark)
-    assert hits(search_faces(dlib_detector.detect, dark, CHEAP), [f.box for f in truth]) == 6
+    assert hits(search_faces(dlib_detector.detect, dark, DEFAULT), [f.box for f in truth]) == 6
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -181,7 +181,7 @@ def test_faces_cut_by_the_border(side: str, t1: np.ndarray, truth: list[Face], d
         shift = middle if side == "left" else 0
         half = (max(0.0, face.box[0] - shift), face.box[1], min(float(cut.shape[1]), face.box[2] - shift), face.box[3])
         plain_hits += hits(dlib_detector.detect(cut), [half], 0.2)
-        search_hits += hits(search_faces(dlib_detector.detect, cut, SearchPasses(rotations="off")), [half], 0.2)
+        search_hits += hits(search_faces(dlib_detector.detect, cut, WITH_BORDER.replace(rotations="off")), [half], 0.2)
     assert search_hits > plain_hits
     assert search_hits >= 3
 
@@ -199,12 +199,12 @@ def test_search_region_finds_a_shrunk_face_in_place(t1: np.ndarray, truth: list[
 
 @needs_centerface
 def test_a_normal_photo_costs_little(t1: np.ndarray, centerface) -> None:  # type: ignore[no-untyped-def]
-    """On an upright 1280-px photo the default search skips the upscale and equalise passes and probes small."""
+    """On an upright 1280-px photo the default search skips the upscale, equalise and border passes, probes small."""
     recorder = Recorder(centerface)
     found = search_faces(recorder, t1)
     assert len(found) == 6
     pixels = [h * w for h, w in recorder.shapes]
-    assert sum(pixels) < 2.9 * t1.shape[0] * t1.shape[1]  # plain + border (<=1280 px) + three 640-px probes
-    assert max(recorder.shapes, key=lambda s: s[0] * s[1])[1] <= 1280
+    assert len(pixels) == 4 and sum(pixels) < 1.45 * t1.shape[0] * t1.shape[1]  # plain + three 480-px probes
+    assert all(max(shape) <= 480 for shape in recorder.shapes[1:])
     recorder.shapes.clear()
     assert len(search_faces(recorder, t1, PLAIN)) == 6 and recorder.shapes == [t1.shape[:2]]
