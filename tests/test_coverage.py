@@ -7,8 +7,8 @@ import pytest
 
 from rp_core.coverage import (
     DEFAULT,
+    HOG,
     PLAIN,
-    WITH_BORDER,
     box_through,
     merge_faces,
     needs_equalization,
@@ -181,7 +181,7 @@ def test_faces_cut_by_the_border(side: str, t1: np.ndarray, truth: list[Face], d
         shift = middle if side == "left" else 0
         half = (max(0.0, face.box[0] - shift), face.box[1], min(float(cut.shape[1]), face.box[2] - shift), face.box[3])
         plain_hits += hits(dlib_detector.detect(cut), [half], 0.2)
-        search_hits += hits(search_faces(dlib_detector.detect, cut, WITH_BORDER.replace(rotations="off")), [half], 0.2)
+        search_hits += hits(search_faces(dlib_detector.detect, cut, HOG.replace(rotations="off")), [half], 0.2)
     assert search_hits > plain_hits
     assert search_hits >= 3
 
