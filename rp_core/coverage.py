@@ -23,8 +23,8 @@ Cost (each pass is one more detector call, on as many pixels as it says; the def
 - equalize: 1x, only when the image is dark or flat (`needs_equalization`), unless "always".
 - rotations: "probe" (default): on an image where the upright passes found no face, the 3
   rotations at full size (3x: photos without faces pay most); otherwise it looks at each of the
-  3 rotations on a copy of at most 480 px
-  (3 x 0.14 = 0.42x for a 1280-px photo; ~2.6x for a 512-px one, whose plain pass is cheap),
+  3 rotations on a copy of at most 480 px and half the image's size
+  (3 x 0.14 = 0.42x for a 1280-px photo, 3 x 0.25 = 0.75x for a 512-px one),
   and searches a rotation at full size (1x, plus its own small-face pass) only when its probe
   found more faces than the upright passes, a face they missed as confident as their weakest,
   or the same faces with higher scores (a sideways photo); "if_none" rotates only images where
@@ -59,8 +59,10 @@ class SearchPasses:
     #: images with faces look at each rotation on a copy of at most `probe_side` px, searching that
     #: rotation fully when the probe sees more (`_probe_finds_more`); "always": every rotation at full size.
     rotations: Literal["off", "if_none", "probe", "always"] = "probe"
-    #: Longest side of the rotation probes (a quarter of the pixels of a 1280-px photo).
+    #: Longest side of the rotation probes: at most `probe_side` px and `probe_scale` x the image's
+    #: (0.14 of the pixels of a 1280-px photo each, 0.25 of a 512-px one).
     probe_side: int = 480
+    probe_scale: float = 0.5
     #: Clockwise angles tried, in order.
     angles: tuple[int, ...] = ROTATIONS
     #: Factor of the small-face pass; 1 turns it off.
@@ -317,7 +319,7 @@ def detect_border(
     return [f for f in faces if _area(f.box) > 0 and _intersection(f.box, inside) / _area(f.box) >= min_inside]
 
 
-def search_faces(detect: DetectFn, image: np.ndarray, passes: SearchPasses = SearchPasses()) -> list[Face]:
+def search_faces(detect: DetectFn, image: np.ndarray, passes: SearchPasses = DEFAULT) -> list[Face]:
     """Every face any pass finds, merged, in the original image's coordinates.
 
     Each face's `detector` names the pass that found it: "centerface" (plain),
@@ -337,7 +339,7 @@ def search_faces(detect: DetectFn, image: np.ndarray, passes: SearchPasses = Sea
         back = _rotation_back(degrees, image.shape)
         turned = rotate_image(image, degrees)
         if mode == "probe" and upright:  # with nothing upright, search every rotation fully, as "if_none"
-            factor = min(1.0, passes.probe_side / float(max(image.shape[:2])))
+            factor = min(passes.probe_scale, passes.probe_side / float(max(image.shape[:2])))
             probe = detect(resize(turned, factor))
             probe_back = scale_and_shift(resize_factor(turned.shape, factor))
             seen = [map_face(map_face(f, probe_back), back, tag) for f in probe]
@@ -414,7 +416,7 @@ def search_region(
     a shrunken or half-hidden face is still big enough for the detector. `margin` grows the
     window by that share of the box's larger side on each side; `passes` applies inside the
     crop (rotations of a face region are cheap). A face cut by the window edge may be found
-    only in part: its box is clipped to what the window shows.
+    only in part, or not at all: `margin` should leave room around the face.
     """
     image = np.ascontiguousarray(image[:, :, :3], dtype=np.uint8)
     left, top, right, bottom = region_window(box, image.shape, margin)

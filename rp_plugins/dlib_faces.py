@@ -8,6 +8,7 @@ whether an anonymized face can still be re-identified (design section 4).
 from __future__ import annotations
 
 import importlib.util
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -81,9 +82,23 @@ def _download_dat(files: list[ModelFile], target: Path | None, context: RuntimeC
     return present
 
 
+#: dlib models loaded in this process, by (loader, file): they are read-only CPU objects, so every
+#: component and every model pool shares one copy (a 68-point predictor takes ~0.5 s to load).
+_LOADED: dict[tuple[str, str], Any] = {}
+_LOADING = threading.Lock()
+
+
+def _load_once(factory: Callable[..., Any], *args: str) -> Any:
+    key = (factory.__name__, *args)
+    with _LOADING:
+        if key not in _LOADED:
+            _LOADED[key] = factory(*args)
+        return _LOADED[key]
+
+
 def _pooled(context: RuntimeContext, path: Path, factory: Callable[[str], Any]) -> Any:
-    """Share one loaded dlib model per file across components (detector, encoder, evaluators)."""
-    return context.pool.get(("dlib", factory.__name__, str(path)), lambda: factory(str(path)))
+    """Share one loaded dlib model per file across components (detector, encoder, evaluators) and pools."""
+    return context.pool.get(("dlib", factory.__name__, str(path)), lambda: _load_once(factory, str(path)))
 
 
 def longest_side_scale(shape: tuple[int, ...], det_size: int | None) -> float:
@@ -145,7 +160,7 @@ class DlibDetector(Detector):
         if self.options.model == "mmod":
             self._detector = _pooled(self.context, paths[1], dlib.cnn_face_detection_model_v1)
         else:
-            self._detector = self.context.pool.get(("dlib", "hog"), dlib.get_frontal_face_detector)
+            self._detector = self.context.pool.get(("dlib", "hog"), lambda: _load_once(dlib.get_frontal_face_detector))
 
     def version(self) -> str:
         return "dlib-1"

@@ -157,3 +157,20 @@ def test_dlib_descriptor_reads_five_point_faces_at_the_points_fitted_on_the_orig
     moved = encoder.encode(shifted, faces[:1])[0]
     refitted = DlibEncoder(DlibEncoderOptions(landmarks="auto")).encode(shifted, faces[:1])[0]
     assert not np.allclose(moved.vector, refitted.vector)
+
+
+def test_dlib_models_load_once_per_process() -> None:
+    """Two pools (two Anonymizers, or a test's own pool) share the read-only dlib models."""
+    from rp_core.interfaces import RuntimeContext
+    from rp_core.models import ModelPool
+    from rp_plugins.dlib_faces import DlibDetector, DlibEncoder
+
+    first, second = (RuntimeContext(pool=ModelPool()) for _ in range(2))
+    a, b = DlibDetector(context=first), DlibDetector(context=second)
+    a.load()
+    b.load()
+    assert a._predictor is b._predictor and a._detector is b._detector
+    c, d = DlibEncoder(context=first), DlibEncoder(context=second)
+    c.load()
+    d.load()
+    assert c._model is d._model
