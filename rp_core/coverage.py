@@ -45,6 +45,7 @@ from typing import Literal
 import numpy as np
 
 from rp_core.types import Face
+from rp_core.verify import iou
 
 DetectFn = Callable[[np.ndarray], Sequence[Face]]
 Box = tuple[float, float, float, float]
@@ -182,13 +183,6 @@ def resize(image: np.ndarray, factor: float) -> np.ndarray:
     height, width = image.shape[:2]
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
     return cv2.resize(image, size, interpolation=cv2.INTER_CUBIC if factor > 1 else cv2.INTER_AREA)
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) boxes."""
-    inter = _intersection(a, b)
-    union = _area(a) + _area(b) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _area(box: Box) -> float:
