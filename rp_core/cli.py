@@ -720,9 +720,13 @@ def config_show(ctx: click.Context, fmt: str, **kwargs: Any) -> None:
     for section in ("detector", "identity_encoder", "inverter", "generator", "merger"):
         if section in described:
             resolved[section] = {"name": described[section]["name"], "options": described[section]["options"]}
+        elif section == "identity_encoder" and "verify.encoder" in described:
+            encoder = described["verify.encoder"]
+            resolved[section] = {"name": encoder["name"], "options": encoder["options"], "used_by": "verify.encoder"}
         else:
             resolved[section] = {**resolved[section], "runs": False}
     resolved["pipeline"] = described
+    resolved = json.loads(json.dumps(resolved))  # plain copies: the YAML shows values, not anchors to shared dicts
     if fmt == "json":
         click.echo(json.dumps(resolved, indent=2))
     else:

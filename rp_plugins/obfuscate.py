@@ -86,6 +86,13 @@ class Pixelate(_Obfuscator):
     Options: ClassVar[type[ComponentOptions]] = PixelateOptions
     options: PixelateOptions
 
+    def stronger(self, attempt: int, factor: float) -> Pixelate | None:
+        """Fewer, coarser blocks for fail-closed retry `attempt` (6 -> 4 -> 3 at factor 1.5); None at 2 blocks."""
+        blocks = max(2, round(self.options.blocks / factor**attempt))
+        if blocks >= self.options.blocks:
+            return None
+        return Pixelate(self.options.model_copy(update={"blocks": blocks}), self.context)
+
     def _obfuscate(self, crop: np.ndarray) -> np.ndarray:
         import cv2
 
@@ -115,6 +122,13 @@ class Blur(_Obfuscator):
     name: ClassVar[str] = "blur"
     Options: ClassVar[type[ComponentOptions]] = BlurOptions
     options: BlurOptions
+
+    def stronger(self, attempt: int, factor: float) -> Blur | None:
+        """A wider blur (sigma x factor**attempt) for fail-closed retry `attempt`; None past the widest."""
+        if self.options.strength >= 1.0:
+            return None
+        strength = min(1.0, self.options.strength * factor**attempt)
+        return Blur(self.options.model_copy(update={"strength": strength}), self.context)
 
     def _obfuscate(self, crop: np.ndarray) -> np.ndarray:
         import cv2

@@ -86,7 +86,7 @@ def test_thresholds_stated_in_the_guides_are_the_codes():
             f'for `buffalo_l` (cosine similarity) "same person" starts at {arc.match_threshold} and verification '
             f"draws its line further out, at {arc.verify_threshold}",
             f"for `dlib` (Euclidean distance, lower = same person) it is {dlib.match_threshold} and verification "
-            f"uses the same {dlib_verify}",
+            f"draws its line at {dlib_verify}",
         ],
         "plugins.md": [
             f"`buffalo_l` {arc.match_threshold} cosine, `dlib` {dlib.match_threshold} Euclidean",

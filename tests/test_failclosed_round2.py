@@ -261,3 +261,15 @@ def test_in_place_keeps_the_original_when_the_disk_is_full(tmp_path: Path, t1: n
     assert photo.read_bytes() == before  # the original is intact
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
     assert np.array_equal(read_image(photo), t1)
+
+
+def test_verification_has_a_margin_past_the_match_threshold(host: PluginHost) -> None:
+    """Finding 9: faces accepted just past dlib's 0.6 were still identified; verification draws its line further out."""
+    from rp_core.verify import Verifier
+
+    dlib_encoder = host.get("identity_encoder", "dlib").cls()
+    verifier = Verifier(dlib_encoder)
+    assert verifier.threshold == dlib_encoder.verify_threshold > dlib_encoder.match_threshold
+    assert verifier.matches(0.62) and not verifier.matches(0.70)  # 0.62 is a leak now, 0.70 is not
+    buffalo = host.get("identity_encoder", "buffalo_l").cls
+    assert buffalo.verify_threshold is not None and buffalo.verify_threshold < buffalo.match_threshold
