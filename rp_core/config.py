@@ -159,16 +159,18 @@ class CoverageSection(_Section):
     min_face_size: float = Field(
         0.0, ge=0.0, description="faces smaller than this (pixels, geometric mean of box sides) are obfuscated"
     )
-    rotations: bool = Field(
-        True, description="where the upright pass finds no face, also search the image turned 90/180/270 degrees"
+    search: Literal["off", "default", "thorough"] = Field(
+        "default",
+        description="how hard the coverage detector looks (rp_core.coverage): default: rotated photos (probes, "
+        "full turns when nothing is upright), small faces in thumbnails, dark or flat photos equalized, as the "
+        "detector declares (dlib's HOG: every turn and the mirrored border); thorough: every pass on every image "
+        "(slow, for audits); off: the image as it is",
     )
-    upsample: bool = Field(True, description="also search an enlarged image, for faces of a few dozen pixels")
-    equalize: bool = Field(True, description="also search a contrast-equalized copy of dark or flat images")
 
     @property
     def searches_harder(self) -> bool:
         """True when coverage adds passes the main detector does not run (so the same detector is no no-op)."""
-        return self.rotations or self.upsample or self.equalize
+        return self.search != "off"
 
 
 class SelectSection(_Section):

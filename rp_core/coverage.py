@@ -394,6 +394,11 @@ def region_window(box: Box, shape: tuple[int, ...], margin: float) -> tuple[int,
     return left, top, max(right, left + 1), max(bottom, top + 1)
 
 
+#: In-plane turns the region search tries besides upright: frontal detectors miss faces tilted by more than
+#: ~20 degrees, and a generator that turns the face must not hide it from verification that way.
+REGION_TURNS: tuple[float, ...] = (0.0, 30.0, -30.0)
+
+
 def search_region(
     detect: DetectFn,
     image: np.ndarray,
@@ -403,20 +408,39 @@ def search_region(
     face_side: int = 160,
     max_factor: float = 8.0,
     passes: SearchPasses = PLAIN,
+    turns: Sequence[float] = (0.0,),
 ) -> list[Face]:
     """Faces in and around `box`, found on a crop upscaled so the box is about `face_side` px; image coordinates.
 
-    For the verifier: re-detect on the output where each face was, with the crop enlarged so
-    a shrunken or half-hidden face is still big enough for the detector. `margin` grows the
-    window by that share of the box's larger side on each side; `passes` applies inside the
-    crop (rotations of a face region are cheap). A face cut by the window edge may be found
-    only in part, or not at all: `margin` should leave room around the face.
+    For the verifier: re-detect on the output where each face was (or anywhere its crop was pasted:
+    give that region as `box` with `margin=0`), with the crop enlarged so a shrunken or half-hidden
+    face is still big enough for the detector, and turned by each of `turns` degrees so a tilted face
+    is found too. `margin` grows the window by that share of the box's larger side on each side;
+    `passes` applies inside the crop. A face cut by the window edge may be found only in part, or not
+    at all: `margin` should leave room around the face.
     """
+    import cv2
+
     image = np.ascontiguousarray(image[:, :, :3], dtype=np.uint8)
     left, top, right, bottom = region_window(box, image.shape, margin)
     side = max(box[2] - box[0], box[3] - box[1], 1.0)
     factor = float(min(max_factor, max(1.0, face_side / side)))
     crop = resize(np.ascontiguousarray(image[top:bottom, left:right]), factor)
-    faces = search_faces(detect, crop, passes)
     back = scale_and_shift(crop.shape[1] / float(right - left), (left, top))
-    return [map_face(f, back) for f in faces]
+    found: list[Face] = []
+    for angle in turns:
+        if not angle:
+            found += [map_face(f, back) for f in search_faces(detect, crop, passes)]
+            continue
+        height, width = crop.shape[:2]
+        canvas = int(np.ceil(np.hypot(width, height)))
+        turn = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
+        turn[:, 2] += ((canvas - width) / 2, (canvas - height) / 2)
+        turned = cv2.warpAffine(crop, turn, (canvas, canvas), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        inverse = cv2.invertAffineTransform(turn)
+
+        def unturn(points: np.ndarray, m: np.ndarray = inverse) -> np.ndarray:
+            return points @ m[:, :2].T + m[:, 2]
+
+        found += [map_face(map_face(f, unturn), back) for f in search_faces(detect, turned, passes)]
+    return merge_faces(found, passes.iou, passes.containment) if len(turns) > 1 else found

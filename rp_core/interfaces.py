@@ -114,6 +114,10 @@ class Component(ABC, Generic[OptionsT]):  # noqa: B024 (abstract by kind: the fi
 
 class Detector(Component[OptionsT]):
     kind = "detector"
+    #: Which coverage search suits this detector (rp_core.coverage): "default" (rotation probes at low
+    #: resolution, small faces only in thumbnails), or "hog" for detectors blind to small and half faces,
+    #: which need every rotation at full size and the mirrored border pass.
+    coverage_passes: ClassVar[Literal["default", "hog"]] = "default"
 
     @abstractmethod
     def detect(self, image: np.ndarray) -> list[Face]:

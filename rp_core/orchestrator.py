@@ -27,7 +27,6 @@ from rp_core.errors import InputError, RpError
 from rp_core.interfaces import Detector, Generator, IdentityEncoder, Inverter, Merger
 from rp_core.pipeline import Pipeline, assemble
 from rp_core.plugins import PluginHost
-from rp_core.regions import region_search
 from rp_core.selection import References, encode_references, faces_to_keep
 from rp_core.types import AlignedFace, Face, FaceChoice, FaceRecord, GenerationRequest, IdentityEmbedding, ImageResult
 from rp_core.verify import Box, FailClosed, Verifier, footprint, iou, missed_faces, verifier_of
@@ -400,7 +399,23 @@ class Anonymizer:
         coverage = self.coverage_detector
         if coverage is None:
             return []
-        return missed_faces(found, coverage.detect(image), self.config.coverage.iou)
+        from rp_core.coverage import search_faces
+
+        return missed_faces(
+            found, search_faces(coverage.detect, image, self._coverage_passes()), self.config.coverage.iou
+        )
+
+    def _coverage_passes(self) -> Any:
+        """The search passes of `coverage.search` for the coverage detector (rp_core.coverage)."""
+        from rp_core import coverage
+
+        mode = self.config.coverage.search
+        if mode == "off":
+            return coverage.PLAIN
+        if mode == "thorough":
+            return coverage.THOROUGH
+        detector = self.coverage_detector
+        return coverage.HOG if detector is not None and detector.coverage_passes == "hog" else coverage.DEFAULT
 
     def _run_batch(self, items: list[tuple[_ImageWork, int]], on_error: ErrorHandler | None) -> None:
         """Invert and generate one batch; an exception fails only the images it comes from.
@@ -589,9 +604,7 @@ class Anonymizer:
 
     def _find_on_output(self, image: np.ndarray, region: Box) -> list[Face]:
         """Faces the detectors find in `region` of `image` (upsampled when small), in image coordinates."""
-        return [
-            face for detector in self._distinct_detectors() for face in region_search(detector.detect, image, region)
-        ]
+        return [face for detector in self._distinct_detectors() for face in _search_region(detector, image, region)]
 
     def _distinct_detectors(self) -> list[Detector[Any]]:
         """The main detector, and the coverage detector when it is not the very same detector and options."""
@@ -609,9 +622,16 @@ class Anonymizer:
             return True  # nothing independent to ask: treat it as a face (fail closed)
         region = footprint(work.faces[i], work.image.shape, grow=0.0)
         for detector in others:
-            if any(iou(f.box, face.box) > 0.1 for f in region_search(detector.detect, work.image, region)):
+            if any(iou(f.box, face.box) > 0.1 for f in _search_region(detector, work.image, region)):
                 return True
         return False
+
+
+def _search_region(detector: Detector[Any], image: np.ndarray, region: Box) -> list[Face]:
+    """Faces `detector` finds in `region` (where a crop was pasted), enlarged and turned +-30 degrees."""
+    from rp_core.coverage import REGION_TURNS, search_region
+
+    return search_region(detector.detect, image, region, margin=0.0, face_side=480, max_factor=4.0, turns=REGION_TURNS)
 
 
 def _per_image(exc: Exception) -> Exception:

@@ -139,6 +139,8 @@ class DlibDetector(Detector):
 
     name: ClassVar[str] = "dlib"
     Options: ClassVar[type[ComponentOptions]] = DlibDetectorOptions
+    #: HOG finds no face under ~80 px, nor half a face: coverage searches it with every turn and the border pass.
+    coverage_passes: ClassVar[Literal["default", "hog"]] = "hog"
     options: DlibDetectorOptions
 
     def model_files(self) -> list[ModelFile]:

@@ -60,7 +60,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory, t1: np.ndarray, astronaut: 
 
 #: The offline preset (dlib + pixelation), its post-hoc identity check off: on 2 shared cores the check's
 #: 128-d descriptors cost ~1 s an image; what is under test is how files are spread, not the check.
-CHEAPER = ["verify.enabled=false", "coverage.rotations=false", "coverage.upsample=false", "coverage.equalize=false"]
+CHEAPER = ["verify.enabled=false", "coverage.search=off"]
 
 
 @pytest.fixture(scope="module")
