@@ -20,6 +20,7 @@ defeats this attacker).
 
     python -m benchmarks.coverage_variants [--json out.json] [--skip-deface-cli]
     python -m benchmarks.coverage_variants --components 5   # the offline stack's load and step times
+    python -m benchmarks.coverage_variants --pipeline   # identifiable faces left after detection + pixelation
 """
 
 from __future__ import annotations
@@ -331,6 +332,39 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def pipeline_leaks(sources: list[str]) -> dict[str, dict[str, int]]:
+    """Identifiable faces before and after CenterFace (plain or DEFAULT search) + pixelate + affine merge, per variant."""
+    from rp_core.align import align_faces
+    from rp_core.types import GenerationRequest
+    from rp_plugins.affine_merger import AffineMerger
+    from rp_plugins.centerface import CenterFaceDetector
+    from rp_plugins.dlib_faces import DlibDetector
+    from rp_plugins.obfuscate import Pixelate
+
+    centerface, attacker = CenterFaceDetector(), Attacker()
+    images = load_sources()
+    out: dict[str, dict[str, int]] = {}
+    for name in sources:
+        image = images[name]
+        truth = merge_faces([f for d in (DlibDetector(), centerface) for f in d.detect(image)], 0.3)
+        originals = original_descriptors(attacker, image, truth)
+        for variant in make_variants(name, image, truth):
+            row = {"identifiable": sum(attacker.identifiable(variant, originals))}
+            for mode in ("plain", "search"):
+                faces = (
+                    centerface.detect(variant.image)
+                    if mode == "plain"
+                    else search_faces(centerface.detect, variant.image)
+                )
+                aligned = align_faces(variant.image, faces, 256)
+                crops = Pixelate().generate([GenerationRequest(face=a) for a in aligned])
+                merged = AffineMerger().merge(variant.image, aligned, crops)
+                after = Variant(variant.source, variant.name, merged, variant.truth, variant.origin)
+                row[mode] = sum(attacker.identifiable(after, originals))
+            out[f"{name}/{variant.name}"] = row
+    return out
+
+
 _COMPONENTS = """
 import json, time
 import numpy as np
@@ -376,7 +410,19 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the raw rows here")
     parser.add_argument("--skip-deface-cli", action="store_true", help="do not time a whole deface process")
     parser.add_argument("--components", type=int, metavar="N", help="only time the offline stack's parts (min of N)")
+    parser.add_argument(
+        "--pipeline", action="store_true", help="only count faces still identifiable after pixelation (t1, astronaut)"
+    )
     args = parser.parse_args()
+    if args.pipeline:
+        rows = pipeline_leaks(["t1", "astronaut"])
+        print("| variant | identifiable before | after centerface + pixelate | after search(centerface) + pixelate |")
+        print("|---|---|---|---|")
+        for key, row in rows.items():
+            print(f"| {key} | {row['identifiable']} | {row['plain']} | {row['search']} |")
+        sums = [sum(r[k] for r in rows.values()) for k in ("identifiable", "plain", "search")]
+        print(f"| **all** | **{sums[0]}** | **{sums[1]}** | **{sums[2]}** |")
+        return
     if args.components:
         print("| part | seconds |\n|---|---|")
         for key, value in component_seconds(args.components).items():
