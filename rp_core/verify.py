@@ -313,8 +313,12 @@ class FailClosed:
             # pasted once more on top, so no neighbour's crop covers any part of a filled face
             merged = merge(merged, [faces[i] for i in stuck], [crops[i] for i in stuck])
             checks = check(merged)
-            # Nothing of these face regions survives: a remaining "match" reads context, not the face.
-            checks = [replace(c, leak=False) if last[i] and not c.unchanged else c for i, c in enumerate(checks)]
+            # Nothing of these face regions survives: a remaining "match" reads context, not the face;
+            # and what was judged no face above stays judged so on this re-check.
+            checks = [
+                replace(c, leak=False) if (last[i] and not c.unchanged) or unconfirmed[i] else c
+                for i, c in enumerate(checks)
+            ]
         if leaking():
             raise VerificationError(self._leak_message(leaking(), checks, f"policy {cfg.policy!r} and the fallback"))
         verdicts = tuple(

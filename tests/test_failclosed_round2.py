@@ -22,11 +22,11 @@ from PIL import Image
 from rp_core import hookimpl
 from rp_core.cli import create_cli
 from rp_core.config import resolve_config
-from rp_core.interfaces import Generator
+from rp_core.interfaces import Detector, Generator
 from rp_core.io import read_image, write_image
 from rp_core.orchestrator import Anonymizer
 from rp_core.plugins import PluginHost
-from rp_core.types import GenerationRequest
+from rp_core.types import Face, GenerationRequest
 
 
 def _warp(crop: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -273,3 +273,71 @@ def test_verification_has_a_margin_past_the_match_threshold(host: PluginHost) ->
     assert verifier.matches(0.62) and not verifier.matches(0.70)  # 0.62 is a leak now, 0.70 is not
     buffalo = host.get("identity_encoder", "buffalo_l").cls
     assert buffalo.verify_threshold is not None and buffalo.verify_threshold < buffalo.match_threshold
+
+
+class FalseDetection(Detector):
+    """dlib's faces plus one "face" on the astronaut's sleeve: the real face's landmarks moved onto a non-face."""
+
+    name = "false_detection"
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        from rp_core.plugins import PluginHost
+
+        dlib_detector = PluginHost(environ={"RP_PLUGINS": "rp-dlib"}).get("detector", "dlib").cls()
+        faces = dlib_detector.detect(image)
+        if not faces:
+            return faces
+        real = faces[0]
+        shift = np.array([-170.0, 280.0])  # onto the suit, well away from the face
+        box = (real.box[0] + shift[0], real.box[1] + shift[1], real.box[2] + shift[0], real.box[3] + shift[1])
+        return [*faces, Face(box, 0.9, real.landmarks + shift, "false_detection")]
+
+
+class FalsePlugin:
+    @hookimpl
+    def rp_register_detectors(self, register: Callable[[type], None]) -> None:
+        register(FalseDetection)
+
+
+def test_a_false_detection_that_still_matches_is_obfuscated_once_not_blacked_out(astronaut: np.ndarray) -> None:
+    """Finding 5: what no detector of another family sees as a face keeps one obfuscation and a note."""
+    pytest.importorskip("rp_plugins.centerface")
+    host = PluginHost(extra_plugins=[FalsePlugin()])
+    # a threshold no output can pass: every face "still matches", so each reaches the last resort
+    config = resolve_config(
+        host, preset="offline", overrides=["detector.name=false_detection", "verify.threshold=2.0"], environ={}
+    )
+    result = Anonymizer(config, host).anonymize(astronaut)
+    real, fake = result.records
+    assert real.notes["verify"]["last_resort"] == "solid" and not real.notes["verify"].get("unconfirmed")
+    assert fake.notes["verify"]["last_resort"] is None and fake.notes["verify"]["unconfirmed"]
+    assert fake.generator == "pixelate"
+    x0, y0, x1, y1 = (int(v) for v in fake.box)
+    patch = result.image[y0 + 10 : y1 - 10, x0 + 10 : x1 - 10]
+    assert patch.std() > 3  # pixelated texture, not a flat black fill
+
+
+def _dark(image: np.ndarray) -> np.ndarray:
+    return (image.astype(np.float32) * 0.25).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        pytest.param(lambda im: np.rot90(im, 1), id="rot90"),
+        pytest.param(lambda im: np.rot90(im, 2), id="rot180"),
+        pytest.param(_dark, id="dark"),
+        pytest.param(lambda im: im[:, 200:], id="cut-by-the-border"),
+    ],
+)
+def test_faces_the_main_detector_misses_are_still_not_identifiable(variant, t1: np.ndarray, reidentifier) -> None:  # type: ignore[no-untyped-def]
+    """Finding 2: sideways, upside-down, dark and border-cut photos under the offline preset, as users run it."""
+    pytest.importorskip("rp_plugins.centerface")
+    image = np.ascontiguousarray(variant(t1))
+    originals = reidentifier.descriptors(np.ascontiguousarray(t1[:, 200:]) if image.shape == t1[:, 200:].shape else t1)
+    unprotected = attacker_distances(reidentifier, image, originals)
+    assert sum(d < reidentifier.threshold for d in unprotected) >= 3  # the attack finds people in the variant
+    host = PluginHost()
+    result = Anonymizer(resolve_config(host, preset="offline", environ={}), host).anonymize(image)
+    distances = attacker_distances(reidentifier, result.image, originals)
+    assert all(d > reidentifier.threshold for d in distances), distances

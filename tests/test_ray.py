@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import FACE_STACK_PLUGINS
+from stacks import FACE_STACK_PLUGINS
 from PIL import Image
 
 ray = pytest.importorskip("ray")
