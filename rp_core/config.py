@@ -159,18 +159,18 @@ class CoverageSection(_Section):
     min_face_size: float = Field(
         0.0, ge=0.0, description="faces smaller than this (pixels, geometric mean of box sides) are obfuscated"
     )
-    search: Literal["off", "default", "thorough"] = Field(
+    search: Literal["plain", "default", "thorough"] = Field(
         "default",
         description="how hard the coverage detector looks (rp_core.coverage): default: rotated photos (probes, "
         "full turns when nothing is upright), small faces in thumbnails, dark or flat photos equalized, as the "
         "detector declares (dlib's HOG: every turn and the mirrored border); thorough: every pass on every image "
-        "(slow, for audits); off: the image as it is",
+        "(slow, for audits); plain: the image as it is",
     )
 
     @property
     def searches_harder(self) -> bool:
         """True when coverage adds passes the main detector does not run (so the same detector is no no-op)."""
-        return self.search != "off"
+        return self.search != "plain"
 
 
 class SelectSection(_Section):

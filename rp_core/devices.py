@@ -28,3 +28,19 @@ def resolve_torch_device(device: str) -> Any:
             raise DeviceError(f"runtime.device={device!r}, but only {torch.cuda.device_count()} CUDA device(s) exist")
         resolved = torch.device("cuda", index)
     return resolved
+
+
+def onnx_providers(device: str) -> list[Any]:
+    """onnxruntime execution providers for `runtime.device`, never onnxruntime's implicit choice.
+
+    CUDA on the GPU `cuda:N` names when the run asks for it (or "auto") and the installed onnxruntime has it;
+    the CPU otherwise. `pip install onnxruntime` is CPU-only, so an explicit `--device cuda` (meant for the
+    diffusion models) runs the small ONNX models on the CPU rather than failing; onnxruntime-gpu moves them.
+    """
+    import onnxruntime
+
+    if device.startswith("cuda") or device == "auto":
+        if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            index = int(device.split(":", 1)[1]) if ":" in device else 0
+            return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]

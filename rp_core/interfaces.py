@@ -87,11 +87,11 @@ class Component(ABC, Generic[OptionsT]):  # noqa: B024 (abstract by kind: the fi
     def load(self) -> None:
         """Load weights once; later calls do nothing. Raise MissingModelsError when files are absent."""
         if not self._loaded:
-            self._load()
+            self.load_weights()
             self._loaded = True
 
-    def _load(self) -> None:  # noqa: B027 (optional hook: components without weights skip it)
-        """Override to load weights."""
+    def load_weights(self) -> None:  # noqa: B027 (optional hook: components without weights skip it)
+        """Override to load weights; `load()` calls it once (raise MissingModelsError when files are absent)."""
 
     def check_can_run(self) -> None:  # noqa: B027 (optional hook: most components run anywhere)
         """Raise (e.g. DeviceError) when this machine cannot run the component, before anything is downloaded."""

@@ -410,7 +410,7 @@ class Anonymizer:
         from rp_core import coverage
 
         mode = self.config.coverage.search
-        if mode == "off":
+        if mode == "plain":
             return coverage.PLAIN
         if mode == "thorough":
             return coverage.THOROUGH
@@ -514,9 +514,9 @@ class Anonymizer:
         notes: list[dict[str, Any]] = [{} for _ in work.faces]
         for i, route in enumerate(work.routes):
             if route == ROUTE_COVERAGE:
-                notes[i]["found_by"] = (
-                    f"coverage detector {work.faces[i].face.detector or self.config.coverage.detector}"
-                )
+                coverage = self.coverage_detector
+                notes[i]["found_by"] = f"coverage detector {coverage.name if coverage else '?'}"
+                notes[i]["found_in_pass"] = work.faces[i].face.detector  # e.g. "centerface+rot90"
             elif route == ROUTE_SMALL:
                 notes[i]["obfuscated_because"] = (
                     f"smaller than coverage.min_face_size ({self.config.coverage.min_face_size:g} px)"

@@ -89,17 +89,12 @@ class BuffaloL(IdentityEncoder):
         return [found] if found is not None else []
 
     def providers(self) -> list[Any]:
-        """CUDA when the run asks for it (or "auto") and onnxruntime has it, on the GPU `cuda:N` names; CPU otherwise."""
-        import onnxruntime
+        """onnxruntime execution providers for `runtime.device` (rp_core.devices.onnx_providers)."""
+        from rp_core.devices import onnx_providers
 
-        device = self.context.device
-        if device.startswith("cuda") or device == "auto":
-            if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-                index = int(device.split(":", 1)[1]) if ":" in device else 0
-                return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-        return ["CPUExecutionProvider"]
+        return onnx_providers(self.context.device)
 
-    def _load(self) -> None:
+    def load_weights(self) -> None:
         files = self.model_files()
         require_present(files)
         path = files[0].found_at

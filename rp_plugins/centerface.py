@@ -18,7 +18,6 @@ import numpy as np
 from pydantic import Field
 
 from rp_core import hookimpl
-from rp_core.errors import DeviceError
 from rp_core.interfaces import ComponentOptions, Detector
 from rp_core.models import ModelFile, first_existing, require_present
 from rp_core.types import Face
@@ -94,23 +93,12 @@ class CenterFaceDetector(Detector):
         ]
 
     def providers(self) -> list[Any]:
-        """onnxruntime execution providers for `runtime.device` (never onnxruntime's implicit choice)."""
-        import onnxruntime
+        """onnxruntime execution providers for `runtime.device` (rp_core.devices.onnx_providers)."""
+        from rp_core.devices import onnx_providers
 
-        device = self.context.device
-        available = onnxruntime.get_available_providers()
-        if device.startswith("cuda") or device == "auto":
-            if "CUDAExecutionProvider" in available:
-                index = int(device.split(":", 1)[1]) if ":" in device else 0
-                return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-            if device.startswith("cuda"):
-                raise DeviceError(
-                    f"runtime.device is {device!r} but onnxruntime has no CUDAExecutionProvider "
-                    f"(available: {available}); install onnxruntime-gpu or use --device cpu"
-                )
-        return ["CPUExecutionProvider"]
+        return onnx_providers(self.context.device)
 
-    def _load(self) -> None:
+    def load_weights(self) -> None:
         files = self.model_files()
         require_present(files)
         path = files[0].found_at

@@ -84,7 +84,7 @@ def _download_dat(files: list[ModelFile], target: Path | None, context: RuntimeC
 
 #: dlib models loaded in this process, by (loader, file): they are read-only CPU objects, so every
 #: component and every model pool shares one copy (a 68-point predictor takes ~0.5 s to load).
-_LOADED: dict[tuple[str, str], Any] = {}
+_LOADED: dict[tuple[str, ...], Any] = {}
 _LOADING = threading.Lock()
 
 
@@ -152,7 +152,7 @@ class DlibDetector(Detector):
     def download(self, target: Path | None = None) -> list[Path]:
         return _download_dat(self.model_files(), target, self.context)
 
-    def _load(self) -> None:
+    def load_weights(self) -> None:
         import dlib
 
         files = self.model_files()
@@ -241,7 +241,7 @@ class DlibEncoder(IdentityEncoder):
     def download(self, target: Path | None = None) -> list[Path]:
         return _download_dat(self.model_files(), target, self.context)
 
-    def _load(self) -> None:
+    def load_weights(self) -> None:
         import dlib
 
         files = self.model_files()

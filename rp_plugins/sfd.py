@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from rp_core import hookimpl
-from rp_core.errors import DeviceError
+from rp_core.devices import resolve_torch_device
 from rp_core.interfaces import ComponentOptions, Detector, cli_flag
 from rp_core.models import ModelFile, first_existing, require_present
 from rp_core.types import Face
@@ -37,17 +37,6 @@ def torch_hub_checkpoints() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
     home = os.environ.get("TORCH_HOME", os.path.join(cache, "torch"))
     return Path(home).expanduser() / "hub" / "checkpoints"
-
-
-def resolve_device(device: str) -> str:
-    """ "auto" -> cuda when torch sees a GPU, else cpu; an explicit cuda without a GPU is an error."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError(f"runtime.device is {device!r} but torch sees no CUDA GPU; use --device cpu or auto")
-    return device
 
 
 class SfdOptions(ComponentOptions):
@@ -128,12 +117,12 @@ class SfdDetector(Detector):
                 present.append(destination)
         return present
 
-    def _load(self) -> None:
+    def load_weights(self) -> None:
         files = self.model_files()
         require_present(files)  # before torch is imported: fails fast, never downloads
         sfd_path, fan_path = (f.found_at for f in files)
         assert sfd_path is not None and fan_path is not None
-        device = resolve_device(self.context.device)
+        device = str(resolve_torch_device(self.context.device))
         key = ("face_alignment", str(sfd_path), str(fan_path), device, self.options.det_thresh, self.options.flip_input)
         self._fa = self.context.pool.get(
             key, lambda: _face_alignment(sfd_path, fan_path, device, self.options.det_thresh, self.options.flip_input)

@@ -481,7 +481,7 @@ def doc_text(doc: str | None) -> str:
 
 def _own_methods(cls: type) -> list[tuple[str, Any]]:
     public = [(n, f) for n, f in cls.__dict__.items() if inspect.isfunction(f) and not n.startswith("__")]
-    return [(n, f) for n, f in public if not n.startswith("_") or n == "_load"]
+    return [(n, f) for n, f in public if not n.startswith("_")]
 
 
 def _signature(func: Any) -> str:

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from stacks import FACE_STACK_PLUGINS
 from PIL import Image
+from stacks import FACE_STACK_PLUGINS
 
 ray = pytest.importorskip("ray")
 
@@ -60,7 +60,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory, t1: np.ndarray, astronaut: 
 
 #: The offline preset (dlib + pixelation), its post-hoc identity check off: on 2 shared cores the check's
 #: 128-d descriptors cost ~1 s an image; what is under test is how files are spread, not the check.
-CHEAPER = ["verify.enabled=false", "coverage.search=off"]
+CHEAPER = ["verify.enabled=false", "coverage.search=plain"]
 
 
 @pytest.fixture(scope="module")

@@ -134,7 +134,8 @@ def test_default_policy_catches_every_leak(leak_host, images, originals, reident
     config = _config(leak_host)
     assert config.verify.enabled and config.verify.policy == "retry"  # the defaults, untouched
     anonymizer = Anonymizer(config, leak_host)
-    assert anonymizer.verifier.name == "dlib" and anonymizer.verifier.threshold == 0.6
+    # the verification threshold has a margin past dlib's 0.6 match threshold (fail closed round 2, finding 9)
+    assert anonymizer.verifier.name == "dlib" and anonymizer.verifier.threshold == 0.65
     caught = 0
     for name, image in images.items():
         result = anonymizer.anonymize(image)

@@ -42,7 +42,7 @@ class ArcFaceOnnx(IdentityEncoder[ArcFaceOnnxOptions]):
     verify_threshold: ClassVar[float | None] = 0.28
     model_name: ClassVar[str] = "buffalo_l/w600k_r50"
 
-    def _load(self) -> None:
+    def load_weights(self) -> None:
         import onnxruntime
 
         available = set(onnxruntime.get_available_providers())
@@ -73,7 +73,7 @@ class HashedFaces(Detector[HashedFacesOptions]):
     name: ClassVar[str] = "hashed_faces"
     Options: ClassVar[type[ComponentOptions]] = HashedFacesOptions
 
-    def _load(self) -> None:
+    def load_weights(self) -> None:
         self._faces: dict[str, list[dict[str, Any]]] = json.loads(Path(self.options.path).read_text())
 
     def detect(self, image: np.ndarray) -> list[Face]:

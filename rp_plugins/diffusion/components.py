@@ -34,8 +34,26 @@ class _SdxlComponent:
     """Shared loading for both halves of the method."""
 
     requires: ClassVar[tuple[str, ...]] = ("torch", "diffusers", "transformers", "peft", "huggingface_hub")
+    install_hint: ClassVar[str] = "pip install 'rp-anonymize[gpu]' (with a CUDA build of torch)"
     options: SdxlOptions
     _bundle: SdxlBundle | None = None
+
+    def check_can_run(self) -> None:
+        """Refuse a full-size SDXL on a CPU before ~15 GB are downloaded for it (hours per face)."""
+        from rp_core.devices import resolve_torch_device
+        from rp_core.errors import DeviceError
+        from rp_plugins.diffusion.model_files import is_full_size
+        from rp_plugins.diffusion.sdxl import CPU_FULL_SIZE_NOTE
+
+        context = self.context  # type: ignore[attr-defined]
+        if context.allow_slow_cpu or resolve_torch_device(context.device).type != "cpu":
+            return
+        sdxl_dir = self.model_files()[0].found_at
+        if sdxl_dir is None or is_full_size(sdxl_dir):
+            raise DeviceError(
+                f"{CPU_FULL_SIZE_NOTE} This machine has no CUDA GPU: --preset offline anonymizes on any CPU "
+                "(dlib/CenterFace + pixelation)."
+            )
 
     def model_files(self) -> list[ModelFile]:
         return sdxl_model_files(self.options, self.context)  # type: ignore[attr-defined]
@@ -43,7 +61,7 @@ class _SdxlComponent:
     def download(self, target: Path | None = None) -> list[Path]:
         return download_sdxl(self.options, target)
 
-    def _load(self) -> None:
+    def load_weights(self) -> None:
         self._bundle = load_bundle(self.options, self.context)  # type: ignore[attr-defined]
 
     @property

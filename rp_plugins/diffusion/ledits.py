@@ -74,7 +74,7 @@ def invert(x0: Any, scheduler: Any, noise_fn: NoiseFn, step_noise: Any, timestep
 
     timesteps = [int(t) for t in scheduler.timesteps]
     steps, batch = len(timesteps), x0.shape[0]
-    noisy = [None] * steps
+    noisy: list[Any] = [None] * steps
     for k, t in enumerate(reversed(timesteps)):
         index = steps - 1 - k
         t_batch = torch.full((batch,), t, dtype=torch.int64, device=x0.device)

@@ -157,7 +157,9 @@ def build_random_sdxl(size: str = "tiny", seed: int = 0, dtype: Any = None) -> A
     vae = AutoencoderKL(**spec.vae)
 
     def text_config(extra: dict[str, Any]) -> Any:
-        base = dict(bos_token_id=0, eos_token_id=1, pad_token_id=1, vocab_size=49408 if size == "full" else 1000)
+        base: dict[str, Any] = dict(
+            bos_token_id=0, eos_token_id=1, pad_token_id=1, vocab_size=49408 if size == "full" else 1000
+        )
         return CLIPTextConfig(**base, **extra)
 
     text_encoder = CLIPTextModel(text_config(spec.text_encoder))
@@ -180,7 +182,7 @@ def build_random_sdxl(size: str = "tiny", seed: int = 0, dtype: Any = None) -> A
         add_watermarker=False,
     )
     if dtype is not None:
-        pipe.to(dtype=dtype)
+        pipe.to(dtype=dtype)  # type: ignore[attr-defined]
     return pipe
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from rp_core.devices import resolve_torch_device
 from rp_core.errors import DeviceError, MissingModelsError
 from rp_core.interfaces import RuntimeContext
 from rp_plugins.diffusion.model_files import SDXL_SCHEDULER_CONFIG, is_full_size, sdxl_model_files
@@ -41,22 +42,6 @@ CPU_FULL_SIZE_NOTE = (
 #: (benchmarks/RESULTS.md): only the shape that recurs all run long pays that back, and a photo with
 #: one face waits for no compile.
 COMPILED_MIN_FACES = 4
-
-
-def resolve_device(device: str) -> Any:
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(f"runtime.device={device!r}, but this torch build sees no CUDA GPU")
-        index = resolved.index or 0
-        if index >= torch.cuda.device_count():
-            raise DeviceError(f"runtime.device={device!r}, but only {torch.cuda.device_count()} CUDA device(s) exist")
-        resolved = torch.device("cuda", index)
-    return resolved
 
 
 def resolve_dtype(dtype: str, device: Any) -> Any:
@@ -241,7 +226,7 @@ class SdxlBundle:
 
 def load_bundle(options: SdxlOptions, context: RuntimeContext) -> SdxlBundle:
     """Load (or reuse from the pool) the pipeline these options and this runtime name."""
-    device = resolve_device(context.device)
+    device = resolve_torch_device(context.device)
     dtype = resolve_dtype(context.dtype, device)
     files = sdxl_model_files(options, context)
     if not all(f.present for f in files):
@@ -254,7 +239,8 @@ def load_bundle(options: SdxlOptions, context: RuntimeContext) -> SdxlBundle:
         check_fp8_support(device)
     fuse = options.fuse_faceid_lora
     fixed_batch = context.batch_size if context.compile and isinstance(context.batch_size, int) else None
-    key = ("sdxl-faceid", str(sdxl_dir.resolve()), str(faceid_file.resolve()), str(dtype), str(device), fuse)
+    key: tuple[Any, ...] = ("sdxl-faceid", str(sdxl_dir.resolve()), str(faceid_file.resolve()), str(dtype), str(device))
+    key += (fuse,)
     key += (("compiled", fixed_batch),) if context.compile else ()
     # a whole-UNet compile supersedes the regional one; both need a GPU to pay back their compile time
     regional = context.compile_blocks and device.type == "cuda" and not context.compile
