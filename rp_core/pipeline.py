@@ -229,7 +229,9 @@ def assemble(config: RunConfig, host: PluginHost, context: RuntimeContext | None
         ):
             verify_encoder = Stage("verify.encoder", own.component, own.plugin, own.plugin_version)
         else:
-            verify_encoder = stage("verify.encoder", "identity_encoder", name, verify.encoder_options)
+            # the identity encoder's own options come along when verification uses it by default
+            inherited = dict(config.identity_encoder.options) if not verify.encoder else {}
+            verify_encoder = stage("verify.encoder", "identity_encoder", name, {**inherited, **verify.encoder_options})
     if verify.enabled or coverage_detector_name(config, host) or coverage.min_face_size > 0:
         fallback = stage("verify.fallback_generator", "generator", verify.fallback_generator, verify.fallback_options)
         _check_obfuscator(fallback, "use pixelate, blur or solid")

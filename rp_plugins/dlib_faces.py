@@ -283,7 +283,7 @@ class DlibEncoder(IdentityEncoder):
         if remembered is not None and remembered[0] is face:
             self._fitted.move_to_end(id(face))
             return remembered[1]
-        shape = self._predictor5()(image, _rectangle(face.box))
+        shape = _fit_upright(self._predictor5(), image, face)
         self._fitted[id(face)] = (face, shape)  # holding the face keeps its id from being reused
         while len(self._fitted) > self.fitted_memory:
             self._fitted.popitem(last=False)
@@ -296,6 +296,36 @@ class DlibEncoder(IdentityEncoder):
         require_present(files)
         assert files[1].found_at is not None
         return _pooled(self.context, files[1].found_at, dlib.shape_predictor)
+
+
+def _fit_upright(predictor: Any, image: np.ndarray, face: Face) -> Any:
+    """dlib's 5 points fitted on the face turned upright (its eye line level), mapped back to the image.
+
+    dlib's predictor expects an upright face; a face found sideways or upside down (a rotated photo) would
+    get points fitted to nothing. The face's own 5 points (ArcFace order, eyes first) give its roll.
+    """
+    import cv2
+    import dlib
+
+    eyes = face.five_points[:2]
+    dx, dy = eyes[1] - eyes[0]
+    angle = float(np.degrees(np.arctan2(dy, dx)))
+    x0, y0, x1, y1 = face.box
+    centre = ((x0 + x1) / 2, (y0 + y1) / 2)
+    if abs(angle) < 10:  # upright enough for the predictor as it is
+        return predictor(image, _rectangle(face.box))
+    turn = cv2.getRotationMatrix2D(centre, angle, 1.0)
+    upright = cv2.warpAffine(image, turn, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR)
+    half = max(x1 - x0, y1 - y0) / 2
+    shape = predictor(
+        np.ascontiguousarray(upright),
+        _rectangle((centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half)),
+    )
+    back = cv2.invertAffineTransform(turn)
+    points = [back @ np.array([p.x, p.y, 1.0]) for p in shape.parts()]
+    return dlib.full_object_detection(
+        _rectangle(face.box), dlib.points([dlib.point(round(x), round(y)) for x, y in points])
+    )
 
 
 def _object_detection(face: Face) -> Any:

@@ -9,7 +9,9 @@ from rp_core import hookimpl
 
 OFFLINE = {
     "detector": {"name": "dlib"},
-    "identity_encoder": {"name": "dlib"},  # re-checks outputs (verification) with dlib's descriptor
+    # re-checks outputs (verification) with dlib's descriptor; "auto" also reads faces that only a 5-point
+    # detector found (the CenterFace coverage detector) by fitting dlib's 5-point predictor on them
+    "identity_encoder": {"name": "dlib", "options": {"landmarks": "auto"}},
     "generator": {"name": "pixelate"},
     "merger": {"name": "affine"},
     "align": {"face_image_size": 256},
