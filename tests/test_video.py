@@ -330,3 +330,22 @@ def test_new_faces_of_one_track_are_closer_than_other_tracks(
     within = [np.linalg.norm(a - b) for t in tracks for i, a in enumerate(by_track[t]) for b in by_track[t][i + 1 :]]
     between = [np.linalg.norm(a - b) for s in tracks for t in tracks if s < t for a in by_track[s] for b in by_track[t]]
     assert max(within) < min(between), (max(within), min(between))
+
+
+def test_before_publish_sees_the_result_and_can_refuse(
+    tmp_path: Path, t1: np.ndarray, offline_pipeline: Pipeline
+) -> None:
+    """The session journals its intent (or refuses, e.g. a video without a face) in `before_publish`."""
+    clip = pan_zoom_clip(t1, tmp_path / "clip.mkv", frames=4, size=(320, 192), tone_hz=None, span=0.1)
+    seen: list[Any] = []
+
+    def refuse(result: Any) -> None:
+        seen.append(result)
+        raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError, match="refused"):
+        anonymize_video(
+            offline_pipeline, clip, tmp_path / "out.mkv", VideoOptions(verify_every=100), before_publish=refuse
+        )
+    assert seen and seen[0].frames == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv"]
