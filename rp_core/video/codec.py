@@ -66,9 +66,9 @@ class VideoReader:
         if not self.container.streams.video:
             self.container.close()
             raise InputError(f"{path}: no video stream")
-        self.video = self.container.streams.video[0]
+        self.video: Any = self.container.streams.video[0]
         self.video.thread_type = "AUTO"  # frame + slice threads: decoding is most of the offline preset's time
-        self.audio = self.container.streams.audio[0] if self.container.streams.audio else None
+        self.audio: Any = self.container.streams.audio[0] if self.container.streams.audio else None
         #: audio packets demuxed but not yet written (the writer takes them in time order)
         self.audio_packets: deque[Any] = deque()
         self.rotation = 0
@@ -85,7 +85,8 @@ class VideoReader:
                     if packet.dts is not None:  # the demuxer's final empty packet carries nothing
                         self.audio_packets.append(packet)
                     continue
-                for frame in packet.decode():
+                decoded: list[Any] = list(packet.decode())
+                for frame in decoded:
                     if index == 0:
                         self.rotation = normalized_rotation(frame.rotation)
                     image = frame.to_ndarray(format="rgb24")
@@ -124,6 +125,10 @@ def output_pix_fmt(codec: str, source: str, wanted: str | None) -> str:
 
 class VideoWriter:
     """Encodes upright RGB frames with the source's timing and rotation; copies the reader's audio packets."""
+
+    container: Any
+    stream: Any
+    audio: Any
 
     def __init__(self, path: Path, muxer: str, reader: VideoReader, settings: EncodeSettings) -> None:
         import av

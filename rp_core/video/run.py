@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,7 +216,7 @@ class _Tally:
         self.routes: Counter[str] = Counter()
         self.generators: Counter[str] = Counter()
         self.fallbacks = self.last_resorts = self.retries = self.verified = 0
-        self.timings: Counter[str] = Counter()
+        self.timings: defaultdict[str, float] = defaultdict(float)
         self.pix_fmt = ""
 
     def add(self, outcome: FrameOutcome, writer: VideoWriter) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,14 +33,15 @@ def pan_zoom_clip(
 
     width, height = size
     path = Path(path)
+    container: Any
     with av.open(str(path), mode="w") as container:
         container.metadata.update(metadata or {})
-        video = container.add_stream("libx264", rate=fps)
+        video: Any = container.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.options = {"crf": "16", "preset": "veryfast"}
         if rotation:
             video.set_display_rotation(rotation)
-        audio = None
+        audio: Any = None
         if tone_hz is not None:
             audio = container.add_stream("aac", rate=48000)
             audio.layout = "mono"
@@ -51,19 +53,19 @@ def pan_zoom_clip(
             y0 = (photo.shape[0] - window_h) * (0.35 + 0.1 * np.sin(np.pi * t))
             matrix = np.array([[scale, 0, -x0 * scale], [0, scale, -y0 * scale]], dtype=np.float64)
             image = cv2.warpAffine(photo, matrix, (width, height), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame: Any = av.VideoFrame.from_ndarray(np.ascontiguousarray(image, dtype=np.uint8), format="rgb24")
             frame.pts = i
             for packet in video.encode(frame):
                 container.mux(packet)
         for packet in video.encode(None):
             container.mux(packet)
-        if audio is not None:
-            rate, chunk = 48000, 1024
+        if audio is not None and tone_hz is not None:
+            tone, rate, chunk = float(tone_hz), 48000, 1024
             total = int(rate * frames / fps)
             for start in range(0, total, chunk):
                 n = min(chunk, total - start)
-                t = (start + np.arange(n)) / rate
-                samples = (0.3 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)[None, :]
+                times = (start + np.arange(n)) / rate
+                samples = (0.3 * np.sin(2 * np.pi * tone * times)).astype(np.float32)[None, :]
                 frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
                 frame.sample_rate, frame.pts = rate, start
                 for packet in audio.encode(frame):
