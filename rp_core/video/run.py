@@ -1,0 +1,283 @@
+"""`anonymize_video`: one video file in, one anonymized video file out, published only when complete."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rp_core.errors import InputError
+from rp_core.pipeline import Pipeline
+from rp_core.video.codec import EncodeSettings, VideoReader, VideoWriter
+from rp_core.video.frames import COVERAGE, GENERATE, PREDICTED, FrameAnonymizer, FrameOutcome
+from rp_core.video.probe import MUXERS, VideoInfo, probe
+from rp_core.video.tracks import FaceTracker
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How a video is anonymized and encoded (the pipeline decides how each face is)."""
+
+    encode: EncodeSettings = field(default_factory=EncodeSettings)
+    #: Frames a lost track's predicted face region is still obfuscated (at the clip's rate: 30 = 1 s at 30 fps).
+    lost_frames: int = 30
+    #: One-euro landmark smoothing: cutoff (Hz) when still, and how fast it opens with speed (per face size/s).
+    smooth_min_cutoff: float = 2.0
+    smooth_beta: float = 1.0
+    #: Verify every n-th frame (1: every frame, the fail-closed default; more is faster and reported as a warning).
+    verify_every: int = 1
+    #: On verified frames, search the output for moved faces (`verify.search`) every n-th frame (1: every one).
+    search_every: int = 1
+    #: Progress callback period in frames.
+    progress_every: int = 10
+
+
+@dataclass(frozen=True)
+class VideoProgress:
+    """Reported through `on_event` every `progress_every` frames and at the end."""
+
+    frame: int
+    frames: int
+    fps: float
+    eta_s: float | None
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    """What anonymizing one video did; `to_dict()` is its manifest record's `video` field."""
+
+    path: Path
+    info: VideoInfo
+    frames: int
+    faces: int
+    routes: dict[str, int]
+    generators: dict[str, int]
+    fallbacks: int
+    last_resorts: int
+    retries: int
+    verified_frames: int
+    tracks: tuple[dict[str, Any], ...]
+    codec: str
+    pix_fmt: str
+    audio_copied: bool
+    timings: dict[str, float]
+
+    @property
+    def face_count(self) -> int:
+        return self.faces
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.info.to_dict(),
+            "frames": self.frames,
+            "faces": self.faces,
+            "routes": self.routes,
+            "generators": self.generators,
+            "fallbacks": self.fallbacks,
+            "last_resorts": self.last_resorts,
+            "retries": self.retries,
+            "verified_frames": self.verified_frames,
+            "tracks": list(self.tracks),
+            "codec": self.codec,
+            "pix_fmt": self.pix_fmt,
+            "audio": "copied" if self.audio_copied else None,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def video_warnings(options: VideoOptions) -> list[str]:
+    """Settings that weaken the fail-closed guarantee for videos (print them, keep them in the manifest)."""
+    warnings = []
+    if options.verify_every > 1:
+        warnings.append(
+            f"video verify_every={options.verify_every}: only every {options.verify_every}th frame is re-checked"
+        )
+    if options.search_every > 1:
+        warnings.append(
+            f"video search_every={options.search_every}: moved faces are searched for on every {options.search_every}th "
+            "verified frame only (the others are checked at the face's own landmarks)"
+        )
+    return warnings
+
+
+def anonymize_video(
+    pipeline: Pipeline,
+    source: Path | str,
+    target: Path | str,
+    options: VideoOptions | None = None,
+    on_event: Callable[[VideoProgress], None] | None = None,
+    before_publish: Callable[[VideoResult], None] | None = None,
+) -> VideoResult:
+    """Anonymize every face of every frame of `source` into `target` (same container format).
+
+    The output is written to `.<name>.<random>.part` beside `target` (the names `rp_core.io`'s
+    resume cleans up) and renamed over `target` only once the last frame is encoded and the
+    file is synced; `before_publish(result)` runs just before that rename (the session journals
+    its intent there, or raises to refuse, e.g. a video without a face). Any error (a face that still matches after the fail-closed policy, a bad
+    frame, a full disk) removes the partial file and raises: nothing half-done is published.
+    """
+    from rp_core.io import publish
+
+    options = options or VideoOptions()
+    source, target = Path(source), Path(target)
+    muxer = MUXERS.get(target.suffix.lower())
+    if muxer is None:
+        raise InputError(f"{target}: not a video extension rp writes ({', '.join(sorted(MUXERS))})")
+    started = time.perf_counter()
+    info = probe(source)
+    pipeline.load()
+    reader = VideoReader(source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(handle)
+    temp = Path(temp_name)
+    writer: VideoWriter | None = None
+    try:
+        writer = VideoWriter(temp, muxer, reader, options.encode)
+        tracker = FaceTracker(
+            fps=float(reader.rate),
+            seed=pipeline.config.runtime.seed,
+            lost_frames=options.lost_frames,
+            min_cutoff=options.smooth_min_cutoff,
+            beta=options.smooth_beta,
+        )
+        frames = FrameAnonymizer(pipeline, tracker, options.verify_every, options.search_every)
+        tally = _Tally()
+        total = info.frames
+        progress = _Progress(total, options.progress_every, on_event)
+        decode_start = time.perf_counter()
+        for frame in reader.frames():
+            tally.timings["decode"] += time.perf_counter() - decode_start
+            for outcome in frames.push(frame.index, frame.image, frame.time_s, frame):
+                tally.add(outcome, writer)
+                progress.tick(tally.frames)
+            decode_start = time.perf_counter()
+        for outcome in frames.flush():
+            tally.add(outcome, writer)
+            progress.tick(tally.frames)
+        start = time.perf_counter()
+        writer.close()
+        writer = None
+        with open(temp, "rb+") as handle_file:
+            os.fsync(handle_file.fileno())
+        tally.timings["encode"] += time.perf_counter() - start
+        if tally.frames == 0:
+            raise InputError(f"{source}: no frame decodes")
+        progress.done(tally.frames)
+        tally.timings["total"] = time.perf_counter() - started
+        result = tally.result(target, info, tracker, writer_codec=frames_codec(muxer, options), audio=info.has_audio)
+        if before_publish is not None:
+            before_publish(result)
+        publish(temp, target)
+        _sync_folder(target.parent)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        temp.unlink(missing_ok=True)
+        raise
+    finally:
+        reader.close()
+    return result
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename durable where the filesystem can sync a folder."""
+    if os.name == "nt":
+        return
+    try:
+        handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def frames_codec(muxer: str, options: VideoOptions) -> tuple[str, str]:
+    from rp_core.video.codec import output_codec
+
+    return output_codec(muxer, options.encode), options.encode.pix_fmt or "source/yuv420p"
+
+
+class _Tally:
+    """Counts what happened to the faces of all frames, and encodes each finished frame."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.faces = 0
+        self.routes: Counter[str] = Counter()
+        self.generators: Counter[str] = Counter()
+        self.fallbacks = self.last_resorts = self.retries = self.verified = 0
+        self.timings: defaultdict[str, float] = defaultdict(float)
+        self.pix_fmt = ""
+
+    def add(self, outcome: FrameOutcome, writer: VideoWriter) -> None:
+        start = time.perf_counter()
+        writer.write(outcome.payload, outcome.image)
+        self.pix_fmt = writer.pix_fmt
+        self.timings["encode"] += time.perf_counter() - start
+        for key, value in outcome.timings.items():
+            self.timings[key] += value
+        self.frames += 1
+        self.faces += len(outcome.routes)
+        self.routes.update(outcome.routes)
+        self.generators.update(outcome.generators)
+        if any(v is not None for v in outcome.verdicts) or not outcome.routes:
+            self.verified += int(bool(outcome.routes))
+        for verdict in outcome.verdicts:
+            if verdict is not None:
+                self.fallbacks += verdict.fallback is not None
+                self.last_resorts += verdict.last_resort is not None
+                self.retries += verdict.retries
+
+    def result(
+        self, path: Path, info: VideoInfo, tracker: FaceTracker, writer_codec: tuple[str, str], audio: bool
+    ) -> VideoResult:
+        return VideoResult(
+            path=path,
+            info=info,
+            frames=self.frames,
+            faces=self.faces,
+            routes={k: self.routes.get(k, 0) for k in (GENERATE, PREDICTED, COVERAGE, "small")},
+            generators=dict(self.generators),
+            fallbacks=self.fallbacks,
+            last_resorts=self.last_resorts,
+            retries=self.retries,
+            verified_frames=self.verified,
+            tracks=tuple(t.summary() for t in tracker.all_tracks()),
+            codec=writer_codec[0],
+            pix_fmt=self.pix_fmt,
+            audio_copied=audio,
+            timings=dict(self.timings),
+        )
+
+
+class _Progress:
+    def __init__(self, total: int, every: int, on_event: Callable[[VideoProgress], None] | None) -> None:
+        self.total, self.every, self.on_event = total, max(1, every), on_event
+        self.start = time.perf_counter()
+
+    def tick(self, done: int) -> None:
+        if self.on_event is not None and done % self.every == 0:
+            self.on_event(self._event(done))
+
+    def done(self, done: int) -> None:
+        if self.on_event is not None:
+            self.on_event(VideoProgress(done, done, self._fps(done), 0.0))
+
+    def _fps(self, done: int) -> float:
+        elapsed = time.perf_counter() - self.start
+        return done / elapsed if elapsed > 0 else 0.0
+
+    def _event(self, done: int) -> VideoProgress:
+        fps = self._fps(done)
+        eta = (self.total - done) / fps if self.total and fps > 0 else None
+        return VideoProgress(done, self.total, fps, eta)
