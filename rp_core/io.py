@@ -724,7 +724,21 @@ class InputPlan:
 
 
 def is_supported(path: Path) -> bool:
-    return path.suffix.lower() in SUPPORTED_EXTENSIONS
+    """An image rp reads and writes, or a video (rp_core.video: every frame, audio kept)."""
+    from rp_core.video.probe import is_video
+
+    return path.suffix.lower() in SUPPORTED_EXTENSIONS or is_video(path)
+
+
+def _check_output_format(source: Path, target: Path) -> None:
+    """A video is written as a video (its container named by the extension), an image as an image."""
+    from rp_core.video.probe import MUXERS, is_video
+
+    if is_video(source):
+        if target.suffix.lower() not in MUXERS:
+            raise UsageError(f"{target}: a video is written as a video; use one of {', '.join(sorted(MUXERS))}")
+    else:
+        format_for(target)
 
 
 def plan_inputs(inputs: Sequence[Path | str], output: Path | str) -> InputPlan:
@@ -746,7 +760,7 @@ def plan_inputs(inputs: Sequence[Path | str], output: Path | str) -> InputPlan:
         _check_exists(source)
     single_file = len(sources) == 1 and sources[0].is_file()
     if single_file and not out.is_dir() and out.suffix:
-        format_for(out)
+        _check_output_format(sources[0], out)
         _check_not_same(sources[0], out)
         return InputPlan((Job(sources[0], out),), to_folder=False, output=out)
     if out.exists() and not out.is_dir():
@@ -756,7 +770,7 @@ def plan_inputs(inputs: Sequence[Path | str], output: Path | str) -> InputPlan:
     jobs: list[Job] = []
     for source in sources:
         if source.is_file():
-            format_for(source)  # written under its own name, so in the format its extension names
+            _check_output_format(source, source)  # written under its own name, so in the format it names
             jobs.append(Job(source, out / source.name))
         elif source.is_dir():
             base = out if len(sources) == 1 else out / source.resolve().name
@@ -822,7 +836,7 @@ def plan_in_place(inputs: Sequence[Path | str], *, follow_symlinks: bool = False
             walker.skipped.append(Skipped(source, "symlinked folder" if source.is_dir() else "symlink"))
         elif source.is_file():
             real = source.resolve() if source.is_symlink() else source
-            format_for(real)  # it is written back in the format its extension names
+            _check_output_format(real, real)  # it is written back in the format its extension names
             jobs.append(Job(real, real))
         elif source.is_dir():
             jobs.extend(Job(f, f) for f in walker.files(source))

@@ -67,6 +67,8 @@ class ImageEntry:
     #: so a resumed run can tell whether the killed one's rename happened.
     input_sha256: str | None = None
     final_status: str | None = None
+    #: For a video: frames, tracks, routes, codec, audio (rp_core.video.VideoResult.to_dict()).
+    video: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImageEntry:
@@ -79,6 +81,7 @@ class ImageEntry:
             error=data.get("error"),
             input_sha256=data.get("input_sha256"),
             final_status=data.get("final_status"),
+            video=data.get("video"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,7 +92,7 @@ class ImageEntry:
             "faces": self.faces,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
-        for key in ("error", "input_sha256", "final_status"):
+        for key in ("error", "input_sha256", "final_status", "video"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         return data

@@ -617,7 +617,8 @@ class Anonymizer:
     def _confirmed_face(self, work: _ImageWork, i: int) -> bool:
         """Does a detector of another family than the one that found face `i` see a face there in the original?"""
         face = work.faces[i].face
-        others = [d for d in (self.detector, self.coverage_detector) if d is not None and d.name != face.detector]
+        family = face.detector.split("+", 1)[0]  # "centerface+rot90": found by centerface in a turned pass
+        others = [d for d in (self.detector, self.coverage_detector) if d is not None and d.name != family]
         if not others:
             return True  # nothing independent to ask: treat it as a face (fail closed)
         region = footprint(work.faces[i], work.image.shape, grow=0.0)

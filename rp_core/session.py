@@ -283,13 +283,49 @@ class RunSession:
 
     def _anonymize(self, todo: list[int]) -> None:
         """Anonymize, write and record every job of `todo`, the journal open (rp_core.scale hands them to workers)."""
-        for i, faces in self.process(todo):
+        from rp_core.video.probe import is_video
+
+        videos = [i for i in todo if is_video(self.plan.jobs[i].source)]
+        for i in videos:
+            self._video(i)
+        for i, faces in self.process([i for i in todo if i not in set(videos)]):
             entry = self.entries[i]
             self.journal.record(entry)
             job = self.plan.jobs[i]
             seconds = sum(entry.timings.values())
             done = Event("done", f"{job.source}: {entry.status}", faces=faces, path=str(job.target), seconds=seconds)
             self.on_event(done)
+
+    def _video(self, i: int) -> None:
+        """Anonymize one video (rp_core.video): every frame through the pipeline, published whole or not at all."""
+        from rp_core.video import VideoOptions, anonymize_video
+
+        job = self.plan.jobs[i]
+        entry = self.entries[i] = ImageEntry(self.source_name(i), self.target_name(i), "pending")
+
+        def progress(p: Any) -> None:
+            eta = f", ETA {p.eta_s:.0f} s" if p.eta_s else ""
+            self.on_event(Event("info", f"{job.source}: frame {p.frame}/{p.frames}, {p.fps:.1f} frames/s{eta}"))
+
+        def before_publish(result: Any) -> None:
+            status = "anonymized" if result.faces else "no_face"
+            if status == "no_face" and self.pipeline.config.verify.no_face == "refuse":
+                raise InputError(f"{job.source}: no face in any frame; not written (verify.no_face=refuse)")
+            self.journal.record(ImageEntry(entry.input, entry.output, "writing", final_status=status))
+
+        try:
+            result = anonymize_video(self.pipeline, job.source, job.target, VideoOptions(), progress, before_publish)
+        except (RpError, OSError) as exc:
+            self._fail(i, exc if isinstance(exc, RpError) else InputError(f"{job.source}: {exc}"))
+            return
+        except Exception as exc:  # a decoder or encoder error from PyAV: one line, the run goes on
+            self._fail(i, InputError(f"{job.source}: {type(exc).__name__}: {exc}".splitlines()[0]))
+            return
+        entry.status = "anonymized" if result.faces else "no_face"
+        entry.video = result.to_dict()
+        entry.timings = dict(result.timings)
+        self.journal.record(entry)
+        self.on_event(Event("done", f"{job.source}: {entry.status}", faces=result.faces, path=str(job.target)))
 
     def process(self, todo: list[int]) -> Iterator[tuple[int, int]]:
         """Anonymize and write jobs `todo` in this process; yield (job, face count) for each one that reached the writer.

@@ -245,7 +245,7 @@ def test_default_verification_searches_every_frame(tmp_path: Path, t1: np.ndarra
     frames = FrameAnonymizer(offline_pipeline, tracker)
     policy = frames.fail_closed()
     assert policy.finder is not None
-    original = frames._find_on_output
+    original = frames.images._find_on_output  # the image orchestrator's search, which videos share
 
     def counting(image: np.ndarray, region: Any) -> list[Face]:
         calls.append(1)
@@ -349,3 +349,27 @@ def test_before_publish_sees_the_result_and_can_refuse(
         )
     assert seen and seen[0].frames == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv"]
+
+
+def test_rp_anonymize_takes_videos_inside_a_folder(tmp_path: Path, t1: np.ndarray, astronaut: np.ndarray) -> None:
+    """The run session plans videos beside images: one manifest, the video's record says what it did."""
+    import json
+
+    from click.testing import CliRunner
+
+    from rp_core.cli import create_cli
+    from rp_core.io import write_image
+    from rp_core.video.probe import probe
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pan_zoom_clip(t1, folder / "clip.mp4", frames=4, tone_hz=None, span=0.05)
+    write_image(folder / "astronaut.png", astronaut)
+    result = CliRunner().invoke(
+        create_cli(), ["anonymize", str(folder), "-o", str(tmp_path / "out"), "--preset", "offline"]
+    )
+    assert result.exit_code == 0, result.output
+    entries = {e["input"]: e for e in json.loads((tmp_path / "out" / "manifest.json").read_text())["images"]}
+    assert entries["clip.mp4"]["status"] == "anonymized" and entries["clip.mp4"]["video"]["frames"] == 4
+    assert entries["astronaut.png"]["status"] == "anonymized"
+    assert probe(tmp_path / "out" / "clip.mp4").frames == 4

@@ -20,9 +20,8 @@ import numpy as np
 from rp_core.align import align_faces
 from rp_core.orchestrator import Anonymizer
 from rp_core.pipeline import Pipeline
-from rp_core.regions import region_search
 from rp_core.types import AlignedFace, Face, GenerationRequest, IdentityEmbedding
-from rp_core.verify import Box, FaceVerdict, FailClosed, footprint, iou
+from rp_core.verify import FaceVerdict, FailClosed, iou
 from rp_core.video.tracks import FaceTracker, TrackedFace
 
 #: Why a face goes where it goes (the image routes, plus a face the tracker predicted).
@@ -251,21 +250,10 @@ class FrameAnonymizer:
         )
 
     def fail_closed(self) -> FailClosed:
-        """The pipeline's policy; its output search runs each distinct detector once (the offline preset's
-        coverage detector is the main one searching harder, identical on a region already enlarged)."""
+        """The pipeline's policy, as for images (its output search runs each distinct detector once)."""
         if self._fail_closed is None:
-            policy = self.images.fail_closed()
-            if policy.finder is not None:
-                policy = replace(policy, finder=self._find_on_output)
-            self._fail_closed = policy
+            self._fail_closed = self.images.fail_closed()
         return self._fail_closed
-
-    def _find_on_output(self, image: np.ndarray, region: Box) -> list[Face]:
-        main, coverage = self.pipeline.detect, self.images.coverage_detector
-        detectors = [main]
-        if coverage is not None and (coverage.name != main.name or coverage.options != main.options):
-            detectors.append(coverage)
-        return [face for detector in detectors for face in region_search(detector.detect, image, region)]
 
     def _stronger(self, attempt: int) -> Any:
         generator = self.images.generator.stronger(attempt, self.config.verify.guidance_factor)
@@ -274,15 +262,5 @@ class FrameAnonymizer:
         return generator
 
     def _confirmed(self, work: FrameWork, i: int) -> bool:
-        """Does a detector of another family than the one that placed face `i` see a face there?"""
-        face = work.faces[i].face
-        detectors = [self.pipeline.detect, self.images.coverage_detector]
-        others = [d for d in detectors if d is not None and d.name != face.detector]
-        if not others:
-            return True  # nothing independent to ask: treat it as a face (fail closed)
-        region = footprint(work.faces[i], work.image.shape, grow=0.0)
-        return any(
-            iou(f.box, face.box) > 0.1
-            for detector in others
-            for f in region_search(detector.detect, work.image, region)
-        )
+        """Does a detector of another family than the one that placed face `i` see a face there (as for images)?"""
+        return self.images._confirmed_face(work, i)  # type: ignore[arg-type]
