@@ -285,10 +285,10 @@ class RunSession:
         """Anonymize, write and record every job of `todo`, the journal open (rp_core.scale hands them to workers)."""
         from rp_core.video.probe import is_video
 
-        videos = [i for i in todo if is_video(self.plan.jobs[i].source)]
-        for i in videos:
+        videos = {i for i in todo if is_video(self.plan.jobs[i].source)}
+        for i in sorted(videos):
             self._video(i)
-        for i, faces in self.process([i for i in todo if i not in set(videos)]):
+        for i, faces in self.process([i for i in todo if i not in videos]):
             entry = self.entries[i]
             self.journal.record(entry)
             job = self.plan.jobs[i]
