@@ -542,7 +542,7 @@ def atomic_write_bytes(
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
     return path
 
 
@@ -577,7 +577,7 @@ def _check_decodes(temp: Path, fmt: str, size: tuple[int, int], path: Path) -> N
         )
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
     """Make the rename durable; filesystems (and systems) that cannot sync a folder are let be."""
     if os.name == "nt":
         return

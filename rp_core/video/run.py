@@ -121,7 +121,7 @@ def anonymize_video(
     its intent there, or raises to refuse, e.g. a video without a face). Any error (a face that still matches after the fail-closed policy, a bad
     frame, a full disk) removes the partial file and raises: nothing half-done is published.
     """
-    from rp_core.io import publish
+    from rp_core.io import fsync_folder, publish
 
     options = options or VideoOptions()
     source, target = Path(source), Path(target)
@@ -174,7 +174,7 @@ def anonymize_video(
         if before_publish is not None:
             before_publish(result)
         publish(temp, target)
-        _sync_folder(target.parent)
+        fsync_folder(target.parent)
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -183,22 +183,6 @@ def anonymize_video(
     finally:
         reader.close()
     return result
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make the rename durable where the filesystem can sync a folder."""
-    if os.name == "nt":
-        return
-    try:
-        handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)
 
 
 def frames_codec(muxer: str, options: VideoOptions) -> tuple[str, str]:
