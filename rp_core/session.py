@@ -318,6 +318,9 @@ class RunSession:
         except (RpError, OSError) as exc:
             self._fail(i, exc if isinstance(exc, RpError) else InputError(f"{job.source}: {exc}"))
             return
+        except ImportError as exc:
+            self._fail(i, InputError(f"{job.source}: videos need {exc.name}: pip install 'rp-anonymize[video]'"))
+            return
         except Exception as exc:  # a decoder or encoder error from PyAV: one line, the run goes on
             self._fail(i, InputError(f"{job.source}: {type(exc).__name__}: {exc}".splitlines()[0]))
             return
