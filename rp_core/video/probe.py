@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fractions import Fraction
 
 #: Container extensions rp reads and writes as video (the output keeps the input's container).
 VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
@@ -76,6 +78,8 @@ def probe(path: Path | str) -> VideoInfo:
         for frame in container.decode(stream):
             rotation = normalized_rotation(frame.rotation)
             break
+        from fractions import Fraction
+
         rate = stream.average_rate or stream.guessed_rate or Fraction(30)
         duration = None
         if stream.duration is not None and stream.time_base is not None:
