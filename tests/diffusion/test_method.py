@@ -94,7 +94,7 @@ def test_batches_keep_faces_apart(plugin_host, diffusion_params, t1) -> None:  #
     and seeds). Both runs compute with the same shapes, so its latents must be bit-identical: any leak shows,
     however small. (Comparing one batch with one-face batches instead sees BLAS's batch-size-dependent rounding,
     which the chaotic tiny model grows past any useful tolerance unless it runs 100 steps: 20x the cost.
-    That a batch's images match one-face batches up to rounding is test_batch_size_does_not_change_the_image.)
+    That a batch's images match one-face batches up to rounding is test_batch_size_changes_the_image_only_by_rounding.)
     """
     anonymizer = build(plugin_host, **diffusion_params)
     faces = faces_of(anonymizer, t1)
@@ -113,17 +113,47 @@ def test_batches_keep_faces_apart(plugin_host, diffusion_params, t1) -> None:  #
     assert (first[0] - first[1]).abs().max().item() > 1e-3 and (second[0] - second[1]).abs().max().item() > 1e-3
 
 
-def test_batch_size_does_not_change_the_image(plugin_host, diffusion_params, t1) -> None:  # type: ignore[no-untyped-def]
+def test_batch_size_changes_the_image_only_by_rounding(plugin_host, diffusion_params, t1) -> None:  # type: ignore[no-untyped-def]
+    """Batching faces changes a face's result by floating-point rounding only, and the image by a bounded amount.
+
+    A face's latents are the same function of its own inputs in a batch of one and of six, but the BLAS kernels
+    a CPU picks depend on the batch and round differently (measured: AMD EPYC 1 grey level apart, Intel Xeon 2).
+    The real bound, stage by stage:
+    - latents: float32 rounding carried through the steps: within 1e-3 of their scale (1.5e-4 measured);
+    - decoded crops: one rounding to uint8 on a sub-level float difference: at most 1 level;
+    - the image: the crop is Lanczos-warped as uint8 and rounded again (Lanczos4's negative lobes sum to about
+      1.6 in 2D, so a 1-level crop difference becomes at most 2), then alpha-blended and rounded (+1): 3 levels.
+    """
     anonymizer = build(plugin_host, **diffusion_params, batch_size=1)
+    faces = faces_of(anonymizer, t1)
+    assert len(faces) == 6
+    rng = np.random.default_rng(0)
+    identities = [IdentityEmbedding(v / np.linalg.norm(v), "buffalo_l") for v in rng.standard_normal((6, 512))]
+    generator: Any = anonymizer.generator
+
+    def latents(batch: list[int]) -> torch.Tensor:
+        inversions = anonymizer.inverter.invert([faces[i] for i in batch], batch)  # seed = face number
+        requests = [GenerationRequest(faces[i], identities[i], inv) for i, inv in zip(batch, inversions, strict=True)]
+        return generator.generate_latents(requests)
+
+    one_by_one = torch.cat([latents([i]) for i in range(6)])
+    batched = latents(list(range(6)))
+    assert (one_by_one - batched).abs().max().item() <= 1e-3 * one_by_one.abs().max().item()
+    crops_one = np.stack(generator.bundle.decode_latents(one_by_one)).astype(int)
+    crops_six = np.stack(generator.bundle.decode_latents(batched)).astype(int)
+    assert np.abs(crops_one - crops_six).max() <= 1
+    assert (crops_one != crops_six).mean() < 0.25  # rounding ties (0.5 % measured), not a different picture
+
     single = anonymizer.anonymize(t1)
     six = build(plugin_host, **diffusion_params, batch_size=6).anonymize(t1)
     assert single.face_count == six.face_count == 6
-    assert np.abs(single.image.astype(int) - six.image.astype(int)).max() <= 1
+    difference = np.abs(single.image.astype(int) - six.image.astype(int))
+    assert difference.max() <= 3
     # the whole default pipeline changed every face and nothing outside the faces' crops
     from rp_core.align import crop_footprint
 
-    faces = faces_of(anonymizer, t1)
     touched = np.any([crop_footprint(f.matrix, f.size, t1.shape) for f in faces], axis=0)
+    assert np.count_nonzero(difference.max(axis=2)) < 0.25 * np.count_nonzero(touched)
     assert np.array_equal(single.image[~touched], t1[~touched])
     for face in faces:
         x0, y0, x1, y1 = (int(v) for v in face.face.box)
