@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rp_core.io import _check_decodes, atomic_write_bytes, read_image, write_image
+from rp_core.files.decode import read_image
+from rp_core.files.encode import _check_decodes, write_image
+from rp_core.files.write import atomic_write_bytes
 
 FORMATS = [".jpg", ".png", ".bmp", ".tif", ".webp"]
 LIMIT = 32 * 1024  # every format encodes the 256x256 noise image to 63 KB (WebP) or more
@@ -44,7 +46,8 @@ _CHILD = textwrap.dedent(
     """
     import json, resource, signal, sys
     import numpy as np
-    from rp_core.io import atomic_write_bytes, write_image
+    from rp_core.files.encode import write_image
+    from rp_core.files.write import atomic_write_bytes
 
     kind, target, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
     image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)

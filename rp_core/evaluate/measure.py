@@ -270,7 +270,7 @@ class Evaluator:
 
     def evaluate(self, pair: ImagePair) -> ImageResult:
         """Measure one pair; a pair that cannot be compared comes back with its problem, never raises InputError."""
-        from rp_core.io import read_image
+        from rp_core.files.decode import read_image
 
         start = time.perf_counter()
         result = ImageResult(
