@@ -243,8 +243,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 @click.option(
     "--keep-metadata",
     is_flag=True,
-    help="Keep camera/exposure/date EXIF, technical XMP and the ICC profile (default: strip all metadata). "
-    "Names, face regions, serial numbers and comments are never kept; GPS only with --keep-gps.",
+    help="Keep exposure/date EXIF and XMP facts and a rebuilt ICC profile (default: strip all metadata). "
+    "No free text (camera make/model, software, labels, names, comments) is ever kept; GPS only with --keep-gps.",
 )
 @click.option("--keep-gps", is_flag=True, help="With --keep-metadata: keep the GPS position too.")
 @click.option(

@@ -491,3 +491,21 @@ def test_a_profile_littlecms_cannot_parse_is_dropped(tmp_path: Path, t1: np.ndar
             assert "icc_profile" not in written.info or not written.info["icc_profile"], ext
     direct = write_image(tmp_path / "direct.png", array, metadata=ImageMetadata(icc_profile=profile))
     assert hidden[:64] not in direct.read_bytes()
+
+
+def test_the_docs_list_exactly_what_is_kept() -> None:
+    """docs/cli.md names every field the allow-lists keep (a field added to the code must be documented)."""
+    from PIL.ExifTags import GPSTAGS, TAGS
+
+    from rp_core.files import metadata
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    section = docs[docs.index("### What `--keep-metadata` keeps") : docs.index("Never kept:")]
+    names = [TAGS[t] for t in (*metadata._IFD0_KINDS, *metadata._EXIF_IFD_KINDS)]
+    names += [GPSTAGS[t] for t in metadata._GPS_KINDS] + list(metadata._XMP_GPS)
+    names += [name for _, properties in metadata._XMP_ALLOWED.values() for name in properties]
+    missing = [name for name in names if name not in section]
+    assert not missing, missing
+    never = docs[docs.index("Never kept:") :]
+    for dropped in ("xmp:Label", "xmp:CreatorTool", "tiff:Model", "xmpRights:UsageTerms"):
+        assert f"`{dropped}`" in never or dropped.split(":")[1] in never
