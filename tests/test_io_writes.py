@@ -192,3 +192,23 @@ def test_in_place_replacement_keeps_the_originals_permissions(tmp_path: Path) ->
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~umask
+
+
+def test_publishing_a_file_written_by_path_as_an_encoder_does(tmp_path: Path) -> None:
+    """The video writer's way: an encoder opens the draft's path itself; the target appears only at the end."""
+    from rp_core.files.write import publishing
+
+    target = tmp_path / "clip.mp4"
+    before = _original(tmp_path / "clip.mp4.jpg")  # an unrelated neighbour stays as it was
+    with publishing(target) as draft:
+        with open(draft.path, "wb") as encoder:  # stands for PyAV's muxer
+            encoder.write(b"frames")
+        assert not target.exists() and draft.path.parent == tmp_path and draft.path.name.startswith(".clip.mp4.")
+    assert target.read_bytes() == b"frames" and (tmp_path / "clip.mp4.jpg").read_bytes() == before
+    assert _leftovers(tmp_path, {target.name, "clip.mp4.jpg"}) == []
+
+    with pytest.raises(RuntimeError, match="bad frame"), publishing(target) as draft:
+        draft.write(b"half a clip")
+        raise RuntimeError("bad frame")
+    assert target.read_bytes() == b"frames"  # the old file is untouched, the draft is gone
+    assert _leftovers(tmp_path, {target.name, "clip.mp4.jpg"}) == []
