@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from rp_core.cli import _console, common_options, get_host
+from rp_core.cli_base import _console, common_options, get_host
 from rp_core.errors import ConfigError, InputError, VerificationError
 
 

@@ -44,11 +44,10 @@ from typing import Literal
 
 import numpy as np
 
+from rp_core.geometry import Box, area, box_through, centre_inside, intersection, region_window, same_face, tiles
 from rp_core.types import Face
-from rp_core.verify import iou
 
 DetectFn = Callable[[np.ndarray], Sequence[Face]]
-Box = tuple[float, float, float, float]
 ROTATIONS = (90, 270, 180)
 
 
@@ -145,18 +144,6 @@ def _quarter_turns(degrees: int) -> int:
     return (degrees // 90) % 4
 
 
-def box_through(box: Box, mapping: Callable[[np.ndarray], np.ndarray]) -> Box:
-    """The axis-aligned box around a box's four corners after `mapping`."""
-    x0, y0, x1, y1 = box
-    corners = mapping(np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], dtype=np.float64))
-    return (
-        float(corners[:, 0].min()),
-        float(corners[:, 1].min()),
-        float(corners[:, 0].max()),
-        float(corners[:, 1].max()),
-    )
-
-
 def map_face(face: Face, mapping: Callable[[np.ndarray], np.ndarray], tag: str = "") -> Face:
     """The face with its box and landmarks mapped into other coordinates, `+tag` appended to its detector."""
     detector = f"{face.detector}+{tag}" if tag else face.detector
@@ -183,22 +170,6 @@ def resize(image: np.ndarray, factor: float) -> np.ndarray:
     height, width = image.shape[:2]
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
     return cv2.resize(image, size, interpolation=cv2.INTER_CUBIC if factor > 1 else cv2.INTER_AREA)
-
-
-def _area(box: Box) -> float:
-    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
-
-
-def _intersection(a: Box, b: Box) -> float:
-    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-
-
-def same_face(a: Box, b: Box, iou_threshold: float, containment: float) -> bool:
-    """True when two boxes of different passes are the same face (overlap, or one inside the other)."""
-    if iou(a, b) >= iou_threshold:
-        return True
-    smaller = min(_area(a), _area(b))
-    return smaller > 0 and _intersection(a, b) / smaller >= containment
 
 
 def merge_faces(faces: Sequence[Face], iou_threshold: float = 0.3, containment: float = 0.8) -> list[Face]:
@@ -240,20 +211,6 @@ def equalize(image: np.ndarray, clip_limit: float = 3.0, grid: int = 8) -> np.nd
 
 
 # -- search ----------------------------------------------------------------------------------
-
-
-def tiles(shape: tuple[int, ...], tile: int, overlap: float) -> list[tuple[int, int, int, int]]:
-    """(x0, y0, x1, y1) windows of side `tile` covering an image of `shape`, overlapping by `overlap` x tile."""
-    height, width = shape[:2]
-    step = max(1, round(tile * (1.0 - overlap)))
-
-    def starts(length: int) -> list[int]:
-        if length <= tile:
-            return [0]
-        values = list(range(0, length - tile, step))
-        return [*values, length - tile]
-
-    return [(x, y, min(x + tile, width), min(y + tile, height)) for y in starts(height) for x in starts(width)]
 
 
 def detect_upscaled(detect: DetectFn, image: np.ndarray, factor: float, tile: int, overlap: float) -> list[Face]:
@@ -310,7 +267,7 @@ def detect_border(
     small = resize(padded, factor)
     back = scale_and_shift(small.shape[1] / float(padded.shape[1]), (-p_x, -p_y))
     faces = [map_face(f, back, "border") for f in detect(small)]
-    return [f for f in faces if _area(f.box) > 0 and _intersection(f.box, inside) / _area(f.box) >= min_inside]
+    return [f for f in faces if area(f.box) > 0 and intersection(f.box, inside) / area(f.box) >= min_inside]
 
 
 def search_faces(detect: DetectFn, image: np.ndarray, passes: SearchPasses = DEFAULT) -> list[Face]:
@@ -360,18 +317,12 @@ def _probe_finds_more(probe: Sequence[Face], upright: Sequence[Face]) -> bool:
     floor = min((u.score for u in upright), default=-np.inf)
     gain = 0.0
     for f in probe:
-        covering = [u for u in upright if _centre_inside(f, u)]
+        covering = [u for u in upright if centre_inside(f.box, u.box)]
         if not covering and f.score >= floor:
             return True
         if covering:
             gain += f.score - max(u.score for u in covering)
     return gain > 0
-
-
-def _centre_inside(a: Face, b: Face) -> bool:
-    """True when the centre of `a`'s box lies in `b`'s box (lenient: boxes of turned faces differ in shape)."""
-    x, y = (a.box[0] + a.box[2]) / 2, (a.box[1] + a.box[3]) / 2
-    return b.box[0] <= x <= b.box[2] and b.box[1] <= y <= b.box[3]
 
 
 def resize_factor(shape: tuple[int, ...], factor: float) -> float:
@@ -382,16 +333,6 @@ def resize_factor(shape: tuple[int, ...], factor: float) -> float:
 
 def _rotation_back(degrees: int, shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
     return lambda points: rotated_to_original(points, degrees, shape)
-
-
-def region_window(box: Box, shape: tuple[int, ...], margin: float) -> tuple[int, int, int, int]:
-    """Integer window around `box` grown by `margin` x its larger side on every side, clipped to the image."""
-    height, width = shape[:2]
-    x0, y0, x1, y1 = box
-    grow = margin * max(x1 - x0, y1 - y0, 1.0)
-    left, top = max(0, int(np.floor(x0 - grow))), max(0, int(np.floor(y0 - grow)))
-    right, bottom = min(width, int(np.ceil(x1 + grow))), min(height, int(np.ceil(y1 + grow)))
-    return left, top, max(right, left + 1), max(bottom, top + 1)
 
 
 #: In-plane turns the region search tries besides upright: frontal detectors miss faces tilted by more than

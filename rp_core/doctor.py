@@ -11,12 +11,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rp_core.config import COMPONENT_SECTIONS
 from rp_core.models import ModelFile
-from rp_core.pipeline import Pipeline
 from rp_core.plugins import PluginHost
+
+if TYPE_CHECKING:  # a type only: rp_core.pipeline asks this module for `import_status`
+    from rp_core.pipeline import Pipeline
 
 #: Libraries rp_core itself needs to anonymize anything.
 CORE_MODULES = ("numpy", "PIL", "cv2", "skimage", "pydantic", "yaml")

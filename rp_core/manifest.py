@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import platform
 import sys
 import threading
@@ -18,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import rp_core
-from rp_core.io import atomic_write_bytes
+from rp_core.errors import InputError
+from rp_core.files.plan import journal_path
+from rp_core.files.write import AppendLog, atomic_write_bytes, cannot_write
 
 #: Distributions always reported, then modules reported only when this run imported them.
 _DISTRIBUTIONS = ("rp-anonymize", "numpy", "pillow", "pydantic", "pluggy", "click", "rich")
@@ -140,37 +141,35 @@ class RunManifest:
         return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def journal_path(manifest_path: Path) -> Path:
-    """Where a run notes each finished file as it goes, so `--resume` can rebuild the manifest after a kill."""
-    return manifest_path.with_name(f".{manifest_path.name}.journal")
-
-
 class Journal:
-    """Append-only JSON lines, one per finished file, flushed to disk each time; removed when the manifest is written."""
+    """Append-only JSON lines, one per finished file, synced each time; removed when the manifest is written.
+
+    Each line goes through `rp_core.files.write.AppendLog`: a line that cannot be written whole (a full
+    disk) is cut off again, so the journal stays readable by `--resume`, and the run stops with one line
+    (InputError, exit 4) instead of a traceback.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stream: Any = None
+        self._log = AppendLog(path)
         self._lock = threading.Lock()  # records come from the run's thread and its CPU worker
 
     def open(self, *, keep: bool) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._stream = open(self.path, "a" if keep else "w", encoding="utf-8")  # noqa: SIM115
+        self._log.open(keep=keep)
 
     def record(self, entry: ImageEntry) -> None:
+        line = (json.dumps(entry.to_dict(), default=str) + "\n").encode("utf-8")
         with self._lock:
-            if self._stream is None:
+            if not self._log.is_open:
                 return
-            self._stream.write(json.dumps(entry.to_dict(), default=str) + "\n")
-            self._stream.flush()
-            os.fsync(self._stream.fileno())
+            try:
+                self._log.append(line)
+            except OSError as exc:
+                reason = f"{cannot_write(self.path, exc)}; the files published so far are complete"
+                raise InputError(f"{reason}: free space, then run again with --resume") from exc
 
     def close(self, *, remove: bool) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
-        if remove:
-            self.path.unlink(missing_ok=True)
+        self._log.close(remove=remove)
 
 
 def previous_entries(manifest_path: Path) -> dict[str, ImageEntry]:

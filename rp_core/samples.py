@@ -7,7 +7,6 @@ scikit-image bundles the `astronaut` test image (one face).
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from pathlib import Path
 
 
@@ -29,7 +28,9 @@ def copy_samples(folder: Path) -> tuple[list[Path], list[str]]:
     if t1 is None:
         problems.append("t1.jpg (install insightface)")
     else:
-        written.append(Path(shutil.copyfile(t1, folder / "t1.jpg")))
+        from rp_core.files.write import atomic_write_bytes
+
+        written.append(atomic_write_bytes(folder / "t1.jpg", t1.read_bytes()))
     try:
         from skimage import data
     except ImportError:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rp_core.errors import VerificationError
+from rp_core.geometry import Box, centre_inside, footprint, iou
 from rp_core.interfaces import Generator, IdentityEncoder, compare_embeddings, same_person
 from rp_core.types import AlignedFace, Face, GenerationRequest, IdentityEmbedding
 
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from rp_core.config import RunConfig
     from rp_core.pipeline import Pipeline
 
-Box = tuple[float, float, float, float]
 #: Faces found on an output image inside a region (the search of `verify.search`).
 FaceFinder = Callable[[np.ndarray, Box], list[Face]]
 
@@ -99,7 +99,7 @@ class Verifier:
                 if embedding is None:
                     continue
                 for i, region in enumerate(regions):
-                    if not _inside(face.box, region):
+                    if not centre_inside(face.box, region):
                         continue
                     score = compare_embeddings(before[i], embedding, self.metric)
                     if self.worse(score, scores[i]):
@@ -124,11 +124,6 @@ class Verifier:
         return {"encoder": self.name, "metric": self.metric, "threshold": self.threshold}
 
 
-def _inside(box: Box, region: Box) -> bool:
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    return region[0] <= cx <= region[2] and region[1] <= cy <= region[3]
-
-
 def _unique(faces: Any) -> list[Face]:
     """Faces found through overlapping regions, each once."""
     kept: list[Face] = []
@@ -149,33 +144,9 @@ def region_unchanged(original: np.ndarray, output: np.ndarray, box: Box) -> bool
     return bool(np.array_equal(original[top:bottom, left:right], output[top:bottom, left:right]))
 
 
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) boxes."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    area_a = max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1])
-    area_b = max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
-    union = area_a + area_b - inter
-    return inter / union if union > 0 else 0.0
-
-
 def missed_faces(found: Sequence[Face], others: Sequence[Face], threshold: float) -> list[Face]:
     """Faces of `others` that overlap none of `found` by at least `threshold` IoU."""
     return [o for o in others if all(iou(o.box, f.box) < threshold for f in found)]
-
-
-def footprint(face: AlignedFace, image_shape: tuple[int, ...], grow: float = 0.1) -> Box:
-    """The image box a face's crop can change when pasted back (its square warped back), grown a little."""
-    size = face.size
-    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], dtype=np.float64)
-    inverse = np.linalg.inv(np.vstack([face.matrix, [0.0, 0.0, 1.0]]))[:2]
-    points = corners @ inverse[:, :2].T + inverse[:, 2]
-    x0, y0 = points.min(axis=0)
-    x1, y1 = points.max(axis=0)
-    pad_x, pad_y = (x1 - x0) * grow, (y1 - y0) * grow
-    height, width = image_shape[:2]
-    return (max(0.0, x0 - pad_x), max(0.0, y0 - pad_y), min(float(width), x1 + pad_x), min(float(height), y1 + pad_y))
 
 
 # -- the policy -------------------------------------------------------------------------------

@@ -302,13 +302,6 @@ def test_openness_and_displacement_follow_the_landmarks(astronaut_face) -> None:
     assert geometry.head_pose(astronaut_face.five_points, (512, 512)) is None  # 5 points: no pose, no crash
 
 
-def test_same_face_accepts_another_detectors_box_convention() -> None:
-    tight = (100.0, 100.0, 200.0, 200.0)
-    assert geometry.same_face(tight, (85.0, 70.0, 215.0, 230.0))  # larger box with forehead and chin
-    assert not geometry.same_face(tight, (300.0, 100.0, 400.0, 200.0))
-    assert not geometry.same_face(tight, (140.0, 140.0, 160.0, 160.0))  # a much smaller face inside
-
-
 # -- the report in a real browser ---------------------------------------------------------------
 
 _CHROMIUM_FLAGS = (

@@ -11,7 +11,10 @@ import pytest
 from PIL import Image, ImageCms
 
 from rp_core.errors import InputError
-from rp_core.io import UsageError, plan_inputs, read_image, read_image_with_metadata, to_rgb_array, write_image
+from rp_core.files.decode import read_image, read_image_with_metadata, to_rgb_array
+from rp_core.files.encode import write_image
+from rp_core.files.formats import UsageError
+from rp_core.files.plan import plan_inputs
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 GPS_IFD = 0x8825

@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rp_core.io import _check_decodes, atomic_write_bytes, read_image, write_image
+from rp_core.files.decode import read_image
+from rp_core.files.encode import _check_decodes, write_image
+from rp_core.files.write import atomic_write_bytes
 
 FORMATS = [".jpg", ".png", ".bmp", ".tif", ".webp"]
 LIMIT = 32 * 1024  # every format encodes the 256x256 noise image to 63 KB (WebP) or more
@@ -44,7 +46,8 @@ _CHILD = textwrap.dedent(
     """
     import json, resource, signal, sys
     import numpy as np
-    from rp_core.io import atomic_write_bytes, write_image
+    from rp_core.files.encode import write_image
+    from rp_core.files.write import atomic_write_bytes
 
     kind, target, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
     image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
@@ -189,3 +192,23 @@ def test_in_place_replacement_keeps_the_originals_permissions(tmp_path: Path) ->
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~umask
+
+
+def test_publishing_a_file_written_by_path_as_an_encoder_does(tmp_path: Path) -> None:
+    """The video writer's way: an encoder opens the draft's path itself; the target appears only at the end."""
+    from rp_core.files.write import publishing
+
+    target = tmp_path / "clip.mp4"
+    before = _original(tmp_path / "clip.mp4.jpg")  # an unrelated neighbour stays as it was
+    with publishing(target) as draft:
+        with open(draft.path, "wb") as encoder:  # stands for PyAV's muxer
+            encoder.write(b"frames")
+        assert not target.exists() and draft.path.parent == tmp_path and draft.path.name.startswith(".clip.mp4.")
+    assert target.read_bytes() == b"frames" and (tmp_path / "clip.mp4.jpg").read_bytes() == before
+    assert _leftovers(tmp_path, {target.name, "clip.mp4.jpg"}) == []
+
+    with pytest.raises(RuntimeError, match="bad frame"), publishing(target) as draft:
+        draft.write(b"half a clip")
+        raise RuntimeError("bad frame")
+    assert target.read_bytes() == b"frames"  # the old file is untouched, the draft is gone
+    assert _leftovers(tmp_path, {target.name, "clip.mp4.jpg"}) == []

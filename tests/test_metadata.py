@@ -17,15 +17,9 @@ from PIL import Image, ImageCms
 from PIL.PngImagePlugin import PngInfo
 from PIL.TiffImagePlugin import IFDRational
 
-from rp_core.io import (
-    ImageMetadata,
-    convert_to_rgb,
-    filter_xmp,
-    read_image,
-    read_image_with_metadata,
-    safe_metadata,
-    write_image,
-)
+from rp_core.files.decode import convert_to_rgb, read_image, read_image_with_metadata
+from rp_core.files.encode import write_image
+from rp_core.files.metadata import ImageMetadata, clean_icc, filter_xmp, safe_metadata
 
 EXIF_IFD, GPS_IFD = 0x8769, 0x8825
 PERSON, PHOTOGRAPHER, SERIAL, OWNER = "Jane Subject", "Pat Photographer", "SN-4471-XY", "Olly Owner"
@@ -169,7 +163,7 @@ def test_kept_metadata_has_camera_facts_and_nothing_that_identifies(tmp_path: Pa
         assert schema not in raw, schema
     with Image.open(out) as written:
         exif = written.getexif()
-        assert exif.get(0x0110) == "ModelZ 7" and exif.get(0x010F) == "CameraMaker"  # camera model kept
+        assert exif.get(0x0110) is None and exif.get(0x010F) is None  # make and model are free text: dropped
         assert exif.get(0x013B) is None and exif.get(0x8298) is None and exif.get(0x010E) is None
         sub = exif.get_ifd(EXIF_IFD)
         assert sub.get(0x9003) == "2021:06:01 10:00:00" and float(sub.get(0x829A)) == pytest.approx(1 / 250)
@@ -178,8 +172,8 @@ def test_kept_metadata_has_camera_facts_and_nothing_that_identifies(tmp_path: Pa
         assert written.info.get("icc_profile")  # the colour profile is kept
         xmp = written.info.get("xmp") or written.info.get("XML:com.adobe.xmp")
         xmp = xmp.encode() if isinstance(xmp, str) else xmp
-    # the allowed XMP survives, rebuilt: rating, date, model; no GPS
-    assert xmp is not None and b"xmp:Rating>4<" in xmp and b"2021-06-01T10:00:00" in xmp and b"XmpCam 9" in xmp
+    # the allowed XMP survives, rebuilt: rating, date; no model (free text), no GPS
+    assert xmp is not None and b"xmp:Rating>4<" in xmp and b"2021-06-01T10:00:00" in xmp and b"XmpCam" not in xmp
     assert b"GPS" not in xmp
     assert read_image(out).shape == (48, 64, 3)
 
@@ -215,7 +209,9 @@ def test_metadata_handed_in_directly_is_filtered_at_write_time(tmp_path: Path) -
     raw = ImageMetadata(exif=_exif().tobytes(), xmp=XMP.encode())
     out = write_image(tmp_path / "direct.png", np.zeros((8, 8, 3), np.uint8), metadata=raw)
     data = out.read_bytes()
-    assert all(secret.encode() not in data for secret in SECRETS) and b"ModelZ 7" in data
+    assert all(secret.encode() not in data for secret in SECRETS) and b"ModelZ 7" not in data
+    with Image.open(out) as written:
+        assert written.getexif().get_ifd(EXIF_IFD).get(0x9003) == "2021:06:01 10:00:00"  # the facts are kept
     assert safe_metadata(raw).exif is not None and PERSON.encode() not in (safe_metadata(raw).xmp or b"")
 
 
@@ -336,7 +332,7 @@ def test_quality_overrides_the_tables_and_other_inputs_get_quality_95(tmp_path: 
     Image.fromarray(array).save(reference, "JPEG", quality=95)
     assert _tables(from_png) == _tables(reference.getvalue())
     for bad in (0, 101):
-        from rp_core.io import UsageError
+        from rp_core.files.formats import UsageError
 
         with pytest.raises(UsageError, match="quality"):
             write_image(tmp_path / "bad.jpg", array, quality=bad)
@@ -348,3 +344,168 @@ def test_greyscale_jpeg_tables_are_reused_for_an_rgb_output(tmp_path: Path) -> N
     array, metadata = read_image_with_metadata(grey)
     out = write_image(tmp_path / "out.jpg", array, metadata=metadata)
     assert _tables(out)[0] == _tables(grey)[0]
+
+
+# -- no free text: a field that can hold a name is never kept ----------------------------------
+
+#: EXIF tags that hold free text (Make, Model, Software, LensMake, LensModel), in IFD0 or the Exif IFD.
+FREE_TEXT_EXIF = [(None, 0x010F), (None, 0x0110), (None, 0x0131), (EXIF_IFD, 0xA433), (EXIF_IFD, 0xA434)]
+#: XMP properties that hold free text, as an attribute or as an rdf:Alt (UsageTerms is a language alternative).
+FREE_TEXT_XMP = [
+    ("xmp", "Label"),
+    ("xmp", "CreatorTool"),
+    ("tiff", "Model"),
+    ("tiff", "Make"),
+    ("tiff", "Software"),
+    ("xmpRights", "UsageTerms"),
+    ("xmpRights", "WebStatement"),
+    ("exifEX", "LensModel"),
+    ("aux", "Lens"),
+    ("photoshop", "ICCProfile"),
+]
+_NAMESPACES = {
+    "xmp": "http://ns.adobe.com/xap/1.0/",
+    "tiff": "http://ns.adobe.com/tiff/1.0/",
+    "xmpRights": "http://ns.adobe.com/xap/1.0/rights/",
+    "exifEX": "http://cipa.jp/exif/1.0/",
+    "aux": "http://ns.adobe.com/exif/1.0/aux/",
+    "photoshop": "http://ns.adobe.com/photoshop/1.0/",
+}
+
+
+def _xmp_with(prefix: str, name: str, value: str, as_alt: bool) -> str:
+    inner = f'<rdf:Alt><rdf:li xml:lang="x-default">{value}</rdf:li></rdf:Alt>' if as_alt else value
+    extra = "" if prefix == "xmp" else f' xmlns:xmp="{_NAMESPACES["xmp"]}"'
+    return (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f'<rdf:Description rdf:about="" xmlns:{prefix}="{_NAMESPACES[prefix]}"{extra}>'
+        f"<xmp:CreateDate>2021-06-01T10:00:00</xmp:CreateDate><{prefix}:{name}>{inner}</{prefix}:{name}>"
+        "</rdf:Description></rdf:RDF></x:xmpmeta>"
+    )
+
+
+@pytest.mark.parametrize("out_ext", KEEPING)
+@pytest.mark.parametrize(("ifd", "tag"), FREE_TEXT_EXIF)
+def test_free_text_exif_fields_are_dropped(tmp_path: Path, ifd: int | None, tag: int, out_ext: str) -> None:
+    exif = Image.Exif()
+    exif.get_ifd(EXIF_IFD)[0x829A] = IFDRational(1, 250)  # ExposureTime: a number, kept
+    (exif if ifd is None else exif.get_ifd(ifd))[tag] = PERSON
+    source = tmp_path / "source.jpg"
+    _photo().save(source, exif=exif)
+    array, metadata = read_image_with_metadata(source)
+    out = write_image(tmp_path / f"out{out_ext}", array, metadata=metadata, keep_metadata=True)
+    assert PERSON.encode() not in out.read_bytes()
+    with Image.open(out) as written:
+        assert float(written.getexif().get_ifd(EXIF_IFD)[0x829A]) == pytest.approx(1 / 250)
+
+
+@pytest.mark.parametrize("as_alt", [False, True])
+@pytest.mark.parametrize(("prefix", "name"), FREE_TEXT_XMP)
+def test_free_text_xmp_properties_are_dropped(tmp_path: Path, prefix: str, name: str, as_alt: bool) -> None:
+    xmp = _xmp_with(prefix, name, PERSON, as_alt)
+    kept = filter_xmp(xmp)
+    assert kept is not None and b"2021-06-01T10:00:00" in kept  # the packet is read, the date kept
+    assert PERSON.encode() not in kept and f"{prefix}:{name}".encode() not in kept
+    out = write_image(tmp_path / "out.jpg", _photo(), metadata=ImageMetadata(xmp=xmp.encode()), keep_metadata=True)
+    assert PERSON.encode() not in out.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("xmp_field", "exif_tag"),
+    [("xmp:CreateDate", 0x9003), ("xmp:Rating", 0x9290), ("tiff:DateTime", 0x9010)],
+)
+def test_a_name_in_a_kept_field_is_dropped_by_its_shape(tmp_path: Path, xmp_field: str, exif_tag: int) -> None:
+    """Dates, numbers and offsets are kept only when they look like one: a name put there does not come back."""
+    prefix, name = xmp_field.split(":")
+    assert filter_xmp(_xmp_with(prefix, name, PERSON, as_alt=False)) is not None
+    assert PERSON.encode() not in (filter_xmp(_xmp_with(prefix, name, PERSON, as_alt=False)) or b"")
+    exif = Image.Exif()
+    exif.get_ifd(EXIF_IFD).update({exif_tag: PERSON, 0x9003 if exif_tag != 0x9003 else 0x9004: "2021:06:01 10:00:00"})
+    kept = safe_metadata(ImageMetadata(exif=exif.tobytes()))
+    assert kept.exif is not None and PERSON.encode() not in kept.exif and b"2021:06:01 10:00:00" in kept.exif
+
+
+# -- ICC profiles: kept only rebuilt from what LittleCMS parsed -------------------------------------
+
+
+def _jpeg_of(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _profile_with_private_tag(payload: bytes) -> bytes:
+    """sRGB as LittleCMS writes it, plus a private tag 'priv' holding `payload` (a tag LittleCMS copies raw)."""
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    count = struct.unpack(">I", srgb[128:132])[0]
+    tags = [struct.unpack(">4sII", srgb[132 + 12 * i : 144 + 12 * i]) for i in range(count)]
+    blobs = [(sig, srgb[offset : offset + size]) for sig, offset, size in tags] + [(b"priv", b"priv\0\0\0\0" + payload)]
+    table, body, start = b"", b"", 132 + 12 * len(blobs)
+    for sig, blob in blobs:
+        table += struct.pack(">4sII", sig, start + len(body), len(blob))
+        body += blob + b"\0" * (-len(blob) % 4)
+    profile = bytearray(srgb[:128]) + struct.pack(">I", len(blobs)) + table + body
+    profile[0:4] = struct.pack(">I", len(profile))
+    return bytes(profile)
+
+
+def test_a_profile_with_a_hidden_photo_keeps_its_colours_and_loses_the_photo(tmp_path: Path, t1: np.ndarray) -> None:
+    hidden = _jpeg_of(t1[100:300, 200:400])  # a face of the input, as the original JPEG would carry it
+    profile = _profile_with_private_tag(hidden)
+    parsed = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+    assert hidden in parsed.tobytes()  # LittleCMS alone would carry the photo through: the test can fail
+    rebuilt = clean_icc(profile)
+    assert rebuilt is not None and hidden[:64] not in rebuilt and b"priv" not in rebuilt
+    pixels = Image.fromarray(t1[:64, :64])
+    lab = ImageCms.createProfile("LAB")
+    before = ImageCms.profileToProfile(pixels, parsed, lab, outputMode="LAB")
+    after = ImageCms.profileToProfile(pixels, ImageCms.ImageCmsProfile(io.BytesIO(rebuilt)), lab, outputMode="LAB")
+    assert np.array_equal(np.asarray(before), np.asarray(after))  # the same colours
+
+    # through files: an RGBA PNG (its profile is not applied on reading, so the profile itself is kept)
+    source = tmp_path / "source.png"
+    Image.fromarray(np.dstack([t1[:64, :64], np.full((64, 64), 255, np.uint8)])).save(source, icc_profile=profile)
+    array, metadata = read_image_with_metadata(source)
+    for ext in KEEPING:
+        out = write_image(tmp_path / f"out{ext}", array, metadata=metadata, keep_metadata=True)
+        assert hidden[:64] not in out.read_bytes() and b"priv" not in out.read_bytes(), ext
+        with Image.open(out) as written:
+            assert written.info.get("icc_profile") == rebuilt, ext
+
+
+@pytest.mark.parametrize("kind", ["a JPEG as the profile", "a profile header before a JPEG"])
+def test_a_profile_littlecms_cannot_parse_is_dropped(tmp_path: Path, t1: np.ndarray, kind: str) -> None:
+    hidden = _jpeg_of(t1[100:300, 200:400])
+    profile = hidden if kind == "a JPEG as the profile" else _profile_with_private_tag(b"")[:128] + hidden
+    with pytest.raises(Exception):  # noqa: B017, PT011  (ImageCms raises OSError or PyCMSError by version)
+        ImageCms.ImageCmsProfile(io.BytesIO(profile))
+    assert clean_icc(profile) is None
+    source = tmp_path / "source.jpg"
+    Image.fromarray(t1[:64, :64]).save(source, icc_profile=profile)
+    array, metadata = read_image_with_metadata(source)
+    assert metadata.icc_profile is None
+    for ext in KEEPING:
+        out = write_image(tmp_path / f"out{ext}", array, metadata=metadata, keep_metadata=True)
+        assert hidden[:64] not in out.read_bytes(), ext
+        with Image.open(out) as written:
+            assert "icc_profile" not in written.info or not written.info["icc_profile"], ext
+    direct = write_image(tmp_path / "direct.png", array, metadata=ImageMetadata(icc_profile=profile))
+    assert hidden[:64] not in direct.read_bytes()
+
+
+def test_the_docs_list_exactly_what_is_kept() -> None:
+    """docs/cli.md names every field the allow-lists keep (a field added to the code must be documented)."""
+    from PIL.ExifTags import GPSTAGS, TAGS
+
+    from rp_core.files import metadata
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    section = docs[docs.index("### What `--keep-metadata` keeps") : docs.index("Never kept:")]
+    names = [TAGS[t] for t in (*metadata._IFD0_KINDS, *metadata._EXIF_IFD_KINDS)]
+    names += [GPSTAGS[t] for t in metadata._GPS_KINDS] + list(metadata._XMP_GPS)
+    names += [name for _, properties in metadata._XMP_ALLOWED.values() for name in properties]
+    missing = [name for name in names if name not in section]
+    assert not missing, missing
+    never = docs[docs.index("Never kept:") :]
+    for dropped in ("xmp:Label", "xmp:CreatorTool", "tiff:Model", "xmpRights:UsageTerms"):
+        assert f"`{dropped}`" in never or dropped.split(":")[1] in never

@@ -57,7 +57,7 @@ def evaluate(
     """
     from rp_core.evaluate.measure import Evaluator
     from rp_core.evaluate.report import summarize, write_csv, write_html, write_json
-    from rp_core.io import cannot_write, check_writable_folder
+    from rp_core.files.write import cannot_write, check_writable_folder
 
     try:
         check_writable_folder(output)  # before loading models

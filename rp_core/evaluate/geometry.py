@@ -145,28 +145,3 @@ def changed_pixels(original: np.ndarray, anonymized: np.ndarray, tolerance: int)
     """Boolean (H, W) mask of pixels whose largest channel difference exceeds `tolerance` (JPEG noise stays below)."""
     diff = np.abs(original.astype(np.int16) - anonymized.astype(np.int16)).max(axis=2)
     return diff > tolerance
-
-
-def box_region(shape: tuple[int, ...], box: tuple[float, float, float, float]) -> tuple[slice, slice]:
-    """Integer row and column slices of a box clipped to the image."""
-    height, width = shape[:2]
-    x0, y0, x1, y1 = box
-    left, top = max(0, int(math.floor(x0))), max(0, int(math.floor(y0)))
-    right, bottom = min(width, int(math.ceil(x1))), min(height, int(math.ceil(y1)))
-    return slice(top, max(top, bottom)), slice(left, max(left, right))
-
-
-def same_face(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
-    """True when two boxes from any detectors frame the same face.
-
-    Box conventions differ (dlib's is tight, CenterFace's includes forehead and chin), so this
-    asks for close centres and similar sizes instead of an IoU threshold.
-    """
-    size_a = math.sqrt(max(a[2] - a[0], 0.0) * max(a[3] - a[1], 0.0))
-    size_b = math.sqrt(max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0))
-    if size_a <= 0 or size_b <= 0:
-        return False
-    centre_a = ((a[0] + a[2]) / 2.0, (a[1] + a[3]) / 2.0)
-    centre_b = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0)
-    distance = math.hypot(centre_a[0] - centre_b[0], centre_a[1] - centre_b[1])
-    return distance < 0.5 * min(size_a, size_b) and 0.5 <= size_a / size_b <= 2.0

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+import rp_core.evaluate.geometry as geometry
 from rp_core.errors import ConfigError, InputError, MissingModelsError, RpError
-from rp_core.evaluate import geometry
 from rp_core.evaluate.pairs import ImagePair
+from rp_core.geometry import box_region, same_face_any_detector
 from rp_core.interfaces import Component, Detector, IdentityEncoder, RuntimeContext, compare_embeddings, same_person
 from rp_core.types import Face
 
@@ -269,7 +270,7 @@ class Evaluator:
 
     def evaluate(self, pair: ImagePair) -> ImageResult:
         """Measure one pair; a pair that cannot be compared comes back with its problem, never raises InputError."""
-        from rp_core.io import read_image
+        from rp_core.files.decode import read_image
 
         start = time.perf_counter()
         result = ImageResult(
@@ -314,7 +315,7 @@ class Evaluator:
         if self.settings.union:
             for name, found in before_by.items():
                 for face in found:
-                    if name != main and not any(geometry.same_face(face.box, f.box) for f in faces):
+                    if name != main and not any(same_face_any_detector(face.box, f.box) for f in faces):
                         faces.append(face)
                         sources.append(name)
         search = self.search.detect(anonymized) if self.search is not None else after
@@ -330,8 +331,8 @@ class Evaluator:
                 image=pair.name, index=i, box=face.box, landmarks=int(face.landmarks.shape[0]), found_by=sources[i]
             )
             self._geometry(face, after_by[sources[i]], original.shape, fr)
-            fr.found_before = {n: any(geometry.same_face(face.box, f.box) for f in v) for n, v in before_by.items()}
-            fr.found_after = {n: any(geometry.same_face(face.box, f.box) for f in v) for n, v in after_by.items()}
+            fr.found_before = {n: any(same_face_any_detector(face.box, f.box) for f in v) for n, v in before_by.items()}
+            fr.found_after = {n: any(same_face_any_detector(face.box, f.box) for f in v) for n, v in after_by.items()}
             if pair.entry is not None:
                 j = next(
                     (j for j, r in enumerate(records) if j not in matched_records and _record_matches(r, face)), None
@@ -357,7 +358,7 @@ class Evaluator:
             if result.changed_outside > 0.5:
                 result.notes.append("more than half the pixels outside the faces changed: are these the same picture?")
         for fr, face in zip(results, faces, strict=True):
-            rows, cols = geometry.box_region(original.shape, face.box)
+            rows, cols = box_region(original.shape, face.box)
             region = changed[rows, cols]
             fr.changed_in_box = float(region.mean()) if region.size else 0.0
             if self.settings.thumbnails:
@@ -374,7 +375,7 @@ class Evaluator:
         fr.pose_before = geometry.head_pose(face.landmarks, shape)
         fr.eyes_before = geometry.eye_openness(face.landmarks)
         fr.mouth_before = geometry.mouth_openness(face.landmarks)
-        match = next((f for f in after if geometry.same_face(face.box, f.box)), None)
+        match = next((f for f in after if same_face_any_detector(face.box, f.box)), None)
         if match is None:
             return
         fr.landmarks_after = "redetected"
@@ -465,7 +466,7 @@ def _encode_each(encoder: IdentityEncoder, image: np.ndarray, faces: Sequence[Fa
 
 def _record_matches(record: dict[str, Any], face: Face) -> bool:
     box = record.get("box") or ()
-    return len(box) == 4 and geometry.same_face(tuple(float(v) for v in box), face.box)  # type: ignore[arg-type]
+    return len(box) == 4 and same_face_any_detector(tuple(float(v) for v in box), face.box)  # type: ignore[arg-type]
 
 
 def thumbnail(original: np.ndarray, anonymized: np.ndarray, box: tuple[float, float, float, float]) -> bytes:
@@ -475,7 +476,7 @@ def thumbnail(original: np.ndarray, anonymized: np.ndarray, box: tuple[float, fl
 
     x0, y0, x1, y1 = box
     grow = 0.4 * max(x1 - x0, y1 - y0)
-    rows, cols = geometry.box_region(original.shape, (x0 - grow, y0 - grow, x1 + grow, y1 + grow))
+    rows, cols = box_region(original.shape, (x0 - grow, y0 - grow, x1 + grow, y1 + grow))
     a, b = original[rows, cols], anonymized[rows, cols]
     diff = np.clip(np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2) * 4, 0, 255).astype(np.uint8)
     heat = cv2.applyColorMap(diff, cv2.COLORMAP_INFERNO)[:, :, ::-1]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rp_core.errors import InputError
-from rp_core.io import SUPPORTED_EXTENSIONS, is_supported
+from rp_core.files.formats import SUPPORTED_EXTENSIONS, is_supported
 
 #: The names `rp anonymize` gives its manifest: in an output folder, in an in-place folder, next to one file.
 MANIFEST_NAMES = ("manifest.json", "rp-manifest.json")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rp_core.evaluate.measure import FaceResult, ImageResult
+from rp_core.files.write import atomic_write_bytes
 
 WORST_ROWS = 20
 
@@ -111,7 +112,7 @@ def worst_first(faces: Sequence[FaceResult], encoder: str) -> list[FaceResult]:
 
 def write_json(path: Path, summary: dict[str, Any], setup: dict[str, Any], images: Sequence[ImageResult]) -> None:
     data = {"summary": _round(summary), "setup": setup, "images": [i.to_dict() for i in images]}
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    atomic_write_bytes(path, (json.dumps(data, indent=2, default=str) + "\n").encode("utf-8"))
 
 
 def write_csv(path: Path, images: Sequence[ImageResult]) -> None:
@@ -129,23 +130,24 @@ def write_csv(path: Path, images: Sequence[ImageResult]) -> None:
     header += ["eyes_before", "eyes_after", "mouth_before", "mouth_after", "changed_in_box"]
     header += [f"found_before_{d}" for d in detectors] + [f"found_after_{d}" for d in detectors]
     header += ["image_changed_outside", "image_mean_abs_diff_outside"]
-    with path.open("w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(header)
-        for image in images:
-            for f in image.faces:
-                row: list[Any] = [image.name, f.index, f.found_by, *f.box, f.in_manifest, f.action, f.generator]
-                for e in encoders:
-                    s = f.identity.get(e)
-                    row += [s.at_position, s.worst, s.worst_source] if s else ["", "", ""]
-                    row += [s.reidentified.get(t) if s else "" for t in thresholds[e]]
-                row += [f.landmarks_after, f.displacement]
-                for pose in (f.pose_before, f.pose_after):
-                    row += list(pose) if pose else ["", "", ""]
-                row += [f.eyes_before, f.eyes_after, f.mouth_before, f.mouth_after, f.changed_in_box]
-                row += [f.found_before.get(d, "") for d in detectors] + [f.found_after.get(d, "") for d in detectors]
-                row += [image.changed_outside, image.mean_abs_diff_outside]
-                writer.writerow(["" if v is None else (round(v, 4) if isinstance(v, float) else v) for v in row])
+    stream = io.StringIO(newline="")
+    writer = csv.writer(stream)
+    writer.writerow(header)
+    for image in images:
+        for f in image.faces:
+            row: list[Any] = [image.name, f.index, f.found_by, *f.box, f.in_manifest, f.action, f.generator]
+            for e in encoders:
+                s = f.identity.get(e)
+                row += [s.at_position, s.worst, s.worst_source] if s else ["", "", ""]
+                row += [s.reidentified.get(t) if s else "" for t in thresholds[e]]
+            row += [f.landmarks_after, f.displacement]
+            for pose in (f.pose_before, f.pose_after):
+                row += list(pose) if pose else ["", "", ""]
+            row += [f.eyes_before, f.eyes_after, f.mouth_before, f.mouth_after, f.changed_in_box]
+            row += [f.found_before.get(d, "") for d in detectors] + [f.found_after.get(d, "") for d in detectors]
+            row += [image.changed_outside, image.mean_abs_diff_outside]
+            writer.writerow(["" if v is None else (round(v, 4) if isinstance(v, float) else v) for v in row])
+    atomic_write_bytes(path, stream.getvalue().encode("utf-8"))
 
 
 def _round(value: Any) -> Any:
@@ -256,7 +258,7 @@ def write_html(
         parts.append("</ul>")
     parts.append(f"<h2>Setup</h2><pre>{_e(json.dumps(setup, indent=2, default=str))}</pre>")
     parts.append(f"<script>{_CHECK_IMAGES}</script></body></html>")
-    path.write_text("\n".join(parts), encoding="utf-8")
+    atomic_write_bytes(path, "\n".join(parts).encode("utf-8"))
 
 
 def _e(value: Any) -> str:

@@ -1,4 +1,7 @@
-"""What a video file holds: size, frame rate, frame count, display rotation, audio; and which files are videos."""
+"""What a video file holds: size, frame rate, frame count, display rotation, audio.
+
+Which files are videos, and their muxers, is `rp_core.files.formats`'s to say (re-exported here).
+"""
 
 from __future__ import annotations
 
@@ -6,25 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rp_core.files.formats import MUXERS, VIDEO_EXTENSIONS, is_video
+
 if TYPE_CHECKING:
     from fractions import Fraction
 
-#: Container extensions rp reads and writes as video (the output keeps the input's container).
-VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
-#: The libavformat muxer for each extension (a temporary `.part` file has no telling extension).
-MUXERS: dict[str, str] = {
-    ".mp4": "mp4",
-    ".m4v": "mp4",
-    ".mov": "mov",
-    ".mkv": "matroska",
-    ".webm": "webm",
-    ".avi": "avi",
-}
-
-
-def is_video(path: Path | str) -> bool:
-    """True for a file rp anonymizes as a video (by extension, like images)."""
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+__all__ = ["MUXERS", "VIDEO_EXTENSIONS", "VideoInfo", "is_video", "normalized_rotation", "probe"]
 
 
 @dataclass(frozen=True)

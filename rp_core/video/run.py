@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -12,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rp_core.errors import InputError
+from rp_core.files.write import publishing
 from rp_core.pipeline import Pipeline
 from rp_core.video.codec import EncodeSettings, VideoReader, VideoWriter
 from rp_core.video.frames import COVERAGE, GENERATE, PREDICTED, FrameAnonymizer, FrameOutcome
@@ -115,14 +114,12 @@ def anonymize_video(
 ) -> VideoResult:
     """Anonymize every face of every frame of `source` into `target` (same container format).
 
-    The output is written to `.<name>.<random>.part` beside `target` (the names `rp_core.io`'s
+    The output is written to `.<name>.<random>.part` beside `target` (the names `rp_core.files.write`'s
     resume cleans up) and renamed over `target` only once the last frame is encoded and the
     file is synced; `before_publish(result)` runs just before that rename (the session journals
     its intent there, or raises to refuse, e.g. a video without a face). Any error (a face that still matches after the fail-closed policy, a bad
     frame, a full disk) removes the partial file and raises: nothing half-done is published.
     """
-    from rp_core.io import fsync_folder, publish
-
     options = options or VideoOptions()
     source, target = Path(source), Path(target)
     muxer = MUXERS.get(target.suffix.lower())
@@ -132,53 +129,47 @@ def anonymize_video(
     info = probe(source)
     pipeline.load()
     reader = VideoReader(source)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(handle)
-    temp = Path(temp_name)
     writer: VideoWriter | None = None
     try:
-        writer = VideoWriter(temp, muxer, reader, options.encode)
-        tracker = FaceTracker(
-            fps=float(reader.rate),
-            seed=pipeline.config.runtime.seed,
-            lost_frames=options.lost_frames,
-            min_cutoff=options.smooth_min_cutoff,
-            beta=options.smooth_beta,
-        )
-        frames = FrameAnonymizer(pipeline, tracker, options.verify_every, options.search_every)
-        tally = _Tally()
-        total = info.frames
-        progress = _Progress(total, options.progress_every, on_event)
-        decode_start = time.perf_counter()
-        for frame in reader.frames():
-            tally.timings["decode"] += time.perf_counter() - decode_start
-            for outcome in frames.push(frame.index, frame.image, frame.time_s, frame):
+        with publishing(target) as draft:  # synced and renamed over `target` only if the block completes
+            writer = VideoWriter(draft.path, muxer, reader, options.encode)
+            tracker = FaceTracker(
+                fps=float(reader.rate),
+                seed=pipeline.config.runtime.seed,
+                lost_frames=options.lost_frames,
+                min_cutoff=options.smooth_min_cutoff,
+                beta=options.smooth_beta,
+            )
+            frames = FrameAnonymizer(pipeline, tracker, options.verify_every, options.search_every)
+            tally = _Tally()
+            total = info.frames
+            progress = _Progress(total, options.progress_every, on_event)
+            decode_start = time.perf_counter()
+            for frame in reader.frames():
+                tally.timings["decode"] += time.perf_counter() - decode_start
+                for outcome in frames.push(frame.index, frame.image, frame.time_s, frame):
+                    tally.add(outcome, writer)
+                    progress.tick(tally.frames)
+                decode_start = time.perf_counter()
+            for outcome in frames.flush():
                 tally.add(outcome, writer)
                 progress.tick(tally.frames)
-            decode_start = time.perf_counter()
-        for outcome in frames.flush():
-            tally.add(outcome, writer)
-            progress.tick(tally.frames)
-        start = time.perf_counter()
-        writer.close()
-        writer = None
-        with open(temp, "rb+") as handle_file:
-            os.fsync(handle_file.fileno())
-        tally.timings["encode"] += time.perf_counter() - start
-        if tally.frames == 0:
-            raise InputError(f"{source}: no frame decodes")
-        progress.done(tally.frames)
-        tally.timings["total"] = time.perf_counter() - started
-        result = tally.result(target, info, tracker, writer_codec=frames_codec(muxer, options), audio=info.has_audio)
-        if before_publish is not None:
-            before_publish(result)
-        publish(temp, target)
-        fsync_folder(target.parent)
+            start = time.perf_counter()
+            writer.close()
+            writer = None
+            tally.timings["encode"] += time.perf_counter() - start
+            if tally.frames == 0:
+                raise InputError(f"{source}: no frame decodes")
+            progress.done(tally.frames)
+            tally.timings["total"] = time.perf_counter() - started
+            result = tally.result(
+                target, info, tracker, writer_codec=frames_codec(muxer, options), audio=info.has_audio
+            )
+            if before_publish is not None:
+                before_publish(result)
     except BaseException:
         if writer is not None:
             writer.abort()
-        temp.unlink(missing_ok=True)
         raise
     finally:
         reader.close()

@@ -7,6 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from rp_core.files.formats import MUXERS
+from rp_core.files.write import publishing
+
 
 def pan_zoom_clip(
     photo: np.ndarray,
@@ -34,7 +37,8 @@ def pan_zoom_clip(
     width, height = size
     path = Path(path)
     container: Any
-    with av.open(str(path), mode="w") as container:
+    # the clip is encoded into a temporary file (its muxer named, the name does not tell) and published whole
+    with publishing(path) as draft, av.open(str(draft.path), mode="w", format=MUXERS[path.suffix.lower()]) as container:
         container.metadata.update(metadata or {})
         video: Any = container.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
