@@ -259,10 +259,9 @@ def test_keep_this_person_everywhere_finds_the_same_person_in_another_photo(serv
 
 
 def test_uploads_are_refused_unless_allowed(served: Served, photos: Path) -> None:
-    status, answer = served.request("POST", "/api/reference", (photos / "astronaut.png").read_bytes())[0], None
-    assert status == 403
+    status, _, data = served.request("POST", "/api/reference", (photos / "astronaut.png").read_bytes())
+    assert status == 403 and b"--allow-upload" in data
     assert not any(f["keep"] for i in served.state.to_json() for f in i["faces"])
-    del answer
 
 
 def test_an_allowed_upload_keeps_that_person_and_oversize_or_broken_ones_are_refused(
@@ -288,6 +287,7 @@ def test_an_allowed_upload_keeps_that_person_and_oversize_or_broken_ones_are_ref
 # -- rendering ----------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e  # a whole render of four photos: a minute or two on a shared CPU
 def test_render_runs_the_faces_json_session_and_serves_only_the_results_it_wrote(
     served: Served, t1: np.ndarray
 ) -> None:

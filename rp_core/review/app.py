@@ -72,6 +72,9 @@ def create_app(state: ReviewState, render: RenderJob, identities: IdentityIndex,
         text = _static("review.html").replace("__TOKEN__", html.escape(settings.token, quote=True))
         return HTMLResponse(text)
 
+    async def favicon(request: Request) -> Response:
+        return Response(status_code=204)
+
     async def static(request: Request) -> Response:
         name = request.path_params["name"]
         if name not in STATIC:
@@ -163,6 +166,7 @@ def create_app(state: ReviewState, render: RenderJob, identities: IdentityIndex,
 
     routes = [
         Route("/", page),
+        Route("/favicon.ico", favicon),
         Route("/static/{name}", static),
         Route("/api/state", api_state),
         Route("/api/images/{i:int}/faces/{k:int}", change_face, methods=["POST"]),

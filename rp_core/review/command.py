@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +149,11 @@ def _serve(
     def ready() -> None:
         click.echo(f"Review {len(plan.jobs)} photo(s) at {url}", err=False)
         click.echo("Decisions are saved as you make them; Ctrl-C stops the server.")
-        if not kwargs["no_browser"]:
-            webbrowser.open(url)
+        if kwargs["no_browser"]:
+            return
+        if sys.platform in ("darwin", "win32") or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+            webbrowser.open(url)  # without a display it would start a text browser in this terminal
+        else:
+            click.echo("No display here: open the address in a browser (over SSH: ssh -L PORT:127.0.0.1:PORT).")
 
     serve(app, sock, ready)

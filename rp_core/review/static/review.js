@@ -74,7 +74,8 @@ function faceRow(image, k, face) {
   if (current.keep_everywhere) {
     const everywhere = el("button", {
       type: "button",
-      textContent: "keep this person everywhere",
+      textContent: "keep everywhere",
+      title: "keep this person in every photo (matched by identity)",
       dataset: { everywhere: `${image.index}-${k}` },
     });
     everywhere.addEventListener("click", () => keepEverywhere(image.index, k));
