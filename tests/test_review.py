@@ -313,3 +313,37 @@ def test_render_runs_the_faces_json_session_and_serves_only_the_results_it_wrote
     assert status == 200 and headers["content-type"] == "image/jpeg"
     assert served.request("GET", f"/pictures/{_index(served, 'broken.jpg')}/result")[0] == 404
     served.json("POST", f"/api/images/{index}/faces/4", {"keep": False})
+
+
+# -- the command and the render job ---------------------------------------------------------------
+
+
+def test_review_refuses_an_output_folder_that_already_holds_results(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    write_image(out / "astronaut.png", np.zeros((8, 8, 3), np.uint8))
+    cli = create_cli()
+    result = CliRunner().invoke(cli, ["review", str(photos / "astronaut.png"), "-o", str(out), "--no-browser"])
+    assert result.exit_code == 2 and "already holds results" in result.output and "--resume" in result.output
+    assert not (out / "faces.json").exists()  # refused before detecting anything
+    both = CliRunner().invoke(cli, ["review", str(photos), "-o", str(out), "--resume", "--overwrite"])
+    assert both.exit_code == 2 and "exclude each other" in both.output
+
+
+def test_the_first_render_resumes_or_not_as_asked_and_later_ones_replace_their_outputs(tmp_path: Path) -> None:
+    from rp_core.session import Event, RunSummary
+
+    seen: list[SessionOptions] = []
+
+    def runner(options: SessionOptions, on_event: Any) -> RunSummary:
+        seen.append(options)
+        on_event(Event("start", total=1))
+        return RunSummary(entries=(), fresh=(), skipped=0, manifest_path=None)
+
+    job = RenderJob(runner, SessionOptions(faces_json=tmp_path / "f.json", resume=True))
+    for _ in range(3):
+        assert job.start()
+        job.wait(10)
+        assert job.snapshot()["state"] == "done" and job.snapshot()["total"] == 1
+    assert [(o.resume, o.overwrite) for o in seen] == [(True, False), (False, True), (False, True)]
+    assert all(o.faces_json == tmp_path / "f.json" for o in seen)

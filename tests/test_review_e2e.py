@@ -128,6 +128,7 @@ def test_a_user_keeps_one_face_prompts_another_and_renders_in_headless_chromium(
         face = page.locator(f'[data-face="0-{keep}"]')
         face.wait_for(timeout=60_000)
         assert page.locator("[data-face]").count() == 7  # 6 in t1, 1 in the astronaut
+        page.wait_for_function("() => [...document.querySelectorAll('.frame img')].every(i => i.naturalWidth > 0)")
         assert page.locator('img[alt^="t1.jpg"]').evaluate("img => img.naturalWidth") == 1280  # the original, shown
         face.click()
         page.locator(f'[data-face="0-{keep}"].keep').wait_for(timeout=30_000)

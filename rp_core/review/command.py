@@ -157,3 +157,4 @@ def _serve(
             click.echo("No display here: open the address in a browser (over SSH: ssh -L PORT:127.0.0.1:PORT).")
 
     serve(app, sock, ready)
+    click.echo(f"Stopped. The decisions are in {faces_path}.")

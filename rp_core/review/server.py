@@ -22,7 +22,7 @@ def bind(port: int = 0) -> socket.socket:
 
 
 def serve(app: Any, sock: socket.socket, on_ready: Callable[[], None] | None = None) -> None:
-    """Run until interrupted (Ctrl-C), answering on `sock`."""
+    """Run until interrupted (Ctrl-C, SIGTERM), answering on `sock`; returns once the server has stopped."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -32,4 +32,7 @@ def serve(app: Any, sock: socket.socket, on_ready: Callable[[], None] | None = N
                 on_ready()
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False)
-    Server(config).run(sockets=[sock])
+    try:
+        Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shut down cleanly, then re-raised the Ctrl-C: that is the normal way out
+        pass
