@@ -193,8 +193,9 @@ def create_cli(host: PluginHost | None = None) -> RpGroup:
         """Anonymize faces: regenerate every face with a new identity, keep the rest of the photo."""
 
     from rp_core.cli_evaluate import evaluate  # here: `rp --help` must not import what evaluate needs
+    from rp_core.review.command import review  # likewise
 
-    for command in (anonymize, detect, plugins, config, doctor, models, samples, evaluate):
+    for command in (anonymize, detect, plugins, config, doctor, models, samples, evaluate, review):
         rp.add_command(command)
     if host is not None:
         try:

@@ -167,6 +167,8 @@ def _writes(call: ast.Call) -> str | None:
             n.id for n in ast.walk(call) if isinstance(n, ast.Name)
         }
         return "os.open(write flags)" if flags & _WRITE_FLAGS else None
+    if name == "open" and owner == "webbrowser":
+        return None  # shows a page, writes no file
     if name == "open":
         position = 0 if isinstance(func, ast.Attribute) and owner not in ("io", "builtins", "av") else 1
         mode = _literal_mode(call, position)
