@@ -54,6 +54,7 @@ def split_faceid(state: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, 
 
 def save(path: Path, merged: dict[str, Any], faceid: dict[str, dict[str, Any]]) -> bool:
     """Write the cache file atomically (a crash leaves no half file); False where it cannot be written."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     tensors = {FUSED + name: t.detach().contiguous().cpu() for name, t in merged.items()}
@@ -69,18 +70,22 @@ def save(path: Path, merged: dict[str, Any], faceid: dict[str, dict[str, Any]]) 
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    except OSError:
+    except (OSError, SafetensorError):  # a full or read-only disk: the run goes on without a cache
         return False
     return True
 
 
 def load(path: Path, device: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]] | None:
-    """(merged weights, FaceID without its LoRA) read onto `device`; None when no cache file is there."""
+    """(merged weights, FaceID without its LoRA) read onto `device`; None when no readable cache file is there."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     if not path.is_file():
         return None
-    tensors = load_file(path, device=str(device))
+    try:
+        tensors = load_file(path, device=str(device))
+    except (OSError, SafetensorError):  # damaged on disk: merge again (and write a good file over it)
+        return None
     merged = {k[len(FUSED) :]: t for k, t in tensors.items() if k.startswith(FUSED)}
     faceid: dict[str, dict[str, Any]] = {part: {} for part in PARTS}
     for key, tensor in tensors.items():

@@ -103,6 +103,11 @@ def test_the_cached_faceid_merge_loads_the_same_weights_bit_for_bit(tiny_models,
         assert all(torch.equal(weights[name], reference[name]) for name in reference)
         assert not getattr(bundle.pipe.unet, "peft_config", None)  # merged: no LoRA layers left to run
     assert torch.equal(_noise(second, 2), _noise(plain, 2))
+    cached.write_bytes(b"not a safetensors file")  # damaged on disk: merged again, and a good file written over it
+    assert fused_cache.load(cached, cpu) is None
+    again = _load(sdxl_dir, faceid_file, cpu, torch.float32, cache_dir=tmp_path)
+    assert all(torch.equal(again.pipe.unet.state_dict()[name], reference[name]) for name in reference)
+    assert fused_cache.load(cached, cpu) is not None
     # another dtype (or other weights) gets its own file, never this merge
     assert fused_cache.cache_file(tmp_path, sdxl_dir, faceid_file, torch.float16) != cached
 
