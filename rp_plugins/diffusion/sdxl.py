@@ -7,8 +7,9 @@ located first (model_files.py) so a missing model fails fast with a clear messag
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 from rp_core.devices import resolve_torch_device
 from rp_core.errors import DeviceError, MissingModelsError
 from rp_core.interfaces import RuntimeContext
+from rp_plugins.diffusion import fused_cache
 from rp_plugins.diffusion.model_files import SDXL_SCHEDULER_CONFIG, is_full_size, sdxl_model_files
 from rp_plugins.diffusion.options import SdxlOptions
 from rp_plugins.diffusion.speed import (
@@ -27,6 +29,7 @@ from rp_plugins.diffusion.speed import (
     compile_transformer_blocks,
     compiled_regions,
     pad_faces,
+    persist_compile_cache,
     quantize_linear_fp8,
     unpad_noise,
 )
@@ -85,6 +88,8 @@ class SdxlBundle:
     compile_backend: str = "inductor"
     #: Transformer blocks compiled so far: they are compiled at the first call that needs them.
     compiled_blocks: int = 0
+    #: Where merged weights and torch's compiled kernels persist between processes; None: nowhere.
+    cache_dir: Path | None = None
     _graphed: CudaGraphUnet | None = None
     _ip_adapter_scale: float | None = None
     _size_conditioning: dict[int, Any] = field(default_factory=dict)
@@ -192,6 +197,8 @@ class SdxlBundle:
             timestep = torch.cat([timestep, timestep])
         compiled = self.compile_blocks_from is not None and padded >= self.compile_blocks_from
         if compiled and not self.compiled_blocks:  # here, not at load: runs of small calls never import dynamo
+            if self.cache_dir is not None:
+                persist_compile_cache(self.cache_dir / "torch-compile")
             self.compiled_blocks = compile_transformer_blocks(self.pipe.unet, self.compile_backend)
         with torch.no_grad(), compiled_regions(compiled or not self.compiled_blocks):
             noise = self._unet(model_input, timestep, hidden, pooled, time_ids.expand(2 * padded, -1), faces).float()
@@ -246,8 +253,11 @@ def load_bundle(options: SdxlOptions, context: RuntimeContext) -> SdxlBundle:
     regional = context.compile_blocks and device.type == "cuda" and not context.compile
     key += (("cuda_graphs", context.cuda_graphs), ("fp8", context.fp8), ("compiled_blocks", regional))
 
+    # merges and compiled kernels kept between processes, for the GPU runs they speed up (not for CPU tests)
+    cache_dir = fused_cache.default_cache_dir(context.models_dir) if device.type == "cuda" else None
+
     def build() -> SdxlBundle:
-        bundle = _load(sdxl_dir, faceid_file, device, dtype, fuse)
+        bundle = _load(sdxl_dir, faceid_file, device, dtype, fuse, cache_dir)
         if context.fp8:
             quantize_linear_fp8(bundle.pipe.unet)
         if context.compile:
@@ -261,10 +271,18 @@ def load_bundle(options: SdxlOptions, context: RuntimeContext) -> SdxlBundle:
     return context.pool.get(key, build)
 
 
-def _load(sdxl_dir: Path, faceid_file: Path, device: Any, dtype: Any, fuse_lora: bool = True) -> SdxlBundle:
-    import torch
-    from diffusers import StableDiffusionXLPipeline
-    from diffusers.utils import logging as diffusers_logging
+def _load(
+    sdxl_dir: Path, faceid_file: Path, device: Any, dtype: Any, fuse_lora: bool = True, cache_dir: Path | None = None
+) -> SdxlBundle:
+    """SDXL + FaceID with its LoRA merged (unless `fuse_lora` is off), on `device`.
+
+    With a `cache_dir`, the merge is read from there when an earlier process saved it (fused_cache.py), and
+    saved there otherwise: the same weights either way, bit for bit.
+    """
+    with scan_distributions_once():
+        import torch
+        from diffusers import StableDiffusionXLPipeline
+        from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()
     has_fp16 = any(sdxl_dir.glob("unet/*.fp16.safetensors"))
@@ -272,14 +290,70 @@ def _load(sdxl_dir: Path, faceid_file: Path, device: Any, dtype: Any, fuse_lora:
         sdxl_dir, torch_dtype=dtype, variant="fp16" if has_fp16 else None, add_watermarker=False
     )
     pipe.set_progress_bar_config(disable=True)
-    pipe.load_ip_adapter(
-        str(faceid_file.parent), subfolder=None, weight_name=faceid_file.name, image_encoder_folder=None
-    )
-    if fuse_lora and getattr(pipe.unet, "peft_config", None):
-        # FaceID ships a rank-128 LoRA; merged once, each UNet call skips its extra matmuls
-        pipe.fuse_lora(adapter_names=list(pipe.unet.peft_config), lora_scale=1.0)
-        pipe.unload_lora_weights()
-    pipe.to(device)
+    cached_at = fused_cache.cache_file(cache_dir, sdxl_dir, faceid_file, dtype) if fuse_lora and cache_dir else None
+    cached = fused_cache.load(cached_at, device) if cached_at else None
+    if cached is not None:
+        merged, faceid = cached
+        pipe.to(device)
+        _attach_faceid(pipe, faceid)
+        with torch.no_grad():
+            for name, weight in merged.items():
+                pipe.unet.get_parameter(name).copy_(weight)
+    else:
+        state = _read_faceid(faceid_file)
+        _attach_faceid(pipe, state)
+        if fuse_lora and getattr(pipe.unet, "peft_config", None):
+            # FaceID ships a rank-128 LoRA; merged once, each UNet call skips its extra matmuls
+            lora_layers = [name for name, module in pipe.unet.named_modules() if hasattr(module, "lora_A")]
+            pipe.fuse_lora(adapter_names=list(pipe.unet.peft_config), lora_scale=1.0)
+            pipe.unload_lora_weights()
+            if cached_at is not None:
+                merged = {f"{name}.weight": pipe.unet.get_submodule(name).weight for name in lora_layers}
+                fused_cache.save(cached_at, merged, fused_cache.split_faceid(state)[0])
+        pipe.to(device)
     pipe.vae.to(torch.float32)
     scheduler_config = dict(pipe.scheduler.config) if pipe.scheduler is not None else dict(SDXL_SCHEDULER_CONFIG)
-    return SdxlBundle(pipe=pipe, device=device, dtype=dtype, scheduler_config=scheduler_config)
+    return SdxlBundle(pipe=pipe, device=device, dtype=dtype, scheduler_config=scheduler_config, cache_dir=cache_dir)
+
+
+def _read_faceid(faceid_file: Path) -> dict[str, dict[str, Any]]:
+    """FaceID's state dict ({"image_proj": ..., "ip_adapter": ...}) from its .bin or .safetensors file."""
+    import torch
+
+    if faceid_file.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state: dict[str, dict[str, Any]] = {part: {} for part in fused_cache.PARTS}
+        for key, tensor in load_file(faceid_file).items():
+            part, _, name = key.partition(".")
+            if part in state:
+                state[part][name] = tensor
+        return state
+    try:  # mapped, not copied: the tensors are read once, into the model
+        return torch.load(faceid_file, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # a file in torch's legacy (non-zip) format cannot be mapped
+        return torch.load(faceid_file, map_location="cpu", weights_only=True)
+
+
+def _attach_faceid(pipe: Any, state: dict[str, dict[str, Any]]) -> None:
+    """Load FaceID's image projection and attention processors (and its LoRA, when `state` has it) into the UNet."""
+    pipe.load_ip_adapter(state, subfolder=None, weight_name="", image_encoder_folder=None)
+
+
+@contextlib.contextmanager
+def scan_distributions_once() -> Iterator[None]:
+    """While diffusers and transformers are imported, list the installed distributions only once.
+
+    Each calls importlib.metadata.packages_distributions() at import, a walk over every installed package's
+    file list (0.7 s each on the GPU box, 1 s on a 2-core CPU, measured); the answer cannot change between
+    the two calls, so the second one reuses the first. The original function is restored afterwards.
+    """
+    import functools
+    import importlib.metadata as metadata
+
+    original = metadata.packages_distributions
+    metadata.packages_distributions = functools.cache(original)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        metadata.packages_distributions = original  # type: ignore[assignment]

@@ -8,7 +8,9 @@ opt-in, with their numeric difference reported.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 #: Class name of the UNet's repeated transformer block (70 instances in SDXL, of two shapes).
@@ -29,6 +31,31 @@ def compile_transformer_blocks(unet: Any, backend: str = "inductor") -> int:
             module.compile(dynamic=False, backend=backend)
             compiled += 1
     return compiled
+
+
+def persist_compile_cache(folder: Path) -> bool:
+    """Keep inductor's compiled kernels (and Triton's) in `folder`, unless the user chose a place; True when set.
+
+    torch's default is a folder under /tmp, which does not outlive a reboot or a fresh container; beside the
+    models, a later process finds the blocks' kernels compiled. Importing diffusers already writes torch's
+    default into TORCHINDUCTOR_CACHE_DIR, so only a value other than that default counts as the user's choice.
+    Inductor reads the variable at each compile: setting it before the first compile is enough.
+    """
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        torch_default = os.path.abspath(default_cache_dir())
+    except ImportError:  # another torch layout: only an unset variable is ours to set
+        torch_default = None
+    if current is not None and os.path.abspath(current) != torch_default:
+        return False
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False  # nowhere to keep it: torch's default stays
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    return True
 
 
 @contextlib.contextmanager

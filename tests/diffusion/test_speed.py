@@ -78,3 +78,51 @@ def test_the_product_never_imports_the_random_weight_fixtures() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_the_cached_faceid_merge_loads_the_same_weights_bit_for_bit(tiny_models, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A second process reads FaceID's merged LoRA from the cache file instead of merging again: same weights."""
+    from rp_plugins.diffusion import fused_cache
+    from rp_plugins.diffusion.sdxl import _load
+
+    sdxl_dir, faceid_file = tiny_models
+    cpu = torch.device("cpu")
+    plain = _load(sdxl_dir, faceid_file, cpu, torch.float32)  # no cache: the merge as before
+    first = _load(sdxl_dir, faceid_file, cpu, torch.float32, cache_dir=tmp_path)  # merges, writes the cache
+    cached = fused_cache.cache_file(tmp_path, sdxl_dir, faceid_file, torch.float32)
+    assert cached.is_file() and list(tmp_path.iterdir()) == [cached]  # no partial file left behind
+    merged, faceid = fused_cache.load(cached, cpu)  # type: ignore[misc]
+    assert merged and all(".to_" in name for name in merged)  # only the layers FaceID's LoRA touched
+    assert faceid["image_proj"] and not any("lora" in name for name in faceid["ip_adapter"])
+    second = _load(sdxl_dir, faceid_file, cpu, torch.float32, cache_dir=tmp_path)  # reads the cache
+
+    reference = plain.pipe.unet.state_dict()
+    for bundle in (first, second):
+        weights = bundle.pipe.unet.state_dict()
+        assert weights.keys() == reference.keys()
+        assert all(torch.equal(weights[name], reference[name]) for name in reference)
+        assert not getattr(bundle.pipe.unet, "peft_config", None)  # merged: no LoRA layers left to run
+    assert torch.equal(_noise(second, 2), _noise(plain, 2))
+    cached.write_bytes(b"not a safetensors file")  # damaged on disk: merged again, and a good file written over it
+    assert fused_cache.load(cached, cpu) is None
+    again = _load(sdxl_dir, faceid_file, cpu, torch.float32, cache_dir=tmp_path)
+    assert all(torch.equal(again.pipe.unet.state_dict()[name], reference[name]) for name in reference)
+    assert fused_cache.load(cached, cpu) is not None
+    # another dtype (or other weights) gets its own file, never this merge
+    assert fused_cache.cache_file(tmp_path, sdxl_dir, faceid_file, torch.float16) != cached
+
+
+def test_compiled_kernels_are_kept_beside_the_models_unless_the_user_chose_a_place(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Importing diffusers writes torch's /tmp default into TORCHINDUCTOR_CACHE_DIR: that default is replaced,
+    a folder the user set is kept, and inductor's own lookup then answers the folder chosen."""
+    import diffusers  # noqa: F401  (sets the variable to torch's default, as in a real run)
+    from torch._inductor.runtime.cache_dir_utils import cache_dir, default_cache_dir
+
+    from rp_plugins.diffusion.speed import persist_compile_cache
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
+    assert persist_compile_cache(tmp_path / "models" / "cache" / "torch-compile")
+    assert cache_dir() == str(tmp_path / "models" / "cache" / "torch-compile")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert not persist_compile_cache(tmp_path / "elsewhere")
+    assert cache_dir() == str(tmp_path / "mine") and not (tmp_path / "elsewhere").exists()
