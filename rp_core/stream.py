@@ -48,10 +48,14 @@ class Route(StrEnum):
     KEEP = "keep"
     #: Placed by a video tracker where a lost track's face should be: straight to the fallback generator.
     PREDICTED = "predicted"
+    #: The person's track needed a stronger obfuscation on an earlier frame: it keeps that one (no flicker).
+    ESCALATED = "escalated"
 
 
 #: Routes whose faces get the fallback generator's crop while the item is prepared.
 FALLBACK_ROUTES = frozenset({Route.COVERAGE, Route.SMALL, Route.PREDICTED})
+#: How far fail closed took a person's face, weakest first (`FaceMemory.floor`).
+FLOORS = ("generator", "fallback", "last_resort")
 
 
 @dataclass(eq=False)
@@ -66,6 +70,14 @@ class FaceMemory:
     kept: bool = False
     #: An --only-face reference matched this person once: anonymized from then on.
     chosen: bool = False
+    #: The strongest obfuscation fail closed needed for this person so far (one of FLOORS): later items
+    #: start there, so a track does not switch between obfuscations from frame to frame.
+    floor: str = "generator"
+
+    def raise_floor(self, verdict: FaceVerdict) -> None:
+        reached = "last_resort" if verdict.last_resort else "fallback" if verdict.fallback else "generator"
+        if FLOORS.index(reached) > FLOORS.index(self.floor):
+            self.floor = reached
 
 
 @dataclass(frozen=True)
@@ -309,17 +321,59 @@ class FaceStream:
             item.originals = checker.encode(image, [f.face for f in faces])
             item.timings["verify_encode"] = time.perf_counter() - start
         keep = {i for i, c in enumerate(candidates) if c.keep} | self._selected_to_keep(item)
-        item.routes = [Route.KEEP if i in keep else r for i, r in enumerate(item.routes)]
+        item.routes = [
+            Route.KEEP if i in keep else self._escalated(r, item.memory[i]) for i, r in enumerate(item.routes)
+        ]
         if self.pipeline.needs_identity and item.to_generate:
             self._identities(item, checker)
-        others = [i for i, route in enumerate(item.routes) if route in FALLBACK_ROUTES]
-        if others:
-            start = time.perf_counter()
-            crops = self.fallback_generator.generate([GenerationRequest(face=faces[i]) for i in others])
-            for i, crop in zip(others, crops, strict=True):
-                item.crops[i] = crop
-            item.timings["fallback"] = time.perf_counter() - start
+        self._obfuscate(item, [i for i in item.changed if item.routes[i] != Route.GENERATE])
         return item
+
+    def _obfuscate(self, item: WorkItem, indices: list[int]) -> None:
+        """Crops of the faces `indices` from the generator their route starts at (fallback or last resort)."""
+        start = time.perf_counter()
+        for stage in (self.fallback_generator, self.last_resort):
+            chosen = [i for i in indices if self.start_generator(item, i) is stage]
+            if stage is not None and chosen:
+                crops = stage.generate([GenerationRequest(face=item.faces[i]) for i in chosen])
+                for i, crop in zip(chosen, crops, strict=True):
+                    item.crops[i] = crop
+        if indices:
+            item.timings["fallback"] = item.timings.get("fallback", 0.0) + time.perf_counter() - start
+
+    def _escalate_late(self, item: WorkItem) -> None:
+        """Faces of a person whose floor rose while this item waited for its batch start at that floor too."""
+        late = []
+        for i in item.changed:
+            before = self.start_generator(item, i)
+            item.routes[i] = self._escalated(item.routes[i], item.memory[i])
+            if self.start_generator(item, i) is not before:
+                late.append(i)
+        self._obfuscate(item, late)
+
+    def _escalated(self, route: Route, memory: FaceMemory | None) -> Route:
+        """A remembered person whose track needed the fallback (or the last resort) starts there."""
+        if (
+            memory is None
+            or memory.floor == "generator"
+            or route not in (Route.GENERATE, Route.PREDICTED, Route.ESCALATED)
+        ):
+            return route
+        if memory.floor == "fallback" and route == Route.PREDICTED:
+            return route  # the fallback already
+        return Route.ESCALATED
+
+    def start_generator(self, item: WorkItem, i: int) -> Generator[Any] | None:
+        """The generator that makes face `i`'s first crop (None: a kept face)."""
+        route = item.routes[i]
+        if route == Route.KEEP:
+            return None
+        if route == Route.GENERATE:
+            return self.generator
+        memory = item.memory[i]
+        if route == Route.ESCALATED and memory is not None and memory.floor == "last_resort":
+            return self.last_resort or self.fallback_generator
+        return self.fallback_generator
 
     def _selected_to_keep(self, item: WorkItem) -> set[int]:
         """Faces the selection flags leave unchanged; a person's decision sticks to their `FaceMemory`."""
@@ -475,10 +529,10 @@ class FaceStream:
         """Paste every changed face back, verify (fail closed), and note what happened to each face."""
         if item.error is not None:
             raise item.error
+        self._escalate_late(item)
         active = item.changed
         start = time.perf_counter()
-        fallback_name = self.pipeline.fallback.name if self.pipeline.fallback else ""
-        generators = {i: self.generator.name if item.routes[i] == Route.GENERATE else fallback_name for i in active}
+        generators = {i: _name(self.start_generator(item, i)) for i in active}
         notes = self._route_notes(item)
         verdicts: dict[int, FaceVerdict] = {}
         if not active:
@@ -492,6 +546,9 @@ class FaceStream:
         item.inversions.clear()
         for i, verdict in verdicts.items():
             notes[i]["verify"] = verdict.to_dict(self.verifier)
+            memory = item.memory[i]
+            if memory is not None:
+                memory.raise_floor(verdict)
         return Finished(item, merged, generators, verdicts, notes)
 
     def _route_notes(self, item: WorkItem) -> list[dict[str, Any]]:
@@ -505,6 +562,8 @@ class FaceStream:
                 notes[i]["obfuscated_because"] = (
                     f"smaller than coverage.min_face_size ({self.config.coverage.min_face_size:g} px)"
                 )
+            elif route == Route.ESCALATED:
+                notes[i]["obfuscated_because"] = "this person's track needed this obfuscation on an earlier frame"
             elif route == Route.PREDICTED:
                 notes[i]["obfuscated_because"] = "a lost track's predicted position (no detection in this frame)"
             elif route == Route.KEEP:
@@ -611,6 +670,10 @@ class Lane:
         """Items whose faces are all generated (or that failed), in input order."""
         while self.pending and self.pending[0].done:
             yield self.pending.popleft()
+
+
+def _name(generator: Generator[Any] | None) -> str:
+    return "" if generator is None else generator.name
 
 
 def _search_region(detector: Detector[Any], image: np.ndarray, region: Box) -> list[Face]:

@@ -338,7 +338,9 @@ class FailClosed:
                 for i, crop in zip(retry, regenerate(retry, generator, attempt), strict=True):
                     crops[i], tries[i] = crop, attempt
                 merged = update(merged, retry)
-        to_fallback = leaking()
+        # a face that starts at the last resort (a video track escalated there earlier) does not step back
+        filled = self.last_resort.name if self.last_resort is not None else None
+        to_fallback = [i for i in leaking() if generators[i] != filled]
         if to_fallback:
             requests = [GenerationRequest(face=faces[i]) for i in to_fallback]
             for i, crop in zip(to_fallback, self.fallback.generate(requests), strict=True):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -44,28 +45,21 @@ def test_only_faces_overlapping_a_changed_face_are_checked_again_and_the_image_e
     assert len(faces) == 6
     # face 0 handed back as it was (it goes to the fallback); the others hidden (most pass as they are)
     crops = [np.array(f.crop) if i == 0 else _hidden(f) for i, f in enumerate(faces)]
-    checked: list[int] = []
     verifier = stream.verifier
-    check = verifier.check
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        out = check(*args, **kwargs)
-        checked.append(len(out))
-        return out
-
-    verifier.check = counting  # type: ignore[method-assign]
-    verdict = stream.fail_closed().enforce(
-        t1,
-        faces,
-        crops,
-        verifier.encode(t1, [f.face for f in faces]),
-        ["leak"] * len(faces),
-        [True] * len(faces),
-        stream.merger.merge,
-        lambda indices, generator, attempt: [],
-        lambda i: True,
-        lambda attempt: None,
-    )
+    with patch.object(verifier, "check", wraps=verifier.check) as spied:  # the real check, its calls recorded
+        verdict = stream.fail_closed().enforce(
+            t1,
+            faces,
+            crops,
+            verifier.encode(t1, [f.face for f in faces]),
+            ["leak"] * len(faces),
+            [True] * len(faces),
+            stream.merger.merge,
+            lambda indices, generator, attempt: [],
+            lambda i: True,
+            lambda attempt: None,
+        )
+    checked = [len(call.args[2]) for call in spied.call_args_list]  # faces per check
     fallen = [i for i, v in enumerate(verdict.faces) if v.fallback]
     assert 0 in fallen and len(fallen) < 6 and not any(v.last_resort or v.check.leak for v in verdict.faces)
     rects = [pixel_rect(footprint(f, t1.shape)) for f in faces]

@@ -230,7 +230,7 @@ class _Tally:
             info=info,
             frames=self.frames,
             faces=self.faces,
-            routes={k: self.routes.get(k, 0) for k in (GENERATE, PREDICTED, COVERAGE, "small", "keep")},
+            routes={k: self.routes.get(k, 0) for k in (GENERATE, PREDICTED, COVERAGE, "small", "keep", "escalated")},
             generators=dict(self.generators),
             fallbacks=self.fallbacks,
             last_resorts=self.last_resorts,
