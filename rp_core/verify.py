@@ -340,7 +340,7 @@ class FailClosed:
                 merged = update(merged, retry)
         # a face that starts at the last resort (a video track escalated there earlier) does not step back
         filled = self.last_resort.name if self.last_resort is not None else None
-        to_fallback = [i for i in leaking() if generators[i] != filled]
+        to_fallback = [i for i in leaking() if regenerable[i] or generators[i] != filled]
         if to_fallback:
             requests = [GenerationRequest(face=faces[i]) for i in to_fallback]
             for i, crop in zip(to_fallback, self.fallback.generate(requests), strict=True):
