@@ -331,6 +331,8 @@ class FaceStream:
 
     def _obfuscate(self, item: WorkItem, indices: list[int]) -> None:
         """Crops of the faces `indices` from the generator their route starts at (fallback or last resort)."""
+        if not indices:
+            return  # a pipeline without safeguards has no fallback stage to ask for
         start = time.perf_counter()
         for stage in (self.fallback_generator, self.last_resort):
             chosen = [i for i in indices if self.start_generator(item, i) is stage]
@@ -338,8 +340,7 @@ class FaceStream:
                 crops = stage.generate([GenerationRequest(face=item.faces[i]) for i in chosen])
                 for i, crop in zip(chosen, crops, strict=True):
                     item.crops[i] = crop
-        if indices:
-            item.timings["fallback"] = item.timings.get("fallback", 0.0) + time.perf_counter() - start
+        item.timings["fallback"] = item.timings.get("fallback", 0.0) + time.perf_counter() - start
 
     def _escalate_late(self, item: WorkItem) -> None:
         """Faces of a person whose floor rose while this item waited for its batch start at that floor too."""
