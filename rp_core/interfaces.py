@@ -183,6 +183,11 @@ class Generator(Component[OptionsT]):
     accepts_inverters: ClassVar[tuple[str, ...]] = ()
     #: Option names that must have the same value on the inverter (same model weights on both sides).
     options_shared_with_inverter: ClassVar[tuple[str, ...]] = ()
+    #: True: the copies `stronger()` returns read the inversion made for the first attempt (their change
+    #: does not touch what the inverter computed), so a fail-closed retry keeps the face's inversion and
+    #: its seed and changes only what `stronger()` changes. False (the safe default): a retry inverts
+    #: again with the next seed.
+    retry_keeps_inversion: ClassVar[bool] = False
 
     @abstractmethod
     def generate(self, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:

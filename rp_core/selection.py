@@ -46,6 +46,46 @@ def encode_references(
     return tuple(embeddings)
 
 
+@dataclass(frozen=True)
+class Matches:
+    """Faces claimed by a reference photo: by a --keep-face one, by an --only-face one."""
+
+    keep: frozenset[int] = frozenset()
+    only: frozenset[int] = frozenset()
+
+
+def match_references(
+    embeddings: Sequence[IdentityEmbedding | None], encoder: IdentityEncoder[Any], references: References
+) -> Matches:
+    """Which faces each reference photo claims (at most one face per reference)."""
+    return Matches(
+        keep=frozenset(_claimed(embeddings, encoder, references.keep)) if references.keep else frozenset(),
+        only=frozenset(_claimed(embeddings, encoder, references.only)) if references.only else frozenset(),
+    )
+
+
+def kept_faces(
+    faces: Sequence[Face],
+    keep_matched: set[int] | frozenset[int],
+    only_matched: set[int] | frozenset[int] | None,
+    *,
+    only_largest: bool = False,
+    max_faces: int | None = None,
+) -> set[int]:
+    """Indices of `faces` the run leaves unchanged, given the faces the references claimed.
+
+    `only_matched` is None when there is no --only-face reference (then no face is kept for it).
+    """
+    keep = set(keep_matched)
+    if only_matched is not None:
+        keep |= set(range(len(faces))) - set(only_matched)
+    limit = 1 if only_largest else max_faces
+    if limit is not None:
+        changing = sorted((i for i in range(len(faces)) if i not in keep), key=lambda i: -faces[i].size)
+        keep |= set(changing[limit:])
+    return keep
+
+
 def faces_to_keep(
     faces: Sequence[Face],
     embeddings: Sequence[IdentityEmbedding | None],
@@ -56,17 +96,14 @@ def faces_to_keep(
     max_faces: int | None = None,
 ) -> set[int]:
     """Indices of `faces` the run leaves unchanged."""
-    keep: set[int] = set()
-    if references.keep:
-        keep |= _claimed(embeddings, encoder, references.keep)
-    if references.only:
-        chosen = _claimed(embeddings, encoder, references.only)
-        keep |= set(range(len(faces))) - chosen
-    limit = 1 if only_largest else max_faces
-    if limit is not None:
-        changing = sorted((i for i in range(len(faces)) if i not in keep), key=lambda i: -faces[i].size)
-        keep |= set(changing[limit:])
-    return keep
+    matches = match_references(embeddings, encoder, references)
+    return kept_faces(
+        faces,
+        matches.keep,
+        matches.only if references.only else None,
+        only_largest=only_largest,
+        max_faces=max_faces,
+    )
 
 
 def _claimed(

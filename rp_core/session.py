@@ -229,6 +229,7 @@ class RunSession:
         for warning in self.warnings:
             self.on_event(Event("warning", warning))
         self._report_plan()
+        self._refuse_video_selection()
         try:
             check_writable_folder(self.plan.manifest_path.parent)  # before loading models for minutes
             todo = self._plan_todo()
@@ -273,6 +274,15 @@ class RunSession:
             manifest_path=self.plan.manifest_path if written else None,
             warnings=self.warnings,
         )
+
+    def _refuse_video_selection(self) -> None:
+        """Selection flags a video cannot take are refused before any work, never ignored."""
+        from rp_core.video.probe import is_video
+
+        if any(is_video(job.source) for job in self.plan.jobs):
+            from rp_core.video.frames import refuse_unsupported_selection
+
+            refuse_unsupported_selection(aligned=self.options.aligned, faces_json=self.options.faces_json)
 
     def _load(self, todo: list[int]) -> None:
         """Load the models where `todo` will be anonymized (here; rp_core.scale: on its workers)."""

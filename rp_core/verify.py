@@ -192,12 +192,37 @@ class Verdict:
     faces: tuple[FaceVerdict, ...]
 
 
-#: Regenerates the faces at the given indices with `generator` and `seed`; returns one crop each.
+#: Regenerates the faces at the given indices with `generator` for fail-closed retry `attempt` (1, 2, ...);
+#: returns one crop each. The caller decides what an attempt changes (a new seed, or only the generator).
 Regenerate = Callable[[list[int], Generator[Any], int], list[np.ndarray]]
 #: Pastes crops into an image (the merger's `merge`).
 Merge = Callable[[np.ndarray, Sequence[AlignedFace], Sequence[np.ndarray]], np.ndarray]
 #: True when some detector other than the one that found the face sees a face in the original there.
 Confirm = Callable[[int], bool]
+#: An integer pixel rectangle (x0, y0, x1, y1), end exclusive.
+Rect = tuple[int, int, int, int]
+
+
+def pixel_rect(box: Box) -> Rect:
+    """The pixels a float box touches."""
+    return (int(np.floor(box[0])), int(np.floor(box[1])), int(np.ceil(box[2])), int(np.ceil(box[3])))
+
+
+def rects_meet(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def overlap_group(rects: Sequence[Rect], seeds: Sequence[int]) -> list[int]:
+    """`seeds` and every face connected to them by overlapping rectangles (transitively), in index order."""
+    group = set(seeds)
+    frontier = list(seeds)
+    while frontier:
+        i = frontier.pop()
+        for j, rect in enumerate(rects):
+            if j not in group and rects_meet(rect, rects[i]):
+                group.add(j)
+                frontier.append(j)
+    return sorted(group)
 
 
 @dataclass(frozen=True)
@@ -223,18 +248,47 @@ class FailClosed:
         confirm: Confirm,
         stronger: Callable[[int], Generator[Any] | None],
     ) -> Verdict:
-        """Verify, then retry/fall back/fill per policy; raise VerificationError if a face still leaks."""
+        """Verify, then retry/fall back/fill per policy; raise VerificationError if a face still leaks.
+
+        Incremental: after a retry, fallback or last resort, only the faces whose footprint overlaps
+        a changed face's are pasted again (with the faces overlapping them, so the merge equals a full
+        one) and checked again; every other face's pixels, and so its check, are what they were.
+        """
         cfg = self.config.verify
         boxes = [af.face for af in faces]
         regions = [footprint(af, image.shape) for af in faces]
+        rects = [pixel_rect(region) for region in regions]
         crops = list(crops)
         generators = list(generators)
 
-        def check(merged: np.ndarray) -> list[Check]:
-            return self.verifier.check(image, merged, boxes, originals, regions, self.finder)
+        def check(output: np.ndarray, indices: Sequence[int]) -> None:
+            found = self.verifier.check(
+                image,
+                output,
+                [boxes[i] for i in indices],
+                [originals[i] for i in indices],
+                [regions[i] for i in indices],
+                self.finder,
+            )
+            for i, result in zip(indices, found, strict=True):
+                checks[i] = result
 
+        def update(merged: np.ndarray, changed: list[int], on_top: bool = False) -> np.ndarray:
+            """Paste the faces `changed` touches again, then re-check the faces whose footprint meets theirs."""
+            group = overlap_group(rects, changed)
+            partial = merge(image, [faces[i] for i in group], [crops[i] for i in group])
+            out = merged.copy()
+            for i in group:  # no face outside the group pastes into these rectangles
+                x0, y0, x1, y1 = rects[i]
+                out[y0:y1, x0:x1] = partial[y0:y1, x0:x1]
+            if on_top:  # pasted once more on top, so no neighbour's crop covers any part of these faces
+                out = merge(out, [faces[i] for i in changed], [crops[i] for i in changed])
+            check(out, [j for j in range(len(faces)) if any(rects_meet(rects[j], rects[i]) for i in changed)])
+            return out
+
+        checks: list[Check] = [Check(0.0, False, False)] * len(faces)
         merged = merge(image, faces, crops)
-        checks = check(merged)
+        check(merged, range(len(faces)))
         first = [c.score for c in checks]
         tries = [0] * len(faces)
         fallback: list[str | None] = [None] * len(faces)
@@ -252,20 +306,18 @@ class FailClosed:
                 generator = stronger(attempt) if retry else None
                 if generator is None:
                     break
-                for i, crop in zip(
-                    retry, regenerate(retry, generator, self.config.runtime.seed + attempt), strict=True
-                ):
+                for i, crop in zip(retry, regenerate(retry, generator, attempt), strict=True):
                     crops[i], tries[i] = crop, attempt
-                merged = merge(image, faces, crops)
-                checks = check(merged)
-        to_fallback = leaking()
+                merged = update(merged, retry)
+        # a face that starts at the last resort (a video track escalated there earlier) does not step back
+        filled = self.last_resort.name if self.last_resort is not None else None
+        to_fallback = [i for i in leaking() if regenerable[i] or generators[i] != filled]
         if to_fallback:
             requests = [GenerationRequest(face=faces[i]) for i in to_fallback]
             for i, crop in zip(to_fallback, self.fallback.generate(requests), strict=True):
                 crops[i] = crop
                 fallback[i] = generators[i] = self.fallback.name
-            merged = merge(image, faces, crops)
-            checks = check(merged)
+            merged = update(merged, to_fallback)
         stuck = leaking()
         if stuck:
             # A face no detector of another family sees in the original is likely a false detection
@@ -280,10 +332,7 @@ class FailClosed:
             for i, crop in zip(stuck, self.last_resort.generate(requests), strict=True):
                 crops[i] = crop
                 last[i] = generators[i] = self.last_resort.name
-            merged = merge(image, faces, crops)
-            # pasted once more on top, so no neighbour's crop covers any part of a filled face
-            merged = merge(merged, [faces[i] for i in stuck], [crops[i] for i in stuck])
-            checks = check(merged)
+            merged = update(merged, stuck, on_top=True)
             # Nothing of these face regions survives: a remaining "match" reads context, not the face;
             # and what was judged no face above stays judged so on this re-check.
             checks = [

@@ -300,6 +300,7 @@ def capabilities(cls: type[Component]) -> list[tuple[str, str]]:
             rows.append(("options_shared_with_inverter", _names(cls.options_shared_with_inverter, "")))
         rows += [
             ("stronger() (verification retries)", "yes" if _overrides(cls, Generator, "stronger") else "no"),
+            ("retry_keeps_inversion", f"`{value_text(cls.retry_keeps_inversion)}`"),
             ("preferred_batch_size()", "yes" if _overrides(cls, Generator, "preferred_batch_size") else "no"),
         ]
     rows.append(("check_can_run()", "yes" if _overrides(cls, Component, "check_can_run") else "no (runs anywhere)"))

@@ -245,13 +245,13 @@ def test_default_verification_searches_every_frame(tmp_path: Path, t1: np.ndarra
     frames = FrameAnonymizer(offline_pipeline, tracker)
     policy = frames.fail_closed()
     assert policy.finder is not None
-    original = frames.images._find_on_output  # the image orchestrator's search, which videos share
+    original = frames.stream.find_on_output  # the face stream's search, the same for photos and frames
 
     def counting(image: np.ndarray, region: Any) -> list[Face]:
         calls.append(1)
         return original(image, region)
 
-    frames._fail_closed = type(policy)(policy.config, policy.verifier, policy.fallback, policy.last_resort, counting)
+    frames.stream.set_fail_closed(type(policy)(policy.config, policy.verifier, policy.fallback, policy.last_resort, counting))
     outcomes = []
     for i, image in enumerate(frames_of(clip)):
         outcomes.extend(frames.push(i, image, i / 30))

@@ -204,7 +204,7 @@ class _Tally:
         self.frames += 1
         self.faces += len(outcome.routes)
         self.routes.update(outcome.routes)
-        self.generators.update(outcome.generators)
+        self.generators.update(g for g in outcome.generators if g is not None)  # None: a kept face
         if any(v is not None for v in outcome.verdicts) or not outcome.routes:
             self.verified += int(bool(outcome.routes))
         for verdict in outcome.verdicts:
@@ -221,7 +221,7 @@ class _Tally:
             info=info,
             frames=self.frames,
             faces=self.faces,
-            routes={k: self.routes.get(k, 0) for k in (GENERATE, PREDICTED, COVERAGE, "small")},
+            routes={k: self.routes.get(k, 0) for k in (GENERATE, PREDICTED, COVERAGE, "small", "keep", "escalated")},
             generators=dict(self.generators),
             fallbacks=self.fallbacks,
             last_resorts=self.last_resorts,

@@ -135,6 +135,9 @@ class IpAdapterFaceIdGenerator(_SdxlComponent, Generator):
     accepts_inverters: ClassVar[tuple[str, ...]] = (PRODUCER,)
     #: The inversion must come from the same SDXL, adapter and LoRA merge as the regeneration.
     options_shared_with_inverter: ClassVar[tuple[str, ...]] = ("sd_model", "ip_adapter", "fuse_faceid_lora")
+    #: `stronger()` changes only the generation's guidance_scale; the inversion (run with the inverter's own
+    #: guidance, its noise drawn from the face's seed) does not depend on it, so a retry reuses it.
+    retry_keeps_inversion: ClassVar[bool] = True
 
     def stronger(self, attempt: int, factor: float) -> IpAdapterFaceIdGenerator | None:
         """The same generator with guidance_scale x factor**attempt (further from the identity); None past its range."""
