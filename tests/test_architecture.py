@@ -163,10 +163,11 @@ def _writes(call: ast.Call) -> str | None:
     if name in _TEMPFILE_WRITERS:
         return f"tempfile.{name}"
     if name == "open" and owner == "os":
-        flags = {n.attr for n in ast.walk(call) if isinstance(n, ast.Attribute)} | {
-            n.id for n in ast.walk(call) if isinstance(n, ast.Name)
-        }
-        return "os.open(write flags)" if flags & _WRITE_FLAGS else None
+        argument = call.args[1] if len(call.args) > 1 else None
+        flags = {n.attr for n in ast.walk(argument) if isinstance(n, ast.Attribute)} if argument else set()
+        constants = {f for f in flags if f.startswith("O_")}
+        # write flags, or flags computed elsewhere (a variable): counted as a write
+        return "os.open(write flags)" if constants & _WRITE_FLAGS or (argument and not constants) else None
     if name == "open" and owner == "webbrowser":
         return None  # shows a page, writes no file
     if name == "open":
@@ -193,11 +194,11 @@ def test_the_write_scan_sees_each_kind_of_write() -> None:
 import os, tempfile
 open(p, "w"); open(p, mode="ab"); p.open("w"); p.write_text("x"); p.write_bytes(b"")
 os.open(p, os.O_WRONLY | os.O_CREAT); tempfile.mkstemp(); shutil.copyfile(a, b); av.open(p, mode="w")
-open(p); open(p, "rb"); p.open(); os.open(p, os.O_RDONLY); av.open(p)
+os.open(p, flags); open(p); open(p, "rb"); p.open(); os.open(p, os.O_RDONLY); av.open(p)
 """
     calls = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)]
     kinds = [w for w in map(_writes, calls) if w is not None]
-    assert len(kinds) == 9, kinds
+    assert len(kinds) == 10, kinds
 
 
 def test_only_rp_core_files_writes_files() -> None:
