@@ -150,8 +150,9 @@ def write_config(path: Path, sdxl: Path, faceid: Path, args: argparse.Namespace)
 
 
 def run_ray(pipeline: Any, plan: Any, args: argparse.Namespace, environ: dict[str, str], plugins: Path) -> list[float]:
-    """Done times (seconds after all workers loaded) of every file, through RaySession."""
-    from rp_core.scale import RayOptions, RaySession
+    """Done times (seconds after all workers loaded) of every file, through a RunSession on a RayExecutor."""
+    from rp_core.scale import RayExecutor, RayOptions
+    from rp_core.session import RunSession
 
     marks: dict[str, float] = {}
     done: list[float] = []
@@ -171,7 +172,7 @@ def run_ray(pipeline: Any, plan: Any, args: argparse.Namespace, environ: dict[st
         environ=environ,
         plugins_dir=plugins,
     )
-    summary = RaySession(pipeline, plan, on_event=on_event, ray_options=options).run()
+    summary = RunSession(pipeline, plan, on_event=on_event, executor=RayExecutor(options)).run()
     print(summary.line(), flush=True)
     return done
 

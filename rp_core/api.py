@@ -16,10 +16,11 @@ from PIL import Image
 
 from rp_core.config import RunConfig, known_flags, resolve_config
 from rp_core.errors import ConfigError
+from rp_core.executor import Executor
 from rp_core.orchestrator import Anonymizer
 from rp_core.pipeline import Pipeline, assemble
 from rp_core.plugins import PluginHost
-from rp_core.session import Event, RunSession, RunSummary, SessionOptions
+from rp_core.session import Destination, Event, RunSession, RunSummary, SessionOptions
 from rp_core.types import ImageResult
 
 _ANONYMIZERS: dict[str, Anonymizer] = {}
@@ -105,24 +106,25 @@ def anonymize_files(
     output: str | Path | None = None,
     *,
     in_place: bool = False,
+    follow_symlinks: bool = False,
     config_file: str | Path | None = None,
     preset: str | None = None,
     overrides: Sequence[str] = (),
     host: PluginHost | None = None,
     options: SessionOptions | None = None,
     on_event: Callable[[Event], None] | None = None,
+    executor: Executor | None = None,
     **params: Any,
 ) -> RunSummary:
     """Anonymize files or folders into `output` (or in place) exactly as `rp anonymize` does.
 
     Writes are atomic, the manifest and journal are the CLI's, `options=SessionOptions(resume=True)`
     finishes a killed run, and a file that fails is recorded in the summary while the others go on.
+    `executor` says where the files run: this process (default) or `rp_core.scale.RayExecutor(...)`.
+    Combinations the CLI refuses raise the same ConfigError here (rp_core.run_options).
     """
-    from rp_core.io import plan_in_place, plan_inputs
-
-    if (output is None) == (not in_place):
-        raise ConfigError("give an output folder or file, or in_place=True (not both)")
+    destination = Destination(Path(output) if output is not None else None, in_place, follow_symlinks)
     pipeline = build_pipeline(config_file=config_file, preset=preset, overrides=overrides, host=host, **params)
     sources = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-    plan = plan_in_place(sources) if in_place else plan_inputs(sources, output)  # type: ignore[arg-type]
-    return RunSession(pipeline, plan, options, on_event).run()
+    plan = destination.plan([Path(source) for source in sources])
+    return RunSession(pipeline, plan, options, on_event, executor).run()

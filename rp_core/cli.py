@@ -64,6 +64,30 @@ _FLAG_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
         click.Path(file_okay=False, path_type=Path),
         "Folder of model files (env RP_MODELS_DIR).",
     ),
+    (
+        "--verify-every",
+        "verify_every",
+        click.IntRange(min=1),
+        "Videos: re-check the faces of every N-th frame (default 1: every frame; more is faster, with a warning).",
+    ),
+    (
+        "--search-every",
+        "search_every",
+        click.IntRange(min=1),
+        "Videos: search re-checked frames for moved faces every N-th time (default 1; more warns).",
+    ),
+    (
+        "--lost-frames",
+        "lost_frames",
+        click.IntRange(min=0),
+        "Videos: frames a lost face's predicted region stays obfuscated (default 30).",
+    ),
+    (
+        "--video-crf",
+        "video_crf",
+        click.IntRange(0, 63),
+        "Videos: encoder constant quality (default 18; lower is better).",
+    ),
 )
 
 
@@ -319,31 +343,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 @click.pass_context
 def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None, in_place: bool, **kwargs: Any) -> None:
     """Anonymize every face in the input files or folders; OUTPUT is a file, or a folder mirroring the inputs."""
-    from rp_core.io import plan_in_place, plan_inputs
-    from rp_core.session import RunSession, SessionOptions
+    from rp_core.session import Destination, RunSession
 
-    if output is None and not in_place:
-        raise click.UsageError("give an output with -o/--output, or --in-place to replace the inputs")
-    if output is not None and in_place:
-        raise click.UsageError("-o/--output and --in-place exclude each other")
-    if output is not None:
-        for source in inputs:
-            if source.is_dir() and output.resolve() == source.resolve():
-                raise click.UsageError(
-                    f"the output folder {output} is the input folder; choose another output folder "
-                    "(or use --in-place to replace the inputs)"
-                )
-    if kwargs["keep_gps"] and not kwargs["keep_metadata"]:
-        raise click.UsageError("--keep-gps only applies with --keep-metadata (metadata is stripped otherwise)")
-    if kwargs["follow_symlinks"] and not in_place:
-        raise click.UsageError("--follow-symlinks applies to --in-place runs (runs with -o always read through links)")
-    ray_flags = [
-        f"--{k.replace('_', '-')}" for k in ("ray_address", "workers", "gpus_per_worker") if kwargs[k] is not None
-    ]
-    if ray_flags and not kwargs["use_ray"]:
-        raise click.UsageError(f"{', '.join(ray_flags)} apply only with --ray")
-    if kwargs["use_ray"] and in_place:
-        raise click.UsageError("--ray writes to an output folder (-o); it does not support --in-place")
+    # the option rules live on the objects they constrain (the API refuses the same): built first, before models
+    destination = Destination(output, in_place, kwargs.pop("follow_symlinks"))
+    options = _session_options(kwargs)
+    executor = _executor(ctx, kwargs)
+    if kwargs["quiet"] and kwargs["verbose"]:
+        raise click.UsageError("--quiet and --verbose exclude each other")
     args = _pop_config_args(ctx, kwargs)
     for key in ("keep_face", "only_face", "only_largest", "max_faces"):
         value = kwargs.pop(key)
@@ -351,47 +358,13 @@ def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None,
             args[key] = [str(p) for p in value] if isinstance(value, tuple) else value
     config = resolve(ctx, args)
     pipeline = assemble_pipeline(ctx, config)  # incompatible choices fail here, before any file is read
-    if in_place:
-        plan = plan_in_place(inputs, follow_symlinks=kwargs["follow_symlinks"])
-    else:
-        plan = plan_inputs(inputs, output)  # type: ignore[arg-type]
+    plan = destination.plan(list(inputs))
     console = _console()
     if not plan.jobs:
-        from rp_core.io import SUPPORTED_EXTENSIONS
-
-        for skipped in plan.skipped:
-            console.print(f"skipped ({skipped.reason}): {skipped.path}", markup=False)
-        names = ", ".join(str(p) for p in inputs)
-        count = len(plan.skipped)
-        ignored = f" ({count} file{'' if count == 1 else 's'} skipped)" if count else ""
-        supported = ", ".join(sorted(SUPPORTED_EXTENSIONS))
-        raise click.UsageError(f"no images found in {names}{ignored}; supported: {supported}")
-    options = SessionOptions(
-        aligned=kwargs["aligned"],
-        overwrite=kwargs["overwrite"],
-        resume=kwargs["resume"],
-        keep_metadata=kwargs["keep_metadata"],
-        keep_gps=kwargs["keep_gps"],
-        quality=kwargs["quality"],
-        manifest_paths=kwargs["manifest_paths"],
-        faces_json=kwargs["faces_json"],
-    )
-    if kwargs["quiet"] and kwargs["verbose"]:
-        raise click.UsageError("--quiet and --verbose exclude each other")
+        _no_inputs(console, plan, inputs)
     verbosity = -1 if kwargs["quiet"] else 1 if kwargs["verbose"] else 0
     with _ProgressPrinter(console, verbosity, kwargs["log_json"]) as printer:
-        if kwargs["use_ray"]:
-            from rp_core.scale import RayOptions, RaySession
-
-            ray_options = RayOptions(
-                address=kwargs["ray_address"],
-                workers=kwargs["workers"],
-                gpus_per_worker=1.0 if kwargs["gpus_per_worker"] is None else kwargs["gpus_per_worker"],
-                plugins_dir=ctx.meta.get(_PLUGINS_DIR),
-            )
-            session: RunSession = RaySession(pipeline, plan, options, printer, ray_options)
-        else:
-            session = RunSession(pipeline, plan, options, printer)
+        session = RunSession(pipeline, plan, options, printer, executor)
         try:
             summary = session.run()
         except KeyboardInterrupt:
@@ -406,6 +379,52 @@ def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None,
     code = summary.exit_code(config.verify.no_face)
     if code:
         raise click.exceptions.Exit(code)
+
+
+def _session_options(kwargs: dict[str, Any]) -> Any:
+    from rp_core.session import SessionOptions
+
+    return SessionOptions(
+        **{
+            key: kwargs.pop(key)
+            for key in ("aligned", "overwrite", "resume", "keep_metadata", "keep_gps", "quality", "faces_json")
+        },
+        manifest_paths=kwargs.pop("manifest_paths"),
+    )
+
+
+def _executor(ctx: click.Context, kwargs: dict[str, Any]) -> Any:
+    """Where the files run: this process, or Ray workers with --ray (its flags are refused without it)."""
+    ray_keys = ("ray_address", "workers", "gpus_per_worker")
+    ray_args = {key: kwargs.pop(key) for key in ray_keys}
+    if not kwargs.pop("use_ray"):
+        given = [f"--{k.replace('_', '-')}" for k, v in ray_args.items() if v is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} apply only with --ray")
+        return None
+    from rp_core.scale import RayExecutor, RayOptions
+
+    return RayExecutor(
+        RayOptions(
+            address=ray_args["ray_address"],
+            workers=ray_args["workers"],
+            gpus_per_worker=1.0 if ray_args["gpus_per_worker"] is None else ray_args["gpus_per_worker"],
+            plugins_dir=ctx.meta.get(_PLUGINS_DIR),
+        )
+    )
+
+
+def _no_inputs(console: Console, plan: Any, inputs: tuple[Path, ...]) -> None:
+    """Nothing to anonymize: say what was skipped and which files are supported."""
+    from rp_core.io import SUPPORTED_EXTENSIONS
+
+    for skipped in plan.skipped:
+        console.print(f"skipped ({skipped.reason}): {skipped.path}", markup=False)
+    names = ", ".join(str(p) for p in inputs)
+    count = len(plan.skipped)
+    ignored = f" ({count} file{'' if count == 1 else 's'} skipped)" if count else ""
+    supported = ", ".join(sorted(SUPPORTED_EXTENSIONS))
+    raise click.UsageError(f"no images found in {names}{ignored}; supported: {supported}")
 
 
 class _ProgressPrinter:

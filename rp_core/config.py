@@ -186,6 +186,57 @@ class SelectSection(_Section):
     max_faces: int | None = Field(None, ge=0, description="anonymize at most this many faces per image, largest first")
 
 
+class VideoSection(_Section):
+    """How videos are anonymized and encoded (rp_core.video); photos ignore this section."""
+
+    verify_every: int = Field(
+        1,
+        ge=1,
+        description="re-check the faces of every n-th frame (1: every frame, the fail-closed default); more is faster "
+        "and prints a warning on every run with a video",
+    )
+    search_every: int = Field(
+        1,
+        ge=1,
+        description="on re-checked frames, search the output for moved faces (verify.search) every n-th time (1: "
+        "every one); more prints a warning on every run with a video",
+    )
+    lost_frames: int = Field(
+        30, ge=0, description="frames a lost track's predicted face region is still obfuscated (30: 1 s at 30 fps)"
+    )
+    smooth_min_cutoff: float = Field(
+        2.0, gt=0.0, description="one-euro landmark smoothing: cutoff frequency (Hz) of a still face"
+    )
+    smooth_beta: float = Field(
+        1.0, ge=0.0, description="one-euro landmark smoothing: how fast the cutoff opens with speed (0: fixed)"
+    )
+    codec: str = Field(
+        "auto", min_length=1, description="encoder (PyAV/FFmpeg name); auto: libx264, libvpx-vp9 for .webm"
+    )
+    crf: int = Field(18, ge=0, le=63, description="constant quality of x264/x265/VP9/AV1 (lower: better, larger)")
+    preset: str = Field("medium", min_length=1, description="x264/x265 speed preset (slower: smaller files)")
+    pix_fmt: str | None = Field(
+        None, description="output pixel format; None: the source's when the encoder supports it, else yuv420p"
+    )
+
+    def loosenings(self) -> list[str]:
+        """Settings that weaken the fail-closed guarantee for videos (printed, and kept in the manifest)."""
+        return video_loosenings(self.verify_every, self.search_every)
+
+
+def video_loosenings(verify_every: int, search_every: int) -> list[str]:
+    """One line per video setting that re-checks fewer frames than every one."""
+    warnings = []
+    if verify_every > 1:
+        warnings.append(f"video verify_every={verify_every}: only 1 frame in {verify_every} is re-checked")
+    if search_every > 1:
+        warnings.append(
+            f"video search_every={search_every}: moved faces are searched for on 1 re-checked frame in "
+            f"{search_every} only (the others are checked at the face's own landmarks)"
+        )
+    return warnings
+
+
 class RunConfig(_Section):
     """The fully resolved configuration of one run."""
 
@@ -200,6 +251,7 @@ class RunConfig(_Section):
     verify: VerifySection = VerifySection()
     coverage: CoverageSection = CoverageSection()
     select: SelectSection = SelectSection()
+    video: VideoSection = VideoSection()
 
     def runtime_context(self, pool: ModelPool | None = None) -> RuntimeContext:
         rt = self.runtime
@@ -233,6 +285,10 @@ CORE_FLAG_KEYS: dict[str, str] = {
     "only_face": "select.only_faces",
     "only_largest": "select.only_largest",
     "max_faces": "select.max_faces",
+    "verify_every": "video.verify_every",
+    "search_every": "video.search_every",
+    "lost_frames": "video.lost_frames",
+    "video_crf": "video.crf",
     **{section: f"{section}.name" for section in COMPONENT_SECTIONS},
 }
 

@@ -223,3 +223,57 @@ def test_a_folder_without_images_is_an_error(tmp_path: Path, contents: list[str]
     assert result.exit_code == 2, result.output
     assert f"no images found in {source}" in result.output
     assert not (tmp_path / "out").exists()
+
+
+# -- option rules: the API refuses what the CLI refuses, with the same line ----------------------------------
+
+
+def _api_refusal(call: str, photo: Path, out: Path) -> str:
+    """The one line the Python API raises for the same combination."""
+    from rp_core.api import anonymize_files
+    from rp_core.errors import ConfigError
+    from rp_core.session import SessionOptions
+
+    calls = {
+        "gps": lambda: anonymize_files(photo, out, options=SessionOptions(keep_gps=True), preset="offline"),
+        "both": lambda: anonymize_files(photo, out, in_place=True, preset="offline"),
+        "neither": lambda: anonymize_files(photo, preset="offline"),
+        "symlinks": lambda: anonymize_files(photo, out, follow_symlinks=True, preset="offline"),
+        "same folder": lambda: anonymize_files(photo.parent, photo.parent, preset="offline"),
+    }
+    with pytest.raises(ConfigError) as refused:
+        calls[call]()
+    return str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("call", "flags"),
+    [
+        ("gps", ["-o", "{out}", "--keep-gps"]),
+        ("both", ["-o", "{out}", "--in-place"]),
+        ("neither", []),
+        ("symlinks", ["-o", "{out}", "--follow-symlinks"]),
+        ("same folder", ["-o", "{folder}"]),
+    ],
+)
+def test_the_api_refuses_what_the_cli_refuses(tmp_path: Path, call: str, flags: list[str]) -> None:
+    folder = tmp_path / "in"
+    photo = folder / "a.png"
+    write_image(photo, np.full((32, 32, 3), 90, np.uint8))
+    out = tmp_path / "out"
+    line = _api_refusal(call, photo, out)
+    source = str(folder) if call == "same folder" else str(photo)
+    args = [flag.format(out=out, folder=folder) for flag in flags]
+    result = CliRunner().invoke(create_cli(), ["anonymize", source, *args, "--preset", "offline"])
+    assert result.exit_code == 2 and result.output.splitlines() == [f"Error: {line}"], result.output
+    assert "\n" not in line and not out.exists() and sorted(p.name for p in folder.iterdir()) == ["a.png"]
+
+
+def test_session_options_refuse_values_the_cli_cannot_take() -> None:
+    from rp_core.errors import ConfigError
+    from rp_core.session import SessionOptions
+
+    for bad in ({"quality": 0}, {"quality": 101}, {"manifest_paths": "short"}):
+        with pytest.raises(ConfigError, match="quality|manifest-paths"):
+            SessionOptions(**bad)  # type: ignore[arg-type]
+    assert SessionOptions(keep_metadata=True, keep_gps=True, quality=100).keep_gps

@@ -215,3 +215,49 @@ def test_options_follow_the_component_finally_chosen() -> None:
         resolve_config(
             host, preset="offline", overrides=["generator.options.blocks=4"], flags={"generator": "blur"}, environ={}
         )
+
+
+def test_video_settings_come_from_a_file_flags_and_set(tmp_path: Path) -> None:
+    """The `video` section: a config file, then flags (--verify-every, --lost-frames, --video-crf), then --set."""
+    from rp_core.video.run import VideoOptions
+
+    path = tmp_path / "video.toml"
+    path.write_text(SELECT_TOML + '[video]\nverify_every = 4\ncrf = 30\npreset = "veryfast"\nsmooth_beta = 0.5\n')
+    plain = tmp_path / "plain.toml"
+    plain.write_text(SELECT_TOML)
+    host = throwaway_host()
+    config = resolve_config(
+        host,
+        config_file=path,
+        flags={"lost_frames": 12, "video_crf": 23},
+        overrides=["video.search_every=2"],
+        environ={},
+    )
+    options = VideoOptions.from_config(config.video)
+    assert (options.verify_every, options.search_every, options.lost_frames) == (4, 2, 12)
+    assert (options.encode.crf, options.encode.preset, options.encode.codec, options.smooth_beta) == (
+        23,
+        "veryfast",
+        "auto",
+        0.5,
+    )
+    assert config.video.loosenings() == [
+        "video verify_every=4: only 1 frame in 4 is re-checked",
+        "video search_every=2: moved faces are searched for on 1 re-checked frame in 2 only (the others are checked "
+        "at the face's own landmarks)",
+    ]
+    assert resolve_config(host, config_file=plain, environ={}).video.loosenings() == []  # default: every frame
+    env = resolve_config(host, config_file=plain, environ={"RP_VIDEO__VERIFY_EVERY": "3"})
+    assert env.video.verify_every == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [("video.verify_every=0", "greater than or equal to 1"), ("video.crf=70", "less than or equal to 63")],
+)
+def test_bad_video_settings_name_the_key(tmp_path: Path, override: str, words: str) -> None:
+    path = tmp_path / "select.toml"
+    path.write_text(SELECT_TOML)
+    with pytest.raises(ConfigError, match=override.split("=")[0]) as bad:
+        resolve_config(throwaway_host(), config_file=path, overrides=[override], environ={})
+    assert words in str(bad.value) and "\n" not in str(bad.value)

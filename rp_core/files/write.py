@@ -41,6 +41,7 @@ def publishing(
     *,
     check: Callable[[Path], None] | None = None,
     before_publish: Callable[[], None] | None = None,
+    staged: bool = False,
 ) -> Iterator[Draft]:
     """Write `path` through a temporary file beside it, published only when the block ends without error.
 
@@ -48,7 +49,8 @@ def publishing(
     wrote; then `check(temp)` may inspect it (raise to refuse), `before_publish()` runs (a run notes
     its intent there), and the file atomically replaces `path` (keeping an existing target's
     permissions) and the folder is synced. On any failure the temporary file is removed and the error
-    re-raised: `path` is untouched.
+    re-raised: `path` is untouched. With `staged` a finished, synced file stays at `Draft.path` for the
+    caller to `publish` later (a Ray driver publishes what its worker encoded: one publisher per output).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +69,8 @@ def publishing(
             check(draft.path)
         if before_publish is not None:
             before_publish()
+        if staged:
+            return
         publish(draft.path, path)
     except BaseException:
         draft.path.unlink(missing_ok=True)

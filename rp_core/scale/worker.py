@@ -3,9 +3,10 @@
 A worker rebuilds the driver's pipeline from the resolved config (a pipeline holds a plugin host
 and loaded models, neither of which travels between processes), loads its models once, and runs
 shards of the driver's plan through the same per-file code as a single-process run
-(`RunSession`: read, anonymize with faces batched across the shard, write atomically). It never
-touches the journal or the manifest: it yields each file's manifest record to the driver, which is
-their only writer. This module imports no Ray; the driver wraps `Worker` with `ray.remote`.
+(`rp_core.work.FileWork`: read, anonymize with faces batched across the shard, write photos
+atomically, encode a video into a finished temporary file). It never touches the journal or the
+manifest and publishes no video: it yields each file's record to the driver, which does. This
+module imports no Ray; the driver wraps `Worker` with `ray.remote`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from rp_core.errors import RpError
 from rp_core.io import InputPlan
-from rp_core.session import Event, SessionOptions
+from rp_core.run_options import Event, SessionOptions
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,12 @@ class Worker:
 
     def __init__(self, spec: WorkerSpec | None = None) -> None:
         self.spec = spec
-        self._session: Any = None
+        self._work: Any = None
         self._events: list[Event] = []
 
     def _ensure_loaded(self, shared: list[Any] | None) -> None:
         """Assemble and load once per process (an actor restarted after a crash loads again here)."""
-        if self._session is not None:
+        if self._work is not None:
             return
         if self.spec is None:
             import ray
@@ -65,15 +66,14 @@ class Worker:
         from rp_core.config import RunConfig
         from rp_core.pipeline import assemble
         from rp_core.plugins import PluginHost
-        from rp_core.session import RunSession
+        from rp_core.work import FileWork
 
         host = PluginHost(plugins_dir=self.spec.plugins_dir, environ=dict(self.spec.environ))
         pipeline = assemble(RunConfig.model_validate(self.spec.config), host)
-        # the worker's session names files exactly as the driver's does (same plan) and writes through
-        # the same code; its journal is never opened, so it records nothing: the driver does
-        session = RunSession(pipeline, self.spec.plan, self.spec.options, self._events.append)
-        session._load([])
-        self._session = session
+        # names files exactly as the driver does (same plan); records nothing itself: the driver does
+        work = FileWork(pipeline, self.spec.plan, self.spec.options, self._events.append)
+        work.load()
+        self._work = work
 
     def start(self, shared: list[Any] | None = None) -> dict[str, Any]:
         """Load the models; return what the driver checks (the stages as built here) and records."""
@@ -84,40 +84,31 @@ class Worker:
         except RpError as exc:
             return error_payload(exc)
         return {
-            "components": self._session.pipeline.describe(),
+            "components": self._work.pipeline.describe(),
             "packages": package_versions(),
             "node": socket.gethostname(),
             "pid": os.getpid(),
         }
 
     def run(self, indices: list[int], shared: list[Any] | None = None) -> Iterator[dict[str, Any]]:
-        """Anonymize and write the plan's jobs `indices`; yield one record per file as soon as it is final.
+        """Anonymize the plan's jobs `indices`; yield one record per file as soon as it is final.
 
-        A record: `index`, `entry` (an ImageEntry dict), `events` (what the session reported since the
-        last record, as (kind, message) pairs) and `faces` (the face count when the file went through
-        the pipeline to the writer, else None: the driver counts it as done then, as a single process does).
+        A record: `index`, `entry` (an ImageEntry dict), `events` (what the work reported since the
+        last record, as (kind, message) pairs), `faces` (the face count when the file went through
+        the pipeline to the writer, else None) and `staged` (a finished video's temporary file, which
+        the driver publishes, else None).
         """
         try:
             self._ensure_loaded(shared)
         except RpError as exc:
             yield error_payload(exc)
             return
-        session = self._session
-        for i in indices:  # a retried file starts clean
-            session.entries.pop(i, None)
-        sent: set[int] = set()
-        for i, faces in session.process(indices):
-            yield from self._final(indices, sent, {i: faces})
-        yield from self._final(indices, sent, {})
-
-    def _final(self, indices: list[int], sent: set[int], written: dict[int, int]) -> Iterator[dict[str, Any]]:
-        session = self._session
-        for i in indices:
-            entry = session.entries.get(i)
-            if i in sent or entry is None or entry.status == "pending":
-                continue
-            sent.add(i)
+        for outcome in self._work.run(indices):
             events, self._events[:] = [(e.kind, e.message) for e in self._events], []
-            for per_file in (session.metadata, session.read_times, session.input_digest, session.entries):
-                per_file.pop(i, None)  # a worker lives for the whole run: keep nothing per file
-            yield {"index": i, "entry": entry.to_dict(), "events": events, "faces": written.get(i)}
+            yield {
+                "index": outcome.index,
+                "entry": outcome.entry.to_dict(),
+                "events": events,
+                "faces": outcome.faces,
+                "staged": str(outcome.staged) if outcome.staged is not None else None,
+            }

@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rp_core.errors import InputError
 from rp_core.files.write import publishing
@@ -16,6 +16,9 @@ from rp_core.video.codec import EncodeSettings, VideoReader, VideoWriter
 from rp_core.video.frames import COVERAGE, GENERATE, PREDICTED, FrameAnonymizer, FrameOutcome
 from rp_core.video.probe import MUXERS, VideoInfo, probe
 from rp_core.video.tracks import FaceTracker
+
+if TYPE_CHECKING:
+    from rp_core.config import VideoSection
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,19 @@ class VideoOptions:
     search_every: int = 1
     #: Progress callback period in frames.
     progress_every: int = 10
+
+    @classmethod
+    def from_config(cls, section: VideoSection) -> VideoOptions:
+        """The options a run's `video` config section sets."""
+        encode = EncodeSettings(codec=section.codec, crf=section.crf, preset=section.preset, pix_fmt=section.pix_fmt)
+        return cls(
+            encode=encode,
+            lost_frames=section.lost_frames,
+            smooth_min_cutoff=section.smooth_min_cutoff,
+            smooth_beta=section.smooth_beta,
+            verify_every=section.verify_every,
+            search_every=section.search_every,
+        )
 
 
 @dataclass(frozen=True)
@@ -91,17 +107,9 @@ class VideoResult:
 
 def video_warnings(options: VideoOptions) -> list[str]:
     """Settings that weaken the fail-closed guarantee for videos (print them, keep them in the manifest)."""
-    warnings = []
-    if options.verify_every > 1:
-        warnings.append(
-            f"video verify_every={options.verify_every}: only every {options.verify_every}th frame is re-checked"
-        )
-    if options.search_every > 1:
-        warnings.append(
-            f"video search_every={options.search_every}: moved faces are searched for on every {options.search_every}th "
-            "verified frame only (the others are checked at the face's own landmarks)"
-        )
-    return warnings
+    from rp_core.config import video_loosenings
+
+    return video_loosenings(options.verify_every, options.search_every)
 
 
 def anonymize_video(
@@ -111,6 +119,7 @@ def anonymize_video(
     options: VideoOptions | None = None,
     on_event: Callable[[VideoProgress], None] | None = None,
     before_publish: Callable[[VideoResult], None] | None = None,
+    staged: bool = False,
 ) -> VideoResult:
     """Anonymize every face of every frame of `source` into `target` (same container format).
 
@@ -119,6 +128,8 @@ def anonymize_video(
     file is synced; `before_publish(result)` runs just before that rename (the session journals
     its intent there, or raises to refuse, e.g. a video without a face). Any error (a face that still matches after the fail-closed policy, a bad
     frame, a full disk) removes the partial file and raises: nothing half-done is published.
+    With `staged` the finished, synced file stays at its temporary name, `result.path`, for the
+    caller to publish (a Ray driver publishes what its worker encoded: one publisher per output).
     """
     options = options or VideoOptions()
     source, target = Path(source), Path(target)
@@ -131,7 +142,7 @@ def anonymize_video(
     reader = VideoReader(source)
     writer: VideoWriter | None = None
     try:
-        with publishing(target) as draft:  # synced and renamed over `target` only if the block completes
+        with publishing(target, staged=staged) as draft:  # synced and renamed over `target` only if the block completes
             writer = VideoWriter(draft.path, muxer, reader, options.encode)
             tracker = FaceTracker(
                 fps=float(reader.rate),
@@ -163,7 +174,11 @@ def anonymize_video(
             progress.done(tally.frames)
             tally.timings["total"] = time.perf_counter() - started
             result = tally.result(
-                target, info, tracker, writer_codec=frames_codec(muxer, options), audio=info.has_audio
+                draft.path if staged else target,
+                info,
+                tracker,
+                writer_codec=frames_codec(muxer, options),
+                audio=info.has_audio,
             )
             if before_publish is not None:
                 before_publish(result)
