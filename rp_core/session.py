@@ -304,6 +304,34 @@ class RunSession:
             self.on_event(Event("warning", f"{len(risky)} skipped file(s) may still show faces{hint}"))
         for path in self.plan.linked_elsewhere:
             self.on_event(Event("warning", f"{path} has other hard links: the original stays readable under them"))
+        self._announce_videos()
+
+    def _announce_videos(self) -> None:
+        """Say up front that videos are in the plan and how long they are: each frame costs what a photo does."""
+        from rp_core.files.formats import is_video
+
+        videos = [job.source for job in self.plan.jobs if is_video(job.source)]
+        if not videos:
+            return
+        frames, seconds = 0, 0.0
+        try:
+            from rp_core.video.probe import probe
+
+            for path in videos:
+                info = probe(path)
+                frames += info.frames
+                seconds += info.duration_s or (info.frames / float(info.fps) if info.fps else 0.0)
+        except Exception:  # unreadable or PyAV missing: the video's own job reports why, in one line
+            frames = 0
+        photos = len(self.plan.jobs) - len(videos)
+        length = f": {frames} frames, {seconds:.0f} s of video" if frames else ""
+        self.on_event(
+            Event(
+                "info",
+                f"{len(videos)} video(s) among the inputs{length} ({photos} photo(s) besides); every frame is "
+                "anonymized like a photo, so videos take most of the run; each one reports frames/s and an ETA",
+            )
+        )
 
 
 def _published(target: Path, intent: ImageEntry) -> bool:

@@ -212,3 +212,19 @@ def test_only_rp_core_files_writes_files() -> None:
     stale = set(ALLOWED_WRITES) - {(module, what) for module, _, what in found}
     assert not stale, f"allowed writes that no longer exist: {sorted(stale)}"
     assert any(module.startswith("rp_core.files") for module, _, _ in found)  # the scan does see the real writer
+
+
+def test_rp_core_never_imports_a_plugin() -> None:
+    """Core names no plugin: defaults and choices come from the plugins' own registration."""
+    found = []
+    for module, path in _modules("rp_core").items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            found += [(module, node.lineno, name) for name in names if name.split(".")[0] == "rp_plugins"]
+    assert not found

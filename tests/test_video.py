@@ -251,7 +251,9 @@ def test_default_verification_searches_every_frame(tmp_path: Path, t1: np.ndarra
         calls.append(1)
         return original(image, region)
 
-    frames.stream.set_fail_closed(type(policy)(policy.config, policy.verifier, policy.fallback, policy.last_resort, counting))
+    frames.stream.set_fail_closed(
+        type(policy)(policy.config, policy.verifier, policy.fallback, policy.last_resort, counting)
+    )
     outcomes = []
     for i, image in enumerate(frames_of(clip)):
         outcomes.extend(frames.push(i, image, i / 30))
@@ -373,3 +375,32 @@ def test_rp_anonymize_takes_videos_inside_a_folder(tmp_path: Path, t1: np.ndarra
     assert entries["clip.mp4"]["status"] == "anonymized" and entries["clip.mp4"]["video"]["frames"] == 4
     assert entries["astronaut.png"]["status"] == "anonymized"
     assert probe(tmp_path / "out" / "clip.mp4").frames == 4
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_videos_in_a_folder_are_announced_before_any_work(tmp_path: Path, clip: Path, astronaut: np.ndarray) -> None:
+    """A clip among photos turns seconds into minutes: the run says so, with its length, before it starts."""
+    from PIL import Image
+
+    from rp_core.api import anonymize_files
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.fromarray(astronaut).save(folder / "photo.png")
+    (folder / "clip.mp4").write_bytes(clip.read_bytes())
+    events: list[Any] = []
+
+    def on_event(event: Any) -> None:
+        events.append(event)
+        if event.kind == "start":
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        anonymize_files(folder, tmp_path / "out", preset="offline", on_event=on_event)
+    announced = [e.message for e in events if e.kind == "info" and "video(s) among the inputs" in e.message]
+    frames = probe(clip).frames
+    assert announced and f"1 video(s) among the inputs: {frames} frames" in announced[0]
+    assert "1 photo(s) besides" in announced[0]
