@@ -168,10 +168,12 @@ def _component_options(ctx: click.Context) -> list[click.Option]:
     options = []
     for flag in sorted(flags.values(), key=lambda f: f.flag):
         owners = ", ".join(sorted({f"{section} {name}" for section, name, _ in flag.targets}))
+        kind = _click_type(flag.annotation)
         options.append(
             click.Option(
                 [f"--{flag.flag.replace('_', '-')}", flag.flag],
-                type=_click_type(flag.annotation),
+                type=kind,
+                is_flag=kind is bool,  # a yes/no option is a switch (--boxes), not --boxes true
                 default=None,
                 help=f"{flag.help} [{owners}]",
             )

@@ -532,7 +532,7 @@ class Anonymizer:
             work.timings["verify"] = time.perf_counter() - start
         else:
             faces, crops = [work.faces[i] for i in active], [work.crops[i] for i in active]
-            merged = self.merger.merge(work.image, faces, crops)
+            merged = self.merger.merge(work.image, faces, crops, [self.hides(generators[i]) for i in active])
             work.timings["merge"] = time.perf_counter() - start
         records = tuple(
             FaceRecord(
@@ -549,6 +549,10 @@ class Anonymizer:
         )
         return ImageResult(image=merged, records=records, timings=work.timings)
 
+    def hides(self, generator_name: str) -> bool:
+        """Does the crop this generator made hide the face (pasted with the whole-head mask)?"""
+        return not (generator_name == self.generator.name and self.generator.synthesizes)
+
     def _action(self, generator_name: str) -> str:
         if generator_name == self.generator.name and self.generator.synthesizes:
             return "regenerated"
@@ -564,6 +568,7 @@ class Anonymizer:
             fallback=self.fallback_generator,
             last_resort=None if last is None else last.component,  # type: ignore[arg-type]
             finder=self._find_on_output if self.config.verify.search else None,
+            synthesizer=self.generator.name if self.generator.synthesizes else None,
         )
 
     def _verify(

@@ -223,8 +223,8 @@ class Verdict:
 
 #: Regenerates the faces at the given indices with `generator` and `seed`; returns one crop each.
 Regenerate = Callable[[list[int], Generator[Any], int], list[np.ndarray]]
-#: Pastes crops into an image (the merger's `merge`).
-Merge = Callable[[np.ndarray, Sequence[AlignedFace], Sequence[np.ndarray]], np.ndarray]
+#: Pastes crops into an image (the merger's `merge`; the last argument: which crops hide their face).
+Merge = Callable[[np.ndarray, Sequence[AlignedFace], Sequence[np.ndarray], Sequence[bool]], np.ndarray]
 #: True when some detector other than the one that found the face sees a face in the original there.
 Confirm = Callable[[int], bool]
 
@@ -238,6 +238,8 @@ class FailClosed:
     fallback: Generator[Any]
     last_resort: Generator[Any] | None
     finder: FaceFinder | None = None
+    #: The run's generator when it draws new faces (its crops are pasted as faces); every other crop hides one.
+    synthesizer: str | None = None
 
     def enforce(
         self,
@@ -262,7 +264,12 @@ class FailClosed:
         def check(merged: np.ndarray) -> list[Check]:
             return self.verifier.check(image, merged, boxes, originals, regions, self.finder)
 
-        merged = merge(image, faces, crops)
+        def paste(base: np.ndarray, indices: Sequence[int]) -> np.ndarray:
+            hidden = [generators[i] != self.synthesizer for i in indices]
+            return merge(base, [faces[i] for i in indices], [crops[i] for i in indices], hidden)
+
+        everyone = range(len(faces))
+        merged = paste(image, everyone)
         checks = check(merged)
         first = [c.score for c in checks]
         tries = [0] * len(faces)
@@ -285,7 +292,7 @@ class FailClosed:
                     retry, regenerate(retry, generator, self.config.runtime.seed + attempt), strict=True
                 ):
                     crops[i], tries[i] = crop, attempt
-                merged = merge(image, faces, crops)
+                merged = paste(image, everyone)
                 checks = check(merged)
         to_fallback = leaking()
         if to_fallback:
@@ -293,7 +300,7 @@ class FailClosed:
             for i, crop in zip(to_fallback, self.fallback.generate(requests), strict=True):
                 crops[i] = crop
                 fallback[i] = generators[i] = self.fallback.name
-            merged = merge(image, faces, crops)
+            merged = paste(image, everyone)
             checks = check(merged)
         stuck = leaking()
         if stuck:
@@ -309,9 +316,9 @@ class FailClosed:
             for i, crop in zip(stuck, self.last_resort.generate(requests), strict=True):
                 crops[i] = crop
                 last[i] = generators[i] = self.last_resort.name
-            merged = merge(image, faces, crops)
+            merged = paste(image, everyone)
             # pasted once more on top, so no neighbour's crop covers any part of a filled face
-            merged = merge(merged, [faces[i] for i in stuck], [crops[i] for i in stuck])
+            merged = paste(merged, stuck)
             checks = check(merged)
             # Nothing of these face regions survives: a remaining "match" reads context, not the face;
             # and what was judged no face above stays judged so on this re-check.

@@ -235,7 +235,7 @@ class FrameAnonymizer:
             image, verdicts = verdict.image, verdict.faces
             generators = [v.generator for v in verdict.faces]
         else:
-            image = self.images.merger.merge(work.image, work.faces, crops)
+            image = self.images.merger.merge(work.image, work.faces, crops, [self.images.hides(g) for g in generators])
         work.timings["merge_verify" if work.verify else "merge"] = time.perf_counter() - start
         return FrameOutcome(
             work.index,
