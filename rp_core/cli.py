@@ -801,48 +801,68 @@ def config_show(ctx: click.Context, fmt: str, **kwargs: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def doctor(ctx: click.Context, as_json: bool, **kwargs: Any) -> None:
-    """Which components can run here, which model files are present or missing, and the GPU."""
-    from rp_core.doctor import CORE_MODULES, check_components, gpu_status, import_status
+    """Which presets this machine can run, then each component's libraries and model files, and the GPU.
+
+    Everything goes to stdout (`rp doctor | less`), the verdict first. Exit 0 when some preset can
+    run; when a config is named (--preset, --config, flags), exit non-zero when that one cannot.
+    """
+    from rp_core.doctor import CORE_MODULES, check_components, gpu_status, import_status, preset_verdicts, verdict_line
     from rp_core.errors import MissingModelsError
 
     host = get_host(ctx)
-    pipeline = assemble_pipeline(ctx, resolve(ctx, _pop_config_args(ctx, kwargs)))
+    args = _pop_config_args(ctx, kwargs)
+    named = any(value not in (None, ()) for value in args.values())
+    config = resolve(ctx, args)
+    pipeline = assemble_pipeline(ctx, config)
+    verdicts = preset_verdicts(host, None if config.runtime.models_dir is None else str(config.runtime.models_dir))
     core = {module: import_status(module) for module in CORE_MODULES}
     report = check_components(host, pipeline)
     gpu = gpu_status(pipeline)
     if as_json:
-        click.echo(json.dumps({"core": core, "gpu": gpu, "components": [h.to_dict() for h in report]}, indent=2))
+        presets = {v.name: {"can_run": v.ok, "reason": v.reason} for v in verdicts}
+        payload = {"presets": presets, "core": core, "gpu": gpu, "components": [h.to_dict() for h in report]}
+        click.echo(json.dumps(payload, indent=2))
     else:
+        click.echo(verdict_line(verdicts))
+        click.echo("")
         _print_doctor(core, report)
-        _console().print(f"gpu   {gpu}", markup=False)
+        click.echo(f"gpu   {gpu}")
     in_use = [h for h in report if h.in_use]
     missing = [f for h in in_use for f in h.missing_files]
-    if missing:
-        raise MissingModelsError(missing)
     broken_core = [module for module, reason in core.items() if reason]
-    if broken_core or any(not h.ok for h in in_use):
-        raise RpError("some components this config uses cannot run here (see above)")
+    ready = not missing and not broken_core and all(h.ok for h in in_use)
+    checked = f"preset {config.preset}" if config.preset else "this config"
+    if named or broken_core:
+        if missing:
+            raise MissingModelsError(missing)
+        if not ready:
+            raise RpError(f"{checked} cannot run here (see above)")
+    elif not ready and not as_json:
+        runnable = [v.name for v in verdicts if v.ok]
+        advice = f"; use --preset {runnable[0]}" if runnable else ""
+        click.echo(f"the default config cannot run here (see above){advice}")
+    if not any(v.ok for v in verdicts) and not named:
+        raise RpError("no preset can run on this machine (see above)")
 
 
 def _print_doctor(core: dict[str, str | None], report: Sequence[Any]) -> None:
-    console = _console()
     for module, reason in core.items():
-        console.print(f"core  {module:<10} {'ok' if reason is None else 'BROKEN: ' + reason}", markup=False)
+        click.echo(f"core  {module:<10} {'ok' if reason is None else 'BROKEN: ' + reason}")
     for health in report:
         mark = "ok" if health.ok else "NOT READY"
         use = "in use" if health.in_use else "available"
-        console.print(f"{health.kind:<16} {health.name:<18} {use:<9} {mark}  (plugin {health.plugin})", markup=False)
+        click.echo(f"{health.kind:<16} {health.name:<18} {use:<9} {mark}  (plugin {health.plugin})")
         for module, reason in health.imports.items():
             if reason is not None:
-                console.print(f"    import {module}: {reason}", markup=False)
+                click.echo(f"    import {module}: {reason}")
         if health.error:
-            console.print(f"    error: {health.error}", markup=False)
+            click.echo(f"    error: {health.error}")
         for f in health.files:
             if f.present:
-                console.print(f"    present: {f.description} at {f.found_at}", markup=False)
+                click.echo(f"    present: {f.description} at {f.found_at}")
             else:
                 looked = ", ".join(str(p) for p in f.looked_in) or "(nowhere)"
-                console.print(f"    MISSING: {f.description}; looked in {looked}; get it: {f.how_to_get}", markup=False)
+                click.echo(f"    MISSING: {f.description}; looked in {looked}; get it: {f.how_to_get}")
 
 
 @click.group()
