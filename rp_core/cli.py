@@ -497,8 +497,10 @@ def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None,
         names = ", ".join(str(p) for p in inputs)
         count = len(plan.skipped)
         ignored = f" ({count} file{'' if count == 1 else 's'} skipped)" if count else ""
-        supported = ", ".join(sorted(SUPPORTED_EXTENSIONS))
-        raise click.UsageError(f"no images found in {names}{ignored}; supported: {supported}")
+        from rp_core.video.probe import VIDEO_EXTENSIONS
+
+        supported = f"images {', '.join(sorted(SUPPORTED_EXTENSIONS))}; videos {', '.join(sorted(VIDEO_EXTENSIONS))}"
+        raise click.UsageError(f"no images or videos found in {names}{ignored}; supported: {supported}")
     options = SessionOptions(
         aligned=kwargs["aligned"],
         overwrite=kwargs["overwrite"],
@@ -586,7 +588,10 @@ class _ProgressPrinter:
                 self.progress.advance(self.files)
                 self.progress.advance(self.faces, event.faces)
             if self.verbosity > 0:
-                self.console.print(f"{event.message} ({event.faces} faces, {event.seconds:.2f} s)", markup=False)
+                self.console.print(
+                    f"{event.message} ({event.faces} face{'' if event.faces == 1 else 's'}, {event.seconds:.2f} s)",
+                    markup=False,
+                )
         elif event.kind == "failed":
             self.console.print(f"failed: {event.message}", markup=False)
             if self.progress is not None:
@@ -639,17 +644,24 @@ class _ProgressPrinter:
 @click.option(
     "-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="faces.json to write."
 )
+@click.option(
+    "--preview",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also draw each face's box and faces.json number: a PNG for one image, a folder of PNGs for several.",
+)
 @config_options
 @click.pass_context
-def detect(ctx: click.Context, inputs: tuple[Path, ...], output: Path, **kwargs: Any) -> None:
+def detect(ctx: click.Context, inputs: tuple[Path, ...], output: Path, preview: Path | None, **kwargs: Any) -> None:
     """Write every face the detectors find (main and coverage) to a JSON file to review or edit.
 
     Mark a face `"keep": true` to leave it unchanged, give it a `"prompt"`, delete a false detection,
     then render with `rp anonymize INPUTS -o OUT --faces-json faces.json`. Faces missing from the file
-    are still found by the coverage detector and obfuscated there.
+    are still found by the coverage detector and obfuscated there. `--preview` shows which face is which
+    number (green: main detector; orange: found only by the coverage detector).
     """
     from rp_core.io import atomic_write_bytes, plan_reading, read_image
-    from rp_core.selection import FACES_JSON_VERSION, face_to_json
+    from rp_core.selection import FACES_JSON_VERSION, face_to_json, faces_json_text
     from rp_core.session import common_root
     from rp_core.verify import missed_faces
 
@@ -676,17 +688,30 @@ def detect(ctx: click.Context, inputs: tuple[Path, ...], output: Path, **kwargs:
             continue
         found = detectors[0].detect(image)
         extra = missed_faces(found, detectors[1].detect(image), config.coverage.iou) if len(detectors) > 1 else []
+        name = os.path.relpath(job.source.absolute(), root)
         images.append(
             {
-                "input": os.path.relpath(job.source.absolute(), root),
+                "input": name,
                 "size": [int(image.shape[1]), int(image.shape[0])],
-                "faces": [face_to_json(face) for face in [*found, *extra]],
+                "faces": [face_to_json(face, k) for k, face in enumerate([*found, *extra])],
             }
         )
         console.print(f"{job.source}: {len(found) + len(extra)} face(s)", markup=False)
+        if preview is not None:
+            _write_preview(preview, name if len(plan.jobs) > 1 else None, image, [*found, *extra], len(found))
     document = {"rp_faces": FACES_JSON_VERSION, "detector": pipeline.detector.name, "images": images}
-    atomic_write_bytes(output, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(output, faces_json_text(document).encode("utf-8"))
     console.print(f"wrote {output}: {sum(len(i['faces']) for i in images)} faces in {len(images)} images", markup=False)
+
+
+def _write_preview(preview: Path, name: str | None, image: Any, faces: list[Any], coverage_from: int) -> None:
+    """The numbered-box picture of one image: `preview` itself, or `preview/NAME.png` when several are drawn."""
+    from rp_core.io import write_image
+    from rp_core.preview import draw_faces
+
+    target = preview if name is None else preview / f"{name}.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_image(target, draw_faces(image, faces, coverage_from))
 
 
 # -- rp plugins / config show ---------------------------------------------------------------
