@@ -82,6 +82,8 @@ class RunSummary:
     skipped: int
     manifest_path: Path | None
     warnings: tuple[str, ...] = ()
+    #: Inputs the plan left out (not an image or video, unreadable links, ...), each reported when the run began.
+    unsupported: int = 0
 
     @property
     def anonymized(self) -> int:
@@ -114,8 +116,9 @@ class RunSummary:
 
     def line(self) -> str:
         text = (
-            f"{self.anonymized} anonymized ({self.faces} faces), {self.no_face} without a face, "
-            f"{self.skipped} skipped, {len(self.failed)} failed"
+            f"{self.anonymized} anonymized ({self.faces} face{'' if self.faces == 1 else 's'}), "
+            f"{self.no_face} without a face, "
+            f"{self.skipped + self.unsupported} skipped, {len(self.failed)} failed"
         )
         if self.refused:
             text += f" ({len(self.refused)} refused: a face still matched its original)"
@@ -270,6 +273,7 @@ class RunSession:
             entries=tuple(manifest.images),
             fresh=fresh,
             skipped=len(self.skipped),
+            unsupported=len(self.plan.skipped),
             manifest_path=self.plan.manifest_path if written else None,
             warnings=self.warnings,
         )
@@ -462,7 +466,15 @@ class RunSession:
         for record in result.records:
             verify = record.notes.get("verify", {})
             what = None
-            if verify.get("last_resort"):
+            if verify.get("unconfirmed"):
+                self.on_event(
+                    Event(
+                        "info",
+                        f"{source}: face {record.index}: probably not a face (only {record.detector} saw it, no "
+                        f"detector of another family does); obfuscated with {record.generator} as a precaution",
+                    )
+                )
+            elif verify.get("last_resort"):
                 what = f"filled with {verify['last_resort']} (it still matched after {verify.get('fallback')})"
             elif verify.get("fallback"):
                 what = f"obfuscated with {verify['fallback']} (the {self.pipeline.generator.name} result still matched)"
