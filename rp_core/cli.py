@@ -8,10 +8,11 @@ need them. Expected errors (RpError) print one message and exit with their code;
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -514,6 +515,9 @@ def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None,
     if kwargs["quiet"] and kwargs["verbose"]:
         raise click.UsageError("--quiet and --verbose exclude each other")
     verbosity = -1 if kwargs["quiet"] else 1 if kwargs["verbose"] else 0
+    from rp_core.quiet import set_library_verbosity
+
+    set_library_verbosity(kwargs["verbose"])
     with _ProgressPrinter(console, verbosity, kwargs["log_json"]) as printer:
         if kwargs["use_ray"]:
             from rp_core.scale import RayOptions, RaySession
@@ -527,12 +531,15 @@ def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None,
             session: RunSession = RaySession(pipeline, plan, options, printer, ray_options)
         else:
             session = RunSession(pipeline, plan, options, printer)
+        terminated: list[int] = []
         try:
-            summary = session.run()
+            with _terminate_as_interrupt() as terminated:
+                summary = session.run()
         except KeyboardInterrupt:
             printer.stop()
-            printer.line("interrupted", "interrupted: run the same command again with --resume to finish")
-            raise click.exceptions.Exit(130) from None
+            how = "terminated" if terminated else "interrupted"
+            printer.line("interrupted", f"{how}: run the same command again with --resume to finish")
+            raise click.exceptions.Exit(143 if terminated else 130) from None
     printer.line("summary", summary.line())
     if summary.failed and not kwargs["log_json"]:  # each failure was already one JSON event
         console.print(f"{len(summary.failed)} of {len(summary.entries)} files failed:", markup=False)
@@ -634,6 +641,31 @@ class _ProgressPrinter:
         self.progress.start()
         self.files = self.progress.add_task("files", total=total)
         self.faces = self.progress.add_task("faces", total=None)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[list[int]]:
+    """SIGTERM (docker stop, systemd, `timeout`) ends a run like Ctrl-C: the same cleanup and resume hint.
+
+    Yields a list that holds the signal number once one arrived (the exit status is then 143).
+    """
+    import signal
+    import threading
+
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield received
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # -- rp detect ----------------------------------------------------------------------------------

@@ -226,6 +226,12 @@ class RunSession:
 
     def run(self) -> RunSummary:
         """Load the pipeline (only when there is work), anonymize, write, and return the summary."""
+        from rp_core.lock import output_lock
+
+        with output_lock(self.plan.manifest_path):  # a second run into the same output exits 2 here
+            return self._run()
+
+    def _run(self) -> RunSummary:
         from rp_core.io import cannot_write, check_writable_folder
 
         started = time.perf_counter()

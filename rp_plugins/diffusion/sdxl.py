@@ -278,7 +278,11 @@ def _load(sdxl_dir: Path, faceid_file: Path, device: Any, dtype: Any, fuse_lora:
     from diffusers import StableDiffusionXLPipeline
     from diffusers.utils import logging as diffusers_logging
 
-    diffusers_logging.set_verbosity_error()
+    from rp_core.quiet import libraries_verbose
+
+    if not libraries_verbose():  # no "Loading pipeline components" bars on the user's console (rp -v shows them)
+        diffusers_logging.set_verbosity_error()
+        diffusers_logging.disable_progress_bar()
     has_fp16 = any(sdxl_dir.glob("unet/*.fp16.safetensors"))
     pipe = StableDiffusionXLPipeline.from_pretrained(
         sdxl_dir, torch_dtype=dtype, variant="fp16" if has_fp16 else None, add_watermarker=False
