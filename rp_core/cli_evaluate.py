@@ -15,8 +15,12 @@ import click
 from rp_core.cli_base import _console, common_options, get_host
 from rp_core.errors import ConfigError, InputError, VerificationError
 
+#: The default recognizer's options: dlib reads 5-point faces (CenterFace's) through its own 5-point
+#: predictor, so every face is measured; given --recognizer-option replaces them.
+DEFAULT_RECOGNIZER_OPTIONS = {"dlib": ("landmarks=auto",)}
 
-def _options(values: tuple[str, ...]) -> dict[str, Any]:
+
+def _options(values: tuple[str, ...], flag: str = "--detector-option") -> dict[str, Any]:
     """KEY=VALUE pairs (values parsed as YAML scalars: numbers, booleans, null) into a dict."""
     import yaml
 
@@ -24,7 +28,7 @@ def _options(values: tuple[str, ...]) -> dict[str, Any]:
     for item in values:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--detector-option: bad value {item!r}: expected KEY=VALUE")
+            raise ConfigError(f"{flag}: bad value {item!r}: expected KEY=VALUE")
         options[key.strip()] = yaml.safe_load(raw)
     return options
 
@@ -42,6 +46,13 @@ def _options(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--detector", default="dlib", show_default=True, help="Detector that finds the faces to measure.")
 @click.option("--detector-option", "detector_option", multiple=True, metavar="KEY=VALUE", help="Option of --detector.")
 @click.option("--recognizer", default="dlib", show_default=True, help="Independent identity encoder (any installed).")
+@click.option(
+    "--recognizer-option",
+    "recognizer_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Option of --recognizer (default for dlib: landmarks=auto, so 5-point faces are measured too).",
+)
 @click.option(
     "--detectors",
     default=None,
@@ -61,6 +72,12 @@ def _options(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--max-thumbnails", type=int, default=300, show_default=True, help="Faces pictured in report.html.")
 @click.option(
+    "--show-originals",
+    is_flag=True,
+    help="Picture the original faces unblurred in report.html (default: blurred). Such a report identifies "
+    "the people: do not share it.",
+)
+@click.option(
     "--fail-on-match",
     is_flag=True,
     help="Exit 5 when any face is re-identified at a recognizer's own threshold (a gate for CI or a pipeline).",
@@ -75,6 +92,7 @@ def evaluate(
     detector: str,
     detector_option: tuple[str, ...],
     recognizer: str,
+    recognizer_option: tuple[str, ...],
     detectors: str | None,
     main_detector_only: bool,
     face_margin: float,
@@ -82,6 +100,7 @@ def evaluate(
     models_dir: Path | None,
     device: str,
     max_thumbnails: int,
+    show_originals: bool,
     fail_on_match: bool,
 ) -> None:
     """Measure anonymized images against their originals: re-identification, pose, expression, changed pixels.
@@ -124,6 +143,9 @@ def evaluate(
         detector=detector,
         detector_options=_options(detector_option),
         recognizer=recognizer,
+        recognizer_options=_options(
+            recognizer_option or DEFAULT_RECOGNIZER_OPTIONS.get(recognizer, ()), "--recognizer-option"
+        ),
         detectors=tuple(d.strip() for d in detectors.split(",") if d.strip()) if detectors is not None else None,
         union=not main_detector_only,
         face_margin=face_margin,
@@ -131,8 +153,15 @@ def evaluate(
         models_dir=models_dir,
         device=device,
         thumbnails=max_thumbnails > 0,
+        show_originals=show_originals,
     )
     console = _console()
+    if show_originals and max_thumbnails > 0:
+        console.print(
+            "warning: --show-originals pictures the original faces in report.html: it identifies the people, "
+            "do not share it",
+            markup=False,
+        )
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

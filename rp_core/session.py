@@ -59,6 +59,8 @@ class RunSummary:
     skipped: int
     manifest_path: Path | None
     warnings: tuple[str, ...] = ()
+    #: Inputs the plan left out (not an image or video, unreadable links, ...), each reported when the run began.
+    unsupported: int = 0
 
     @property
     def anonymized(self) -> int:
@@ -78,7 +80,8 @@ class RunSummary:
 
     @property
     def faces(self) -> int:
-        return sum(len(e.faces) for e in self.fresh)
+        """Faces of photos, and face instances of videos (one per face per frame, as the video's bar counts)."""
+        return sum(len(e.faces) + int((e.video or {}).get("faces", 0)) for e in self.fresh)
 
     def exit_code(self, no_face_policy: str = "copy") -> int:
         if self.refused:
@@ -91,8 +94,9 @@ class RunSummary:
 
     def line(self) -> str:
         text = (
-            f"{self.anonymized} anonymized ({self.faces} faces), {self.no_face} without a face, "
-            f"{self.skipped} skipped, {len(self.failed)} failed"
+            f"{self.anonymized} anonymized ({self.faces} face{'' if self.faces == 1 else 's'}), "
+            f"{self.no_face} without a face, "
+            f"{self.skipped + self.unsupported} skipped, {len(self.failed)} failed"
         )
         if self.refused:
             text += f" ({len(self.refused)} refused: a face still matched its original)"
@@ -185,10 +189,13 @@ class RunSession:
 
     def run(self) -> RunSummary:
         """Load the pipeline where the files run (only when there is work), anonymize, record, return the summary."""
-        try:
-            return self._run()
-        finally:
-            self.executor.stop()
+        from rp_core.lock import output_lock
+
+        with output_lock(self.plan.manifest_path):  # a second run into the same output exits 2 here
+            try:
+                return self._run()
+            finally:
+                self.executor.stop()
 
     def _run(self) -> RunSummary:
         from rp_core.io import cannot_write, check_writable_folder
@@ -240,6 +247,7 @@ class RunSession:
             entries=tuple(manifest.images),
             fresh=fresh,
             skipped=sum(record.skipped for record in self.files.values()),
+            unsupported=len(self.plan.skipped),
             manifest_path=self.plan.manifest_path if written else None,
             warnings=self.warnings,
         )

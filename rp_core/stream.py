@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -519,6 +519,7 @@ class FaceStream:
                 fallback=self.fallback_generator,
                 last_resort=self.last_resort,
                 finder=self.find_on_output if self.config.verify.search else None,
+                synthesizer=self.generator.name if self.generator.synthesizes else None,
             )
         return self._fail_closed
 
@@ -542,7 +543,12 @@ class FaceStream:
             merged = self._verify(item, active, generators, verdicts)
             item.timings["verify"] = time.perf_counter() - start
         else:
-            merged = self.merger.merge(item.image, [item.faces[i] for i in active], [item.crops[i] for i in active])
+            merged = self.merger.merge(
+                item.image,
+                [item.faces[i] for i in active],
+                [item.crops[i] for i in active],
+                [self.hides(generators[i]) for i in active],
+            )
             item.timings["merge"] = time.perf_counter() - start
         item.inversions.clear()
         for i, verdict in verdicts.items():
@@ -551,6 +557,10 @@ class FaceStream:
             if memory is not None:
                 memory.raise_floor(verdict)
         return Finished(item, merged, generators, verdicts, notes)
+
+    def hides(self, generator_name: str) -> bool:
+        """Does the crop this generator made hide the face (pasted with the merger's whole-head mask)?"""
+        return not (generator_name == self.generator.name and self.generator.synthesizes)
 
     def _route_notes(self, item: WorkItem) -> list[dict[str, Any]]:
         notes: list[dict[str, Any]] = [{} for _ in item.faces]
@@ -602,7 +612,7 @@ class FaceStream:
 
         policy = self.fail_closed()
         if not item.search:
-            policy = FailClosed(policy.config, policy.verifier, policy.fallback, policy.last_resort, None)
+            policy = replace(policy, finder=None)
         verdict = policy.enforce(
             item.image,
             [item.faces[i] for i in active],

@@ -195,8 +195,8 @@ class Verdict:
 #: Regenerates the faces at the given indices with `generator` for fail-closed retry `attempt` (1, 2, ...);
 #: returns one crop each. The caller decides what an attempt changes (a new seed, or only the generator).
 Regenerate = Callable[[list[int], Generator[Any], int], list[np.ndarray]]
-#: Pastes crops into an image (the merger's `merge`).
-Merge = Callable[[np.ndarray, Sequence[AlignedFace], Sequence[np.ndarray]], np.ndarray]
+#: Pastes crops into an image (the merger's `merge`; the last argument: which crops hide their face).
+Merge = Callable[[np.ndarray, Sequence[AlignedFace], Sequence[np.ndarray], Sequence[bool]], np.ndarray]
 #: True when some detector other than the one that found the face sees a face in the original there.
 Confirm = Callable[[int], bool]
 #: An integer pixel rectangle (x0, y0, x1, y1), end exclusive.
@@ -234,6 +234,8 @@ class FailClosed:
     fallback: Generator[Any]
     last_resort: Generator[Any] | None
     finder: FaceFinder | None = None
+    #: The run's generator when it draws new faces (its crops are pasted as faces); every other crop hides one.
+    synthesizer: str | None = None
 
     def enforce(
         self,
@@ -273,21 +275,26 @@ class FailClosed:
             for i, result in zip(indices, found, strict=True):
                 checks[i] = result
 
+        def paste(base: np.ndarray, indices: Sequence[int]) -> np.ndarray:
+            """Paste crops `indices`, telling the merger which ones hide their face (a whole-head mask)."""
+            hidden = [generators[i] != self.synthesizer for i in indices]
+            return merge(base, [faces[i] for i in indices], [crops[i] for i in indices], hidden)
+
         def update(merged: np.ndarray, changed: list[int], on_top: bool = False) -> np.ndarray:
             """Paste the faces `changed` touches again, then re-check the faces whose footprint meets theirs."""
             group = overlap_group(rects, changed)
-            partial = merge(image, [faces[i] for i in group], [crops[i] for i in group])
+            partial = paste(image, group)
             out = merged.copy()
             for i in group:  # no face outside the group pastes into these rectangles
                 x0, y0, x1, y1 = rects[i]
                 out[y0:y1, x0:x1] = partial[y0:y1, x0:x1]
             if on_top:  # pasted once more on top, so no neighbour's crop covers any part of these faces
-                out = merge(out, [faces[i] for i in changed], [crops[i] for i in changed])
+                out = paste(out, changed)
             check(out, [j for j in range(len(faces)) if any(rects_meet(rects[j], rects[i]) for i in changed)])
             return out
 
         checks: list[Check] = [Check(0.0, False, False)] * len(faces)
-        merged = merge(image, faces, crops)
+        merged = paste(image, range(len(faces)))
         check(merged, range(len(faces)))
         first = [c.score for c in checks]
         tries = [0] * len(faces)

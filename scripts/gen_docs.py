@@ -350,7 +350,7 @@ ERROR_EXAMPLES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--detector dlb", {"flags": {"detector": "dlb"}}),
     ("--preset ofline", {"preset": "ofline"}),
     ("--set runtime.seed", {"overrides": ["runtime.seed"]}),
-    ("--preset offline --det-thresh 0.3", {"preset": "offline", "flags": {"det_thresh": 0.3}}),
+    ("--preset offline --det-size 640", {"preset": "offline", "flags": {"det_size": 640}}),
 )
 
 

@@ -124,3 +124,18 @@ def test_a_larger_square_never_restores_a_neighbouring_face(
     assert np.abs(merged[y0:y1, x0:x1].astype(int) - scene[y0:y1, x0:x1].astype(int)).mean() > 5
     after = reidentifier.descriptors(merged[150:360, 500:700], upsample=1)
     assert all(np.linalg.norm(d - original[0]) > 0.6 for d in after)
+
+
+@pytest.mark.parametrize("boxes", [False, True])
+def test_hidden_faces_get_the_whole_head_mask(t1: np.ndarray, t1_aligned: list[AlignedFace], boxes: bool) -> None:
+    """hidden=True pastes the mask_scale mask (ellipse, or rectangle with boxes); redrawn faces the inner one."""
+    crops = [np.zeros_like(af.crop) for af in t1_aligned]
+    merger = AffineMerger(AffineMergerOptions(boxes=boxes))
+    inner = (merger.merge(t1, t1_aligned, crops) != t1).any(axis=2).sum()
+    head = (merger.merge(t1, t1_aligned, crops, [True] * len(crops)) != t1).any(axis=2).sum()
+    assert head > 1.4 * inner
+    ellipse = AffineMerger().merge(t1, t1_aligned, crops, [True] * len(crops))
+    if boxes:
+        assert head > (ellipse != t1).any(axis=2).sum()  # the rectangle holds the ellipse and its corners
+    with pytest.raises(ValueError, match="hidden flags"):
+        merger.merge(t1, t1_aligned, crops, [True])

@@ -221,7 +221,8 @@ def test_a_folder_without_images_is_an_error(tmp_path: Path, contents: list[str]
         create_cli(), ["anonymize", str(source), "-o", str(tmp_path / "out"), "--preset", "offline"]
     )
     assert result.exit_code == 2, result.output
-    assert f"no images found in {source}" in result.output
+    assert f"no images or videos found in {source}" in result.output
+    assert ".mp4" in result.output and ".jpg" in result.output  # "supported:" lists both kinds
     assert not (tmp_path / "out").exists()
 
 

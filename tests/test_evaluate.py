@@ -79,7 +79,8 @@ def test_offline_run_is_not_reidentified_and_leaves_the_rest_alone(offline_repor
         if face["displacement"] is not None:
             assert math.isfinite(face["displacement"])
     for image in metrics["images"]:
-        assert image["changed_outside"] < 0.001, image  # pixels away from the faces: JPEG noise at most
+        # pixels away from the faces: JPEG noise, and the whole-head mask's hair and ears past the boxes grown by 25%
+        assert image["changed_outside"] < 0.005, image
     assert metrics["setup"]["manifest"].endswith("manifest.json")
 
 
@@ -362,3 +363,49 @@ def test_a_relative_manifest_alone_asks_for_the_originals(host, offline_run: Pat
     """Manifests name inputs relative to the input folder (no folder name travels with the outputs)."""
     result = _invoke(host, "evaluate", offline_run, "-o", tmp_path / "r")
     assert result.exit_code == 4 and "rp evaluate ORIGINALS ANONYMIZED" in result.output
+
+
+def test_the_report_blurs_originals_by_default(offline_report: Path, astronaut: np.ndarray, reidentifier) -> None:  # type: ignore[no-untyped-def]
+    """A report is shared as proof: by default no original face in it can be recognised."""
+    import io
+
+    from rp_core.evaluate.measure import thumbnail
+
+    page = (offline_report / "report.html").read_text()
+    assert "id='privacy' class='muted'" in page and "original, blurred |" in page
+    original = reidentifier.descriptors(astronaut)
+    assert len(original) == 1
+    (x0, y0, x1, y1), side = (170, 40, 290, 180), 160
+    for redact, recognised in ((False, True), (True, False)):
+        strip = np.asarray(Image.open(io.BytesIO(thumbnail(astronaut, astronaut, (x0, y0, x1, y1), redact))))
+        tile = np.ascontiguousarray(strip[:, : strip.shape[1] // 3 - 2])
+        assert tile.shape[0] == side
+        found = reidentifier.descriptors(tile, upsample=2)
+        assert any(np.linalg.norm(d - original[0]) < 0.6 for d in found) is recognised
+
+
+def test_show_originals_warns_in_the_cli_and_the_page(host, photos: Path, offline_run: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    args = ["-o", tmp_path / "r", "--max-thumbnails", "1", "--show-originals"]
+    result = _invoke(host, "evaluate", photos / "space", offline_run / "space", *args)
+    assert result.exit_code == 0, result.output
+    assert "warning: --show-originals" in result.output
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "id='privacy' class='bad'" in page and "Do not share it" in page
+
+
+def test_five_point_faces_are_measured_and_summary_matches_the_table(
+    host, photos: Path, offline_run: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """CenterFace's 5-point faces: dlib reads them with its 5-point predictor (the default recognizer option)."""
+    result = _invoke(host, "evaluate", photos, offline_run, "-o", tmp_path / "r", "--detector", "centerface")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    summary = metrics["summary"]
+    assert summary["faces"] >= 7 and summary["identity"]["dlib"]["faces"] == summary["faces"]
+    notes = [n for image in metrics["images"] for n in image["notes"]]
+    assert not any("cannot use" in n for n in notes), notes
+    page = (tmp_path / "r" / "report.html").read_text()
+    reidentified = summary["identity"]["dlib"]["reidentified"]["0.6"]
+    worst = page.split("id='worst'", 1)[1].split("</table>", 1)[0]
+    assert worst.count("class='bad'") == reidentified  # red rows are the summary's re-identified faces
+    assert f"of {summary['faces']} faces" in page

@@ -165,3 +165,27 @@ def test_a_reference_photo_without_a_face_is_an_input_error(tmp_path: Path, flag
         "anonymize", tmp_path / "a.png", "-o", tmp_path / "b.png", "--preset", "offline", flag, tmp_path / "wall.png"
     )
     assert result.exit_code == 4 and "no face found in the reference photo" in result.output
+
+
+def test_faces_json_is_compact_and_the_preview_numbers_the_faces(tmp_path: Path, t1: np.ndarray) -> None:
+    """One block per face, index/box/keep/prompt first, landmarks on one line; the preview shows the numbers."""
+    from rp_core.selection import read_faces_json
+
+    write_image(tmp_path / "t1.png", t1)
+    args = ["-o", tmp_path / "faces.json", "--preview", tmp_path / "faces.png", "--preset", "offline"]
+    result = _run("detect", tmp_path / "t1.png", *args)
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "faces.json").read_text()
+    document = json.loads(text)
+    faces = document["images"][0]["faces"]
+    assert len(faces) == 6 and [f["index"] for f in faces] == list(range(6))
+    assert all(list(f)[:4] == ["index", "box", "keep", "prompt"] for f in faces)
+    assert len(text.splitlines()) < 15 * len(faces)  # was 1,731 lines for these 6 faces
+    landmark_lines = [line for line in text.splitlines() if '"landmarks"' in line]
+    assert len(landmark_lines) == 6 and all(line.rstrip().endswith("]]") for line in landmark_lines)
+    assert read_faces_json(tmp_path / "faces.json")["t1.png"]["faces"] == faces
+    preview = read_image(tmp_path / "faces.png")
+    assert preview.shape == t1.shape
+    for face in faces:  # each box is drawn in the main detector's green
+        x0, y0 = (round(v) for v in face["box"][:2])
+        assert tuple(preview[y0 + 8, x0]) == (0, 220, 0)

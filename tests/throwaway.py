@@ -66,7 +66,13 @@ class BoxMerger(Merger):
 
     name = "box"
 
-    def merge(self, image: np.ndarray, faces: Sequence[AlignedFace], crops: Sequence[np.ndarray]) -> np.ndarray:
+    def merge(
+        self,
+        image: np.ndarray,
+        faces: Sequence[AlignedFace],
+        crops: Sequence[np.ndarray],
+        hidden: Sequence[bool] | None = None,
+    ) -> np.ndarray:
         out = image.copy()
         for aligned, crop in zip(faces, crops, strict=True):
             x0, y0, x1, y1 = (int(round(v)) for v in aligned.face.box)

@@ -233,6 +233,7 @@ def write_html(
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
         f"<title>rp evaluation report</title><style>{_CSS}</style></head><body data-images='pending'>",
         "<h1>rp evaluation report</h1>",
+        _privacy_html(bool(setup.get("show_originals"))),
         _summary_html(summary, setup),
     ]
     if encoders:
@@ -244,8 +245,9 @@ def write_html(
                 png = base64.b64encode(histogram_png(name, faces)).decode("ascii")
                 parts.append(f"<img alt='histogram of {_e(name)} scores' src='data:image/png;base64,{png}'>")
     if primary is not None:
-        parts.append(_worst_table(worst_first(faces, primary)[:WORST_ROWS], encoders))
-        parts.append(_gallery(worst_first(faces, primary), primary, max_thumbnails))
+        parts.append(_worst_table(worst_first(faces, primary)[:WORST_ROWS], encoders, len(faces)))
+        shown = "original" if setup.get("show_originals") else "original, blurred"
+        parts.append(_gallery(worst_first(faces, primary), primary, max_thumbnails, shown))
     problems = [i for i in images if i.status != "evaluated"]
     if problems:
         parts.append("<h2>Pairs not compared</h2><table><tr><th>image</th><th>why</th></tr>")
@@ -261,6 +263,24 @@ def write_html(
     atomic_write_bytes(path, "\n".join(parts).encode("utf-8"))
 
 
+def _privacy_html(show_originals: bool) -> str:
+    """What the pictures show: a shareable report blurs the originals; --show-originals warns loudly."""
+    if show_originals:
+        return (
+            "<p id='privacy' class='bad'><b>This report pictures the original faces unblurred</b> "
+            "(rp evaluate --show-originals): it identifies the people in them. Do not share it.</p>"
+        )
+    return (
+        "<p id='privacy' class='muted'>Original faces and differences are blurred, so this report can be shared; "
+        "rp evaluate --show-originals pictures them (such a report identifies the people).</p>"
+    )
+
+
+def _hit(score: Any) -> bool:
+    """Re-identified at the recognizer's own threshold: the verdict of the summary and of --fail-on-match."""
+    return bool(score.reidentified.get(f"{score.declared_threshold:g}"))
+
+
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
@@ -274,9 +294,17 @@ def _num(value: Any, digits: int = 3) -> str:
 
 
 def _summary_html(summary: dict[str, Any], setup: dict[str, Any]) -> str:
+    unread = [
+        f"{n - ident['faces']} not readable by {_e(name)}"
+        for name, ident in summary["identity"].items()
+        if (n := summary["faces"]) > ident["faces"]
+    ]
     rows = [
         ("image pairs", f"{summary['evaluated']} compared of {summary['images']}"),
-        ("faces measured", summary["faces"]),
+        (
+            "faces measured",
+            f"{summary['faces']}" + (f" (<span class='bad'>{', '.join(unread)}</span>)" if unread else ""),
+        ),
         ("found on the original by", ", ".join(f"{_e(d)} {n}" for d, n in summary["faces_found_by"].items())),
     ]
     if summary["faces_missing_from_run"]:
@@ -331,7 +359,7 @@ def _summary_html(summary: dict[str, Any], setup: dict[str, Any]) -> str:
     return f"<h2>Summary</h2><table id='summary'>{body}</table>"
 
 
-def _worst_table(faces: Sequence[FaceResult], encoders: Sequence[str]) -> str:
+def _worst_table(faces: Sequence[FaceResult], encoders: Sequence[str], total: int) -> str:
     head = "<tr><th>image</th><th>face</th>" + "".join(f"<th>{_e(e)} worst (where)</th>" for e in encoders)
     head += "<th>displacement</th><th>yaw/pitch/roll change</th><th>action</th></tr>"
     rows = []
@@ -342,7 +370,7 @@ def _worst_table(faces: Sequence[FaceResult], encoders: Sequence[str]) -> str:
             if s is None:
                 cells.append("<td class='muted'>n/a</td>")
                 continue
-            hit = any(s.reidentified.values())
+            hit = _hit(s)
             cells.append(
                 f"<td class='{'bad' if hit else 'ok'}'>{s.worst:.3f} <span class='muted'>({_e(s.worst_source)})</span></td>"
             )
@@ -357,19 +385,23 @@ def _worst_table(faces: Sequence[FaceResult], encoders: Sequence[str]) -> str:
             cells.append(f"<td>{_num(f.displacement)}</td><td>{_num(change)}</td>")
         cells.append(f"<td>{_e(f.action or '')}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<h2>Worst cases</h2><table id='worst'>{head}{''.join(rows)}</table>"
+    note = (
+        f"<p class='muted'>The {len(faces)} most re-identifiable of {total} faces; red: re-identified at the "
+        "recognizer's own threshold (as in the summary and --fail-on-match).</p>"
+    )
+    return f"<h2>Worst cases</h2>{note}<table id='worst'>{head}{''.join(rows)}</table>"
 
 
-def _gallery(faces: Sequence[FaceResult], encoder: str, limit: int) -> str:
+def _gallery(faces: Sequence[FaceResult], encoder: str, limit: int, original: str = "original") -> str:
     shown = [f for f in faces if f.thumbnail is not None][:limit]
-    parts = [f"<h2>Faces (original | anonymized | difference x4), most re-identifiable by {_e(encoder)} first</h2>"]
+    parts = [f"<h2>Faces ({original} | anonymized | difference x4), most re-identifiable by {_e(encoder)} first</h2>"]
     if len(shown) < len(faces):
         parts.append(f"<p class='muted'>{len(shown)} of {len(faces)} faces shown.</p>")
     parts.append("<div class='faces'>")
     for f in shown:
         data = base64.b64encode(f.thumbnail or b"").decode("ascii")
         s = f.identity[encoder]
-        verdict = "re-identified" if any(s.reidentified.values()) else "not re-identified"
+        verdict = "re-identified" if _hit(s) else "not re-identified"
         parts.append(
             f"<div class='face'><img alt='face {f.index} of {_e(f.image)}' src='data:image/jpeg;base64,{data}'>"
             f"{_e(f.image)} #{f.index}: {_e(encoder)} {s.worst:.3f} "

@@ -43,17 +43,14 @@ class _SdxlComponent:
         from rp_core.devices import resolve_torch_device
         from rp_core.errors import DeviceError
         from rp_plugins.diffusion.model_files import is_full_size
-        from rp_plugins.diffusion.sdxl import CPU_FULL_SIZE_NOTE
+        from rp_plugins.diffusion.sdxl import cpu_refusal
 
         context = self.context  # type: ignore[attr-defined]
         if context.allow_slow_cpu or resolve_torch_device(context.device).type != "cpu":
             return
         sdxl_dir = self.model_files()[0].found_at
         if sdxl_dir is None or is_full_size(sdxl_dir):
-            raise DeviceError(
-                f"{CPU_FULL_SIZE_NOTE} This machine has no CUDA GPU: --preset offline anonymizes on any CPU "
-                "(dlib/CenterFace + pixelation)."
-            )
+            raise DeviceError(cpu_refusal())
 
     def model_files(self) -> list[ModelFile]:
         return sdxl_model_files(self.options, self.context)  # type: ignore[attr-defined]

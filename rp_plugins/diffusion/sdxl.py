@@ -36,9 +36,21 @@ from rp_plugins.diffusion.speed import (
 
 CPU_FULL_SIZE_NOTE = (
     "Full-size SDXL on a CPU takes roughly an hour per face at the default 100 steps "
-    "(200 UNet evaluations of ~14 TFLOP each). Use --device cuda, or pass "
-    "--set runtime.allow_slow_cpu=true to run anyway."
+    "(200 UNet evaluations of ~14 TFLOP each)."
 )
+
+
+def cpu_refusal() -> str:
+    """The refusal of a full-size SDXL on the CPU, with the way out this machine actually has."""
+    import torch
+
+    if torch.cuda.is_available():
+        way = "this machine has a CUDA GPU: use --device cuda (or auto)"
+    else:
+        way = "this machine has no CUDA GPU: --preset offline anonymizes on any CPU (dlib + pixelation)"
+    return f"{CPU_FULL_SIZE_NOTE} {way}; or pass --set runtime.allow_slow_cpu=true to run anyway."
+
+
 #: Compiled transformer blocks serve only calls of the run's full batch (`runtime.batch_size`, at least
 #: 2 faces; from 4 faces with `auto`); smaller calls run the blocks' eager code. Each batch shape costs
 #: ~10 s of compiling on an H200, while a lone face would save only ~1 s over its 200 calls
@@ -241,7 +253,7 @@ def load_bundle(options: SdxlOptions, context: RuntimeContext) -> SdxlBundle:
     sdxl_dir, faceid_file = files[0].found_at, files[1].found_at
     assert sdxl_dir is not None and faceid_file is not None
     if device.type == "cpu" and not context.allow_slow_cpu and is_full_size(sdxl_dir):
-        raise DeviceError(CPU_FULL_SIZE_NOTE)
+        raise DeviceError(cpu_refusal())
     if context.fp8:
         check_fp8_support(device)
     fuse = options.fuse_faceid_lora
@@ -284,7 +296,11 @@ def _load(
         from diffusers import StableDiffusionXLPipeline
         from diffusers.utils import logging as diffusers_logging
 
-    diffusers_logging.set_verbosity_error()
+    from rp_core.quiet import libraries_verbose
+
+    if not libraries_verbose():  # no "Loading pipeline components" bars on the user's console (rp -v shows them)
+        diffusers_logging.set_verbosity_error()
+        diffusers_logging.disable_progress_bar()
     has_fp16 = any(sdxl_dir.glob("unet/*.fp16.safetensors"))
     pipe = StableDiffusionXLPipeline.from_pretrained(
         sdxl_dir, torch_dtype=dtype, variant="fp16" if has_fp16 else None, add_watermarker=False
