@@ -8,44 +8,19 @@ imports the orchestrator, so a broken OpenCV install is reported, not crashed on
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rp_core.config import COMPONENT_SECTIONS
+from rp_core.imports import LIBGL_HINT, import_status  # noqa: F401 (doctor's checks, re-exported)
 from rp_core.models import ModelFile
 from rp_core.plugins import PluginHost
 
-if TYPE_CHECKING:  # a type only: rp_core.pipeline asks this module for `import_status`
+if TYPE_CHECKING:  # annotations; preset_verdicts imports it where it runs
     from rp_core.pipeline import Pipeline
 
 #: Libraries rp_core itself needs to anonymize anything.
 CORE_MODULES = ("numpy", "PIL", "cv2", "skimage", "pydantic", "yaml")
-LIBGL_HINT = (
-    "OpenCV needs libGL, which slim servers lack: "
-    "pip uninstall -y opencv-python opencv-python-headless && pip install opencv-python-headless"
-)
-
-
-def import_status(module: str, *, deep: bool = True) -> str | None:
-    """None when `module` imports here, else a one-line reason (with a fix for the usual libGL case).
-
-    `deep=False` only checks that the module is installed: importing torch and diffusers
-    takes seconds, and doctor must answer fast.
-    """
-    try:
-        if not deep:
-            if importlib.util.find_spec(module) is None:
-                return f"ModuleNotFoundError: No module named {module!r}"
-            return None
-        importlib.import_module(module)
-    except Exception as exc:  # ImportError, OSError from missing shared libraries, ...
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        if "libGL" in reason or "libgthread" in reason:
-            reason += f" ({LIBGL_HINT})"
-        return reason
-    return None
 
 
 @dataclass

@@ -156,8 +156,8 @@ class Pipeline:
 
     def check_can_run(self) -> None:
         """Fail before any download: a stage's libraries are missing, or this machine cannot run it."""
-        from rp_core.doctor import import_status
         from rp_core.errors import RpError
+        from rp_core.imports import import_status
 
         for stage in self.stages():
             component = stage.component

@@ -189,7 +189,7 @@ class RunSession:
 
     def run(self) -> RunSummary:
         """Load the pipeline where the files run (only when there is work), anonymize, record, return the summary."""
-        from rp_core.lock import output_lock
+        from rp_core.files.lock import output_lock
 
         with output_lock(self.plan.manifest_path):  # a second run into the same output exits 2 here
             try:

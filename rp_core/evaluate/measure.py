@@ -184,7 +184,7 @@ class Evaluator:
         self._load_scorers()
 
     def _load_coverage(self) -> None:
-        from rp_core.doctor import import_status
+        from rp_core.imports import import_status
 
         explicit = self.settings.detectors is not None
         names = self.settings.detectors if explicit else tuple(self.host.names("detector"))

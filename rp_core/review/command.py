@@ -9,16 +9,9 @@ from typing import Any
 
 import click
 
-from rp_core.cli import (
-    ConfigCommand,
-    _console,
-    _pop_config_args,
-    assemble_pipeline,
-    config_options,
-    detect,
-    get_host,
-    resolve,
-)
+from rp_core.cli_base import _console, get_host
+from rp_core.cli_config import ConfigCommand, _pop_config_args, assemble_pipeline, config_options, resolve
+from rp_core.cli_detect import detect
 from rp_core.errors import RpError
 
 

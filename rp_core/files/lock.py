@@ -27,7 +27,7 @@ def lock_path(manifest: Path) -> Path:
 
 
 def _open(path: Path) -> int:
-    from rp_core.io import cannot_write
+    from rp_core.files.write import cannot_write
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
