@@ -258,13 +258,14 @@ anonymize_files(sys.argv[1], sys.argv[2], preset="offline", on_event=on_event)
 """
 
 
+@pytest.mark.e2e
 def test_the_api_files_call_matches_the_cli_and_resumes_after_a_kill(tmp_path: Path, astronaut: np.ndarray) -> None:
-    from test_failclosed_cli import _manifest_facts, _snapshot, _twenty_images
+    from test_failclosed_cli import _manifest_facts, _shifted_images, _snapshot
 
     from rp_core.session import SessionOptions
 
     source = tmp_path / "photos"
-    _twenty_images(source, astronaut)
+    _shifted_images(source, astronaut, count=6)
     cli_out, api_out = tmp_path / "cli", tmp_path / "api"
     assert (
         CliRunner()
@@ -272,11 +273,11 @@ def test_the_api_files_call_matches_the_cli_and_resumes_after_a_kill(tmp_path: P
         .exit_code
         == 0
     )
-    killed = subprocess.run([sys.executable, "-c", API_KILLED_AFTER, str(source), str(api_out), "7"], env=os.environ)
+    killed = subprocess.run([sys.executable, "-c", API_KILLED_AFTER, str(source), str(api_out), "3"], env=os.environ)
     assert killed.returncode == 9
-    assert len(list(api_out.glob("*.jpg"))) == 7 and not (api_out / "manifest.json").exists()
+    assert len(list(api_out.glob("*.jpg"))) == 3 and not (api_out / "manifest.json").exists()
     summary = anonymize_files(source, api_out, preset="offline", options=SessionOptions(resume=True))
-    assert summary.exit_code() == 0 and summary.anonymized == 20  # the 7 resumed and the 13 done now
+    assert summary.exit_code() == 0 and summary.anonymized == 6  # the 3 resumed and the 3 done now
     ours, theirs = _snapshot(api_out), _snapshot(cli_out)
     assert sorted(ours) == sorted(theirs)
     assert all(ours[name] == theirs[name] for name in ours if name != "manifest.json")
