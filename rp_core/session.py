@@ -11,6 +11,7 @@ reports what happens through an `on_event` callback; it never prints.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable
@@ -190,8 +191,13 @@ class RunSession:
     def run(self) -> RunSummary:
         """Load the pipeline where the files run (only when there is work), anonymize, record, return the summary."""
         from rp_core.files.lock import output_lock
+        from rp_core.files.write import cannot_write
 
-        with output_lock(self.plan.manifest_path):  # a second run into the same output exits 2 here
+        with contextlib.ExitStack() as stack:
+            try:  # a second run into the same output exits 2 here
+                stack.enter_context(output_lock(self.plan.manifest_path))
+            except OSError as exc:
+                raise cannot_write(self.plan.output, exc) from exc
             try:
                 return self._run()
             finally:

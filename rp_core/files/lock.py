@@ -27,13 +27,9 @@ def lock_path(manifest: Path) -> Path:
 
 
 def _open(path: Path) -> int:
-    from rp_core.files.write import cannot_write
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise cannot_write(path.parent, exc) from exc
+    """The lock file, opened (an OSError is the caller's to word: it knows which output was asked for)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
 
 
 @contextlib.contextmanager
