@@ -29,7 +29,7 @@ from rp_core.pipeline import Pipeline, assemble
 from rp_core.plugins import PluginHost
 from rp_core.selection import References, encode_references, faces_to_keep
 from rp_core.types import AlignedFace, Face, FaceChoice, FaceRecord, GenerationRequest, IdentityEmbedding, ImageResult
-from rp_core.verify import Box, FailClosed, Verifier, footprint, iou, missed_faces, verifier_of
+from rp_core.verify import Box, FailClosed, RecentIdentities, Verifier, footprint, iou, missed_faces, verifier_of
 
 if TYPE_CHECKING:
     from rp_core.config import RunConfig
@@ -55,6 +55,8 @@ class _ImageWork:
     face_timings: dict[int, dict[str, float]] = field(default_factory=dict)
     error: Exception | None = None
     prompts: list[str | None] = field(default_factory=list)
+    #: The run's window of recent identities (verify: swapped and replayed crops), fed by `_remember`.
+    recent: RecentIdentities | None = None
 
     @property
     def to_generate(self) -> list[int]:
@@ -194,6 +196,7 @@ class Anonymizer:
         pending: deque[_ImageWork] = deque()
         queue: deque[tuple[_ImageWork, int]] = deque()
         batch = self.batch_size
+        recent = self._recent_identities()
         for key, image in images:
             try:
                 given = faces_for(key, image) if faces_for is not None else None
@@ -203,7 +206,7 @@ class Anonymizer:
                     raise
                 on_error(key, _per_image(exc))
                 continue
-            pending.append(work)
+            pending.append(self._remember(recent, work))
             queue.extend((work, i) for i in work.to_generate)
             while len(queue) >= batch:
                 self._run_batch([queue.popleft() for _ in range(batch)], on_error)
@@ -254,6 +257,7 @@ class Anonymizer:
         queue: deque[tuple[_ImageWork, int]] = deque()
         finishing: deque[Future[tuple[Hashable, ImageResult | Exception]]] = deque()
         batch = self.batch_size
+        recent = self._recent_identities()
 
         def results(block: bool) -> Iterator[tuple[Hashable, ImageResult]]:
             while finishing and (block or finishing[0].done()):
@@ -278,7 +282,7 @@ class Anonymizer:
                         raise exc
                     on_error(key, _per_image(exc))
                     continue
-                pending.append(item)
+                pending.append(self._remember(recent, item))
                 queue.extend((item, i) for i in item.to_generate)
                 while len(queue) >= batch:
                     self._run_batch([queue.popleft() for _ in range(batch)], on_error)
@@ -290,6 +294,20 @@ class Anonymizer:
             while pending:
                 finishing.append(worker.submit(finish, pending.popleft()))
             yield from results(block=True)
+
+    # -- the verifier's window of recent identities (rp_core.verify.RecentIdentities) -------------
+
+    def _recent_identities(self) -> RecentIdentities:
+        """One window per run: the images of at least two batches (one per face at most), and 16 at least."""
+        return RecentIdentities(images=max(16, 2 * self.batch_size))
+
+    @staticmethod
+    def _remember(recent: RecentIdentities, work: _ImageWork) -> _ImageWork:
+        """Feed the image's changed faces' identities to the window as it is prepared (before its batch runs)."""
+        work.recent = recent
+        if work.originals is not None:
+            recent.add(work, [work.originals[i] for i in work.changed])
+        return work
 
     def _prepare(
         self, key: Hashable, image: np.ndarray, aligned: bool, given: list[FaceChoice] | None = None
@@ -312,6 +330,11 @@ class Anonymizer:
                 )
             faces = [aligned_input(image, size, found[0] if found else None)]
             routes = [ROUTE_GENERATE]
+            # the coverage detector still searches the whole input: other faces in the crop (a group in a
+            # corner) are obfuscated on top of the regenerated image, not written as they are
+            extra_aligned = self._coverage_faces(image, found)
+            faces += align_faces(image, extra_aligned, size)
+            routes += [ROUTE_COVERAGE] * len(extra_aligned)
         else:
             extra: list[Face] = self._coverage_faces(image, found)
             faces = align_faces(image, [*found, *extra], size)
@@ -324,7 +347,7 @@ class Anonymizer:
         ]
         timings["detect_align"] = time.perf_counter() - start
         work = _ImageWork(key, image, faces, [None] * len(faces), timings, routes)
-        work.prompts = [c.prompt for c in choices] if not aligned else [None]
+        work.prompts = [c.prompt for c in choices] if not aligned else [None] * len(faces)
         checker = self._identity_checker()
         if checker is not None and faces:
             start = time.perf_counter()
@@ -556,7 +579,8 @@ class Anonymizer:
 
     # -- verification (the policy lives in rp_core.verify) ----------------------------------------
 
-    def fail_closed(self) -> FailClosed:
+    def fail_closed(self, work: _ImageWork | None = None) -> FailClosed:
+        """The policy for one image; with its `work`, checks also compare with the run's recent identities."""
         last = self.pipeline.last_resort
         return FailClosed(
             config=self.config,
@@ -564,6 +588,8 @@ class Anonymizer:
             fallback=self.fallback_generator,
             last_resort=None if last is None else last.component,  # type: ignore[arg-type]
             finder=self._find_on_output if self.config.verify.search else None,
+            others=() if work is None or work.recent is None else tuple(work.recent.others(work)),
+            kept=() if work is None else tuple(f.face.box for i, f in enumerate(work.faces) if i not in work.changed),
         )
 
     def _verify(
@@ -585,7 +611,7 @@ class Anonymizer:
                 generator.load()  # pooled weights: shares the loaded pipeline, loads nothing twice
             return generator
 
-        verdict = self.fail_closed().enforce(
+        verdict = self.fail_closed(work).enforce(
             work.image,
             faces,
             [work.crops[i] for i in active],
@@ -629,10 +655,12 @@ class Anonymizer:
 
 
 def _search_region(detector: Detector[Any], image: np.ndarray, region: Box) -> list[Face]:
-    """Faces `detector` finds in `region` (where a crop was pasted), enlarged and turned +-30 degrees."""
-    from rp_core.coverage import REGION_TURNS, search_region
+    """Faces `detector` finds in `region` (where a crop was pasted), enlarged and turned every way an attacker
+    would (every quarter turn and the turns between, as the detector's `roll_tolerance` needs)."""
+    from rp_core.coverage import region_turns, search_region
 
-    return search_region(detector.detect, image, region, margin=0.0, face_side=480, max_factor=4.0, turns=REGION_TURNS)
+    turns = region_turns(detector.roll_tolerance)
+    return search_region(detector.detect, image, region, margin=0.0, face_side=480, max_factor=4.0, turns=turns)
 
 
 def _per_image(exc: Exception) -> Exception:

@@ -54,7 +54,9 @@ class SessionOptions:
 
 @dataclass(frozen=True)
 class Event:
-    """Something a run reports: `kind` is start | skip | warning | failed | info | done.
+    """Something a run reports: `kind` is start | skip | safety | warning | failed | info | done.
+
+    `safety` names a setting that loosens fail-closed: shown on every run, even the quietest.
 
     `done` comes once per written file with its face count, the output and the seconds it took.
     """
@@ -137,7 +139,7 @@ class RunSession:
         self.pipeline, self.plan = pipeline, plan
         self.options = options if options is not None else SessionOptions()
         self.on_event = on_event if on_event is not None else (lambda event: None)
-        self.warnings = tuple(safety_warnings(pipeline))
+        self.warnings = tuple(safety_warnings(pipeline, self.options.aligned))
         self.metadata: dict[int, ImageMetadata] = {}
         self.input_digest: dict[int, str] = {}
         self.read_times: dict[int, float] = {}
@@ -227,7 +229,7 @@ class RunSession:
 
         started = time.perf_counter()
         for warning in self.warnings:
-            self.on_event(Event("warning", warning))
+            self.on_event(Event("safety", warning))
         self._report_plan()
         try:
             check_writable_folder(self.plan.manifest_path.parent)  # before loading models for minutes

@@ -173,10 +173,18 @@ def test_a_fallback_that_still_leaks_gets_the_last_resort_or_fails(
     result = Anonymizer(_config(leak_host, "verify.fallback_generator=leak"), leak_host).anonymize(astronaut)
     verify = result.records[0].notes["verify"]
     assert verify["fallback"] == "leak" and verify["last_resort"] == "solid" and result.records[0].generator == "solid"
+    assert not verify["leak"] and verify["score_final"] >= verify["threshold"]  # the fill passed its own check
     _assert_nobody_recognised(reidentifier, result.image, originals["astronaut"])
     anonymizer = Anonymizer(_config(leak_host, "verify.fallback_generator=leak", "verify.last_resort=null"), leak_host)
     with pytest.raises(VerificationError, match="face 0: distance 0.0"):
         anonymizer.anonymize(astronaut)
+
+
+def test_a_last_resort_that_still_matches_refuses_the_image(leak_host, astronaut) -> None:  # type: ignore[no-untyped-def]
+    """The last resort's result is checked like any other: never marked safe while it still matches."""
+    overrides = ("verify.fallback_generator=leak", "verify.last_resort=leak")
+    with pytest.raises(VerificationError, match="and the last resort: face 0: distance 0.0"):
+        Anonymizer(_config(leak_host, *overrides), leak_host).anonymize(astronaut)
 
 
 def test_policy_fail_writes_nothing_and_exits_5(leak_host, tmp_path: Path, t1, astronaut) -> None:  # type: ignore[no-untyped-def]
@@ -239,3 +247,29 @@ def test_geometry_helpers() -> None:
     changed = image.copy()
     changed[15, 15] = 1
     assert region_unchanged(image, changed, (0, 0, 10, 10)) and not region_unchanged(image, changed, (10, 10, 20, 20))
+
+
+def test_every_face_is_compared_with_every_identity_of_the_image_and_the_recent_ones(host, t1) -> None:  # type: ignore[no-untyped-def]
+    """Another person's face does not pass because it is not the person who was there."""
+    from rp_core.verify import RecentIdentities, Verifier
+
+    verifier = Verifier(host.get("identity_encoder", "dlib").cls())
+    faces = host.get("detector", "dlib").cls().detect(t1)
+    identities = verifier.encode(t1, faces)
+    touched = t1.copy()
+    x0, y0, x1, y1 = (int(v) for v in faces[0].box)
+    touched[y0:y1, x0:x1] ^= 1  # changed, still face 0's person
+    # checked as if it were face 1: not face 1's person, but one of the image's (or the run's) identities
+    [alone] = verifier.check(t1, touched, [faces[0]], [identities[1]])
+    [image] = verifier.check(t1, touched, [faces[0]], [identities[1], identities[0]])
+    [recent] = verifier.check(t1, touched, [faces[0]], [identities[1]], others=[identities[0]])
+    assert not alone.leak and image.leak and recent.leak
+    assert image.score == recent.score < verifier.threshold
+
+    window = RecentIdentities(images=2)
+    first, second, third = object(), object(), object()
+    window.add(first, identities[:2])
+    window.add(second, identities[2:3])
+    assert window.others(second) == identities[:2]
+    window.add(third, identities[3:4])  # the oldest image leaves the window
+    assert window.others(third) == identities[2:3]
