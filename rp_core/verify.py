@@ -90,29 +90,31 @@ class Verifier:
 
         `before` holds the faces' embeddings taken on `original`; `others` the identities of the
         images processed just before this one in the run (`RecentIdentities`). Each face is read on
-        `output` at its original landmarks, and with a `finder`, every face found on `output` inside
-        each of `regions` (one per face: where the merger may have changed pixels) is read too. Every
-        reading is compared with EVERY identity (this image's and `others`), so a crop swapped in from
-        another face of the image or replayed from an earlier image is caught; the worst score counts
-        for each face whose region holds the reading. A face found on `output` is also read on `original`
-        at the same landmarks and compared with that: a face the merger missed (landmarks displaced, the
-        fill landed beside it) is still there, as it was, and matches itself. Faces found on a `kept` face
-        (left unchanged on purpose) are not readings of a changed face and are skipped.
+        `output` at its original landmarks and compared with its own identity. With a `finder`, every
+        face a detector finds on `output` inside each of `regions` (one per face: where the merger may
+        have changed pixels) is read and compared with EVERY identity (this image's and `others`), so a
+        crop swapped in from another face of the image or replayed from an earlier image is caught; the
+        worst score counts for each face whose region holds it. A found face where a face of `faces`
+        was is also read on `original` at the same landmarks and compared with that: a face the merger
+        missed (landmarks displaced, the fill beside it) is still there, as it was, and matches itself.
+        Faces found on a `kept` face (left unchanged on purpose) are skipped.
         """
         identities = _Identities([*before, *others], self.metric)
         after = self.encode(output, faces)
-        scores = [identities.worst(embedding) for embedding in after]
+        # read at its own landmarks, a face is compared with its own identity: what is read there may be no face at
+        # all (a fill), and no faces look alike (a solid fill reads 0.51 from a sleeve's false detection)
+        scores = [compare_embeddings(b, a, self.metric) for b, a in zip(before, after, strict=True)]
         where: list[Box | None] = [None] * len(faces)
         if finder is not None and regions is not None:
             found = _unique(face for region in regions for face in finder(output, region))
             found = [f for f in found if all(iou(f.box, box) < 0.3 for box in kept)]
-            readings = zip(found, self._encode_found(output, found), self._encode_found(original, found), strict=True)
-            for face, embedding, there_before in readings:
+            for face, embedding in zip(found, self._encode_found(output, found), strict=True):
                 if embedding is None:
                     continue
                 score = identities.worst(embedding)
-                if there_before is not None:
-                    own = compare_embeddings(there_before, embedding, self.metric)
+                if any(iou(face.box, f.box) > 0.1 for f in faces):  # where a face was: still there, as it was?
+                    [there_before] = self._encode_found(original, [face])
+                    own = score if there_before is None else compare_embeddings(there_before, embedding, self.metric)
                     score = own if self.worse(own, score) else score
                 for i, region in enumerate(regions):
                     if _inside(face.box, region) and self.worse(score, scores[i]):
@@ -435,7 +437,10 @@ def safety_warnings(pipeline: Pipeline, aligned: bool = False) -> list[str]:
                 "faces closer to their original are accepted"
             )
         if not verify.search:
-            warnings.append("verify.search is off: faces moved by the generator are not looked for on the output")
+            warnings.append(
+                "verify.search is off: faces moved by the generator, or another person's face pasted in its place, "
+                "are not looked for on the output"
+            )
     if coverage is None:
         warnings.append(
             "coverage is OFF (coverage.detector=null): faces the main detector misses are written as they are"

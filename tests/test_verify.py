@@ -251,20 +251,31 @@ def test_geometry_helpers() -> None:
 
 def test_every_face_is_compared_with_every_identity_of_the_image_and_the_recent_ones(host, t1) -> None:  # type: ignore[no-untyped-def]
     """Another person's face does not pass because it is not the person who was there."""
+    from rp_core.coverage import search_region
     from rp_core.verify import RecentIdentities, Verifier
 
     verifier = Verifier(host.get("identity_encoder", "dlib").cls())
-    faces = host.get("detector", "dlib").cls().detect(t1)
+    detector = host.get("detector", "dlib").cls()
+    faces = detector.detect(t1)
     identities = verifier.encode(t1, faces)
-    touched = t1.copy()
+    # as if face 0's place had held nobody (grey) and the generator pasted person 0 there: a crop of another face
     x0, y0, x1, y1 = (int(v) for v in faces[0].box)
-    touched[y0:y1, x0:x1] ^= 1  # changed, still face 0's person
-    # checked as if it were face 1: not face 1's person, but one of the image's (or the run's) identities
-    [alone] = verifier.check(t1, touched, [faces[0]], [identities[1]])
-    [image] = verifier.check(t1, touched, [faces[0]], [identities[1], identities[0]])
-    [recent] = verifier.check(t1, touched, [faces[0]], [identities[1]], others=[identities[0]])
-    assert not alone.leak and image.leak and recent.leak
-    assert image.score == recent.score < verifier.threshold
+    before = t1.copy()
+    before[y0:y1, x0:x1] = 128
+
+    def finder(image: np.ndarray, region: tuple[float, float, float, float]) -> list[Face]:
+        return search_region(detector.detect, image, region, margin=0.0)
+
+    region = [(x0 - 40.0, y0 - 40.0, x1 + 40.0, y1 + 40.0)]
+    [alone] = verifier.check(before, t1, faces[:1], identities[1:2], region, finder)
+    [recent] = verifier.check(before, t1, faces[:1], identities[1:2], region, finder, others=identities[:1])
+    image = verifier.check(before, t1, faces[:2], [identities[1], identities[0]], [*region, *region], finder)
+    assert not alone.leak  # only person 1 looked for
+    assert recent.leak and image[0].leak and recent.found_at is not None
+    assert recent.score == image[0].score < verifier.threshold
+    # without the output search, a face is compared with its own identity at its landmarks only
+    [unsearched] = verifier.check(before, t1, faces[:1], identities[1:2], others=identities[:1])
+    assert not unsearched.leak
 
     window = RecentIdentities(images=2)
     first, second, third = object(), object(), object()
