@@ -59,6 +59,7 @@ def assert_nobody_identifiable(reidentifier, outputs, persons) -> None:  # type:
         assert all(d >= reidentifier.threshold for d in found), found
 
 
+@pytest.mark.e2e  # minutes on a 2-core machine: the attacker searches 8 views at 1x and 2x
 def test_crops_swapped_between_the_faces_of_a_batch(leak_host, t1, reidentifier) -> None:  # type: ignore[no-untyped-def]
     persons = attacker.people(reidentifier, t1)
     [unchecked] = anonymize(leak_host, "swap_leak", [t1], *UNCHECKED)
@@ -67,6 +68,7 @@ def test_crops_swapped_between_the_faces_of_a_batch(leak_host, t1, reidentifier)
     assert_nobody_identifiable(reidentifier, outputs, persons)
 
 
+@pytest.mark.e2e  # minutes on a 2-core machine: the attacker searches 8 views at 1x and 2x
 def test_crops_replayed_from_an_earlier_image_of_the_run(leak_host, t1, astronaut, reidentifier) -> None:  # type: ignore[no-untyped-def]
     """The astronaut's face, seen in the run's first batch, pasted over all six faces of the next image."""
     persons = attacker.people(reidentifier, astronaut, t1)
@@ -77,6 +79,7 @@ def test_crops_replayed_from_an_earlier_image_of_the_run(leak_host, t1, astronau
     assert_nobody_identifiable(reidentifier, outputs, persons)
 
 
+@pytest.mark.e2e  # minutes on a 2-core machine: the attacker searches 8 views at 1x and 2x
 @pytest.mark.parametrize("generator", ["rot90_leak", "rot180_leak", "flip_leak"])
 def test_faces_turned_or_flipped(leak_host, generator: str, t1, astronaut, reidentifier) -> None:  # type: ignore[no-untyped-def]
     [unchecked] = anonymize(leak_host, generator, [astronaut], *UNCHECKED)
@@ -89,6 +92,7 @@ def _run(*args: str):  # type: ignore[no-untyped-def]
     return CliRunner().invoke(create_cli(), list(args))
 
 
+@pytest.mark.e2e  # minutes on a 2-core machine: the attacker searches 8 views at 1x and 2x
 @pytest.mark.parametrize("photo", ["astronaut", "t1"])
 def test_landmarks_displaced_by_half_a_face_in_the_faces_json(
     request: pytest.FixtureRequest, photo: str, tmp_path: Path, reidentifier
@@ -155,6 +159,7 @@ def test_the_defaults_loosen_nothing(tmp_path: Path, astronaut: np.ndarray) -> N
     assert json.loads((tmp_path / "b.png.manifest.json").read_text())["safety_warnings"] == []
 
 
+@pytest.mark.e2e  # minutes on a 2-core machine: the attacker searches 8 views at 1x and 2x
 def test_aligned_runs_the_coverage_detector_on_the_whole_input(astronaut: np.ndarray, t1: np.ndarray) -> None:
     """A small group in a corner of an aligned face crop: the coverage detector obfuscates the faces of it."""
     import cv2
