@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     default=None,
     help="With --ray: GPUs each worker holds (default 1; ignored without GPUs).",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Print only failures and the summary line.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only failures, loosened safeguards and the summary line.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print a line per file with its faces and time.")
 @click.option("--log-json", is_flag=True, help="Print one JSON object per event on stderr (for batch jobs), no bar.")
 @click.option(
@@ -268,7 +268,7 @@ def _no_inputs(console: Console, plan: Any, inputs: tuple[Path, ...]) -> None:
 class _ProgressPrinter:
     """Prints a session's events: a progress bar with faces/s and ETA, warnings and failures as lines.
 
-    `verbosity` -1 (--quiet): failures and the summary only; 1 (--verbose): also a line per file.
+    `verbosity` -1 (--quiet): failures, loosened safeguards and the summary only; 1 (--verbose): also a line per file.
     `as_json` (--log-json): one JSON object per event on stderr, no bar, for batch jobs and log collectors.
     """
 
@@ -318,6 +318,8 @@ class _ProgressPrinter:
             self.console.print(f"failed: {event.message}", markup=False)
             if self.progress is not None:
                 self.progress.advance(self.files)
+        elif event.kind == "safety":  # a loosened safeguard: printed even with --quiet
+            self.console.print(f"warning: {event.message}", markup=False)
         elif self.verbosity < 0:
             return
         elif event.kind == "warning":

@@ -335,9 +335,59 @@ def _rotation_back(degrees: int, shape: tuple[int, ...]) -> Callable[[np.ndarray
     return lambda points: rotated_to_original(points, degrees, shape)
 
 
-#: In-plane turns the region search tries besides upright: frontal detectors miss faces tilted by more than
-#: ~20 degrees, and a generator that turns the face must not hide it from verification that way.
-REGION_TURNS: tuple[float, ...] = (0.0, 30.0, -30.0)
+def region_turns(roll_tolerance: float) -> tuple[float, ...]:
+    """In-plane turns (clockwise degrees) of the region search for a detector that finds faces rolled by up to
+    `roll_tolerance` degrees either way: every quarter turn, as an attacker turns a photo, and turns in
+    between, spaced so a face at any angle is within the tolerance of one view (30-degree steps for 15).
+    A generator that turns the face (or flips it: a vertical flip is a 180-degree turn of a mirrored face,
+    which these detectors and recognizers see as a face of the same person) cannot hide it from verification.
+    """
+    step = 90.0 / max(1, int(np.ceil(90.0 / (2.0 * max(roll_tolerance, 1.0)) - 1e-9)))
+    return tuple(float(a) for a in np.arange(0.0, 360.0, step))
+
+
+#: The turns for a detector of the default tolerance (15 degrees): every 30 degrees.
+REGION_TURNS: tuple[float, ...] = region_turns(15.0)
+
+#: Where each landmark goes when the face is mirrored (its right eye becomes its left eye): iBUG 68 and ArcFace 5.
+_MIRROR_68 = np.array(
+    [*range(16, -1, -1), *range(26, 21, -1), *range(21, 16, -1), 27, 28, 29, 30, 35, 34, 33, 32, 31]
+    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65]
+)
+_MIRROR_5 = np.array([1, 0, 2, 4, 3])
+
+
+def mirrored_landmarks(points: np.ndarray) -> np.ndarray:
+    """Landmarks of a face seen in a mirror, relabelled so they describe the face as it is (left eye first again)."""
+    order = _MIRROR_68 if len(points) == 68 else _MIRROR_5
+    return np.asarray(points)[order]
+
+
+def _view(crop: np.ndarray, angle: float, mirror: bool) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """The crop mirrored (left-right) when asked, then turned clockwise by `angle`; and the map back to the crop.
+
+    Quarter turns are exact (no interpolation, no larger canvas); other angles turn onto a canvas that holds
+    the whole crop, its border replicated.
+    """
+    import cv2
+
+    height, width = crop.shape[:2]
+    flipped = np.ascontiguousarray(crop[:, ::-1]) if mirror else crop
+
+    def unmirror(points: np.ndarray) -> np.ndarray:
+        p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        return np.stack([width - p[:, 0], p[:, 1]], axis=1) if mirror else p
+
+    if angle % 90 == 0:
+        degrees = int(angle) % 360
+        return rotate_image(flipped, degrees), lambda p: unmirror(rotated_to_original(p, degrees, crop.shape))
+    canvas = int(np.ceil(np.hypot(width, height)))
+    turn = cv2.getRotationMatrix2D((width / 2, height / 2), -angle, 1.0)  # OpenCV turns counter-clockwise
+    turn[:, 2] += ((canvas - width) / 2, (canvas - height) / 2)
+    turned = cv2.warpAffine(flipped, turn, (canvas, canvas), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    inverse = cv2.invertAffineTransform(turn)
+    return np.asarray(turned), lambda p: unmirror(np.asarray(p, dtype=np.float64) @ inverse[:, :2].T + inverse[:, 2])
 
 
 def search_region(
@@ -350,38 +400,33 @@ def search_region(
     max_factor: float = 8.0,
     passes: SearchPasses = PLAIN,
     turns: Sequence[float] = (0.0,),
+    mirror: Sequence[float] = (),
 ) -> list[Face]:
     """Faces in and around `box`, found on a crop upscaled so the box is about `face_side` px; image coordinates.
 
     For the verifier: re-detect on the output where each face was (or anywhere its crop was pasted:
     give that region as `box` with `margin=0`), with the crop enlarged so a shrunken or half-hidden
-    face is still big enough for the detector, and turned by each of `turns` degrees so a tilted face
-    is found too. `margin` grows the window by that share of the box's larger side on each side;
-    `passes` applies inside the crop. A face cut by the window edge may be found only in part, or not
-    at all: `margin` should leave room around the face.
+    face is still big enough for the detector, turned clockwise by each of `turns` degrees so a tilted or
+    upside-down face is found too, and mirrored then turned by each of `mirror` degrees (for detectors
+    that see a face and its mirror image differently). A face found in a mirrored view gets its landmarks
+    relabelled (`mirrored_landmarks`), so an encoder reads it as the face it is. `margin` grows the window
+    by that share of the box's larger side on each side; `passes` applies inside the crop. A face cut by the
+    window edge may be found only in part, or not at all: `margin` should leave room around the face.
     """
-    import cv2
-
     image = np.ascontiguousarray(image[:, :, :3], dtype=np.uint8)
     left, top, right, bottom = region_window(box, image.shape, margin)
     side = max(box[2] - box[0], box[3] - box[1], 1.0)
     factor = float(min(max_factor, max(1.0, face_side / side)))
     crop = resize(np.ascontiguousarray(image[top:bottom, left:right]), factor)
     back = scale_and_shift(crop.shape[1] / float(right - left), (left, top))
+    views = [(float(a), False) for a in turns] + [(float(a), True) for a in mirror]
     found: list[Face] = []
-    for angle in turns:
-        if not angle:
+    for angle, mirrored in views:
+        if not angle and not mirrored:
             found += [map_face(f, back) for f in search_faces(detect, crop, passes)]
             continue
-        height, width = crop.shape[:2]
-        canvas = int(np.ceil(np.hypot(width, height)))
-        turn = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
-        turn[:, 2] += ((canvas - width) / 2, (canvas - height) / 2)
-        turned = cv2.warpAffine(crop, turn, (canvas, canvas), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        inverse = cv2.invertAffineTransform(turn)
-
-        def unturn(points: np.ndarray, m: np.ndarray = inverse) -> np.ndarray:
-            return points @ m[:, :2].T + m[:, 2]
-
-        found += [map_face(map_face(f, unturn), back) for f in search_faces(detect, turned, passes)]
-    return merge_faces(found, passes.iou, passes.containment) if len(turns) > 1 else found
+        view, unview = _view(crop, angle, mirrored)
+        for f in search_faces(detect, view, passes):
+            face = map_face(map_face(f, unview), back)
+            found.append(dataclasses.replace(face, landmarks=mirrored_landmarks(face.landmarks)) if mirrored else face)
+    return merge_faces(found, passes.iou, passes.containment) if len(views) > 1 else found

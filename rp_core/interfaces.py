@@ -118,6 +118,13 @@ class Detector(Component[OptionsT]):
     #: resolution, small faces only in thumbnails), or "hog" for detectors blind to small and half faces,
     #: which need every rotation at full size and the mirrored border pass.
     coverage_passes: ClassVar[Literal["default", "hog"]] = "default"
+    #: How far (degrees, either way) a face may be rolled in-plane and still be found with usable landmarks.
+    #: The verifier's search of the output turns each region in steps of twice this (rp_core.coverage.region_turns):
+    #: 15 (the cautious default, HOG-like frontal detectors) gives 12 views, 45 the 4 quarter turns.
+    roll_tolerance: ClassVar[float] = 15.0
+    #: The option whose higher values make the detector find fewer faces (a score threshold), if any: a run that
+    #: raises it above the option's default is loosening fail-closed and says so (rp_core.verify.safety_warnings).
+    recall_option: ClassVar[str | None] = None
 
     @abstractmethod
     def detect(self, image: np.ndarray) -> list[Face]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rp_core.align import aligned_input
+from rp_core.align import align_faces, aligned_input
 from rp_core.errors import InputError
 from rp_core.interfaces import Detector, Generator, IdentityEncoder, Inverter, Merger
 from rp_core.pipeline import Pipeline, assemble
@@ -244,7 +244,12 @@ class Anonymizer:
                     "check that it is a face crop, or run without --aligned"
                 )
             face = aligned_input(image, self.config.align.face_image_size, found[0] if found else None)
-            return self.stream.prepare(key, image, [Candidate(face.face)], faces=[face])
+            # the coverage detector still searches the whole input: other faces in the crop (a group in a
+            # corner) are obfuscated on top of the regenerated image, not written as they are
+            extra = self.stream.coverage_faces(image, found)
+            size = self.config.align.face_image_size
+            candidates = [Candidate(face.face), *(Candidate(f, Route.COVERAGE) for f in extra)]
+            return self.stream.prepare(key, image, candidates, faces=[face, *align_faces(image, extra, size)])
         candidates = [Candidate(c.face, keep=c.keep, prompt=c.prompt) for c in choices]
         candidates += [Candidate(f, Route.COVERAGE) for f in self.stream.coverage_faces(image, found)]
         return self.stream.prepare(key, image, candidates)

@@ -79,7 +79,9 @@ class Destination:
 
 @dataclass(frozen=True)
 class Event:
-    """Something a run reports: `kind` is start | skip | warning | failed | info | done.
+    """Something a run reports: `kind` is start | skip | safety | warning | failed | info | done.
+
+    `safety` names a setting that loosens fail-closed: shown on every run, even the quietest.
 
     `done` comes once per written file with its face count, the output and the seconds it took.
     """

@@ -124,7 +124,10 @@ class RunSession:
         self.executor = executor if executor is not None else LocalExecutor()
         self.executor.check(plan)
         videos = any(is_video(job.source) for job in plan.jobs)
-        self.warnings = (*safety_warnings(pipeline), *(pipeline.config.video.loosenings() if videos else ()))
+        self.warnings = (
+            *safety_warnings(pipeline, self.options.aligned),
+            *(pipeline.config.video.loosenings() if videos else ()),
+        )
         self.files: dict[int, FileRecord] = {}
         self.journal = Journal(journal_path(plan.manifest_path))
         self.names = FileNames.of(plan, self.options.manifest_paths)
@@ -208,7 +211,7 @@ class RunSession:
 
         started = time.perf_counter()
         for warning in self.warnings:
-            self.on_event(Event("warning", warning))
+            self.on_event(Event("safety", warning))
         self._report_plan()
         self._refuse_video_selection()
         try:

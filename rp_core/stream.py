@@ -26,7 +26,17 @@ from rp_core.errors import RpError
 from rp_core.interfaces import Component, Detector, Generator, IdentityEncoder, Inverter, Merger
 from rp_core.selection import References, encode_references, kept_faces, match_references
 from rp_core.types import AlignedFace, Face, GenerationRequest, IdentityEmbedding, Inversion
-from rp_core.verify import Box, FaceVerdict, FailClosed, Verifier, footprint, iou, missed_faces, verifier_of
+from rp_core.verify import (
+    Box,
+    FaceVerdict,
+    FailClosed,
+    RecentIdentities,
+    Verifier,
+    footprint,
+    iou,
+    missed_faces,
+    verifier_of,
+)
 
 if TYPE_CHECKING:
     from rp_core.pipeline import Pipeline, Stage
@@ -160,8 +170,17 @@ class FaceStream:
         self._verifier: Verifier | None = None
         self._references: References | None = None
         self._fail_closed: FailClosed | None = None
+        self._recent: RecentIdentities | None = None
         #: Inversion and generation run under this lock: the GPU stages are never entered by two threads.
         self.gpu = threading.RLock()
+
+    @property
+    def recent(self) -> RecentIdentities:
+        """The original identities of the run's last items (at least two batches, sized once the models are loaded):
+        a crop swapped in from another face or replayed from an earlier item is checked against them."""
+        if self._recent is None:
+            self._recent = RecentIdentities(images=max(16, 2 * self.pipeline.batch_size))
+        return self._recent
 
     # -- stages, typed by kind -----------------------------------------------------------------
 
@@ -326,6 +345,8 @@ class FaceStream:
         ]
         if self.pipeline.needs_identity and item.to_generate:
             self._identities(item, checker)
+        if item.originals is not None:  # before its batch runs: its batch neighbours are checked against it too
+            self.recent.add(item, [item.originals[i] for i in item.changed])
         self._obfuscate(item, [i for i in item.changed if item.routes[i] != Route.GENERATE])
         return item
 
@@ -610,7 +631,11 @@ class FaceStream:
                 generator.load()  # pooled weights: shares the loaded pipeline, loads nothing twice
             return generator
 
-        policy = self.fail_closed()
+        policy = replace(
+            self.fail_closed(),
+            others=tuple(self.recent.others(item)),
+            kept=tuple(f.face.box for i, f in enumerate(item.faces) if i not in item.changed),
+        )
         if not item.search:
             policy = replace(policy, finder=None)
         verdict = policy.enforce(
@@ -688,10 +713,12 @@ def _name(generator: Generator[Any] | None) -> str:
 
 
 def _search_region(detector: Detector[Any], image: np.ndarray, region: Box) -> list[Face]:
-    """Faces `detector` finds in `region` (where a crop was pasted), enlarged and turned +-30 degrees."""
-    from rp_core.coverage import REGION_TURNS, search_region
+    """Faces `detector` finds in `region` (where a crop was pasted), enlarged and turned every way an attacker
+    would (every quarter turn and the turns between, as the detector's `roll_tolerance` needs)."""
+    from rp_core.coverage import region_turns, search_region
 
-    return search_region(detector.detect, image, region, margin=0.0, face_side=480, max_factor=4.0, turns=REGION_TURNS)
+    turns = region_turns(detector.roll_tolerance)
+    return search_region(detector.detect, image, region, margin=0.0, face_side=480, max_factor=4.0, turns=turns)
 
 
 def per_item_error(exc: Exception) -> Exception:

@@ -22,7 +22,7 @@ import numpy as np
 
 from rp_core.errors import VerificationError
 from rp_core.geometry import Box, centre_inside, footprint, iou
-from rp_core.interfaces import Generator, IdentityEncoder, compare_embeddings, same_person
+from rp_core.interfaces import Detector, Generator, IdentityEncoder, compare_embeddings, same_person
 from rp_core.types import AlignedFace, Face, GenerationRequest, IdentityEmbedding
 
 if TYPE_CHECKING:
@@ -83,26 +83,41 @@ class Verifier:
         before: Sequence[IdentityEmbedding],
         regions: Sequence[Box] | None = None,
         finder: FaceFinder | None = None,
+        others: Sequence[IdentityEmbedding] = (),
+        kept: Sequence[Box] = (),
     ) -> list[Check]:
-        """One Check per face, against the embeddings `before` taken on `original`.
+        """One Check per face of `faces`, against every identity an attacker could look for.
 
-        With a `finder`, faces are also searched on `output` inside each of `regions` (one per
-        face: where the merger may have changed pixels) and every face found there is compared
-        with the identities of all faces whose region holds it.
+        `before` holds the faces' embeddings taken on `original`; `others` the identities of the
+        images processed just before this one in the run (`RecentIdentities`). Each face is read on
+        `output` at its original landmarks and compared with its own identity. With a `finder`, every
+        face a detector finds on `output` inside each of `regions` (one per face: where the merger may
+        have changed pixels) is read and compared with EVERY identity (this image's and `others`), so a
+        crop swapped in from another face of the image or replayed from an earlier image is caught; the
+        worst score counts for each face whose region holds it. A found face where a face of `faces`
+        was is also read on `original` at the same landmarks and compared with that: a face the merger
+        missed (landmarks displaced, the fill beside it) is still there, as it was, and matches itself.
+        Faces found on a `kept` face (left unchanged on purpose) are skipped.
         """
+        identities = _Identities([*before, *others], self.metric)
         after = self.encode(output, faces)
-        scores = [compare_embeddings(a, b, self.metric) for a, b in zip(before, after, strict=True)]
+        # read at its own landmarks, a face is compared with its own identity: what is read there may be no face at
+        # all (a fill), and no faces look alike (a solid fill reads 0.51 from a sleeve's false detection)
+        scores = [compare_embeddings(b, a, self.metric) for b, a in zip(before, after, strict=True)]
         where: list[Box | None] = [None] * len(faces)
         if finder is not None and regions is not None:
             found = _unique(face for region in regions for face in finder(output, region))
+            found = [f for f in found if all(iou(f.box, box) < 0.3 for box in kept)]
             for face, embedding in zip(found, self._encode_found(output, found), strict=True):
                 if embedding is None:
                     continue
+                score = identities.worst(embedding)
+                if any(iou(face.box, f.box) > 0.1 for f in faces):  # where a face was: still there, as it was?
+                    [there_before] = self._encode_found(original, [face])
+                    own = score if there_before is None else compare_embeddings(there_before, embedding, self.metric)
+                    score = own if self.worse(own, score) else score
                 for i, region in enumerate(regions):
-                    if not centre_inside(face.box, region):
-                        continue
-                    score = compare_embeddings(before[i], embedding, self.metric)
-                    if self.worse(score, scores[i]):
+                    if centre_inside(face.box, region) and self.worse(score, scores[i]):
                         scores[i], where[i] = score, face.box
         checks = []
         for face, score, found_at in zip(faces, scores, where, strict=True):
@@ -122,6 +137,53 @@ class Verifier:
 
     def describe(self) -> dict[str, Any]:
         return {"encoder": self.name, "metric": self.metric, "threshold": self.threshold}
+
+
+class _Identities:
+    """Identity vectors stacked once, so each reading is compared with all of them in one product."""
+
+    def __init__(self, embeddings: Sequence[IdentityEmbedding], metric: str) -> None:
+        self.metric = metric
+        self.models = {e.model for e in embeddings}
+        vectors = np.stack([e.vector for e in embeddings]) if embeddings else np.zeros((0, 1), np.float32)
+        if metric == "cosine":
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.where(norms > 0, norms, 1.0)
+        self.vectors = vectors.astype(np.float64)
+
+    def worst(self, embedding: IdentityEmbedding) -> float:
+        """The score of the identity `embedding` is closest to (highest similarity, or lowest distance)."""
+        if embedding.model not in self.models or len(self.models) > 1:
+            raise ValueError(f"cannot compare embeddings of {embedding.model!r} and {sorted(self.models)!r}")
+        v = embedding.vector.astype(np.float64)
+        if self.metric == "euclidean":
+            return float(np.min(np.linalg.norm(self.vectors - v, axis=1)))
+        norm = float(np.linalg.norm(v))
+        return float(np.max(self.vectors @ v) / norm) if norm > 0 else 0.0
+
+
+class RecentIdentities:
+    """The original identities of the last images of a run, for the verifier (bounded, per run).
+
+    A generator that pastes a crop of another image's face (a batch neighbour's, or one seen
+    earlier in the run) writes a real person the image's own identities do not know: the
+    orchestrator feeds each image's identities here as it prepares the image, and every check
+    compares the output's faces with the identities of the `images` most recent images too.
+    """
+
+    def __init__(self, images: int = 16) -> None:
+        from collections import deque
+
+        self._recent: deque[tuple[object, tuple[IdentityEmbedding, ...]]] = deque(maxlen=max(1, images))
+
+    def add(self, key: object, identities: Sequence[IdentityEmbedding]) -> None:
+        """Remember an image's identities (`key`: the image's own object, so a check can leave its own out)."""
+        if identities:
+            self._recent.append((key, tuple(identities)))
+
+    def others(self, key: object) -> list[IdentityEmbedding]:
+        """The identities of the remembered images other than `key`."""
+        return [e for k, identities in list(self._recent) if k is not key for e in identities]
 
 
 def _unique(faces: Any) -> list[Face]:
@@ -236,6 +298,10 @@ class FailClosed:
     finder: FaceFinder | None = None
     #: The run's generator when it draws new faces (its crops are pasted as faces); every other crop hides one.
     synthesizer: str | None = None
+    #: Identities of the images processed just before this one in the run (`RecentIdentities.others`).
+    others: tuple[IdentityEmbedding, ...] = ()
+    #: Boxes of faces left unchanged on purpose (selection): what is found on them is not checked.
+    kept: tuple[Box, ...] = ()
 
     def enforce(
         self,
@@ -264,6 +330,9 @@ class FailClosed:
         generators = list(generators)
 
         def check(output: np.ndarray, indices: Sequence[int]) -> None:
+            """Re-check faces `indices`; found faces are compared with every identity of the image all the same."""
+            chosen = set(indices)
+            rest = tuple(originals[j] for j in range(len(faces)) if j not in chosen)
             found = self.verifier.check(
                 image,
                 output,
@@ -271,6 +340,8 @@ class FailClosed:
                 [originals[i] for i in indices],
                 [regions[i] for i in indices],
                 self.finder,
+                (*self.others, *rest),
+                self.kept,
             )
             for i, result in zip(indices, found, strict=True):
                 checks[i] = result
@@ -340,14 +411,12 @@ class FailClosed:
                 crops[i] = crop
                 last[i] = generators[i] = self.last_resort.name
             merged = update(merged, stuck, on_top=True)
-            # Nothing of these face regions survives: a remaining "match" reads context, not the face;
-            # and what was judged no face above stays judged so on this re-check.
-            checks = [
-                replace(c, leak=False) if (last[i] and not c.unchanged) or unconfirmed[i] else c
-                for i, c in enumerate(checks)
-            ]
+            # The fill is checked like any other result (it may have landed beside the face); only
+            # what was judged no face above stays judged so on this re-check.
+            checks = [replace(c, leak=False) if unconfirmed[i] else c for i, c in enumerate(checks)]
         if leaking():
-            raise VerificationError(self._leak_message(leaking(), checks, f"policy {cfg.policy!r} and the fallback"))
+            after = f"policy {cfg.policy!r}, the fallback" + (" and the last resort" if any(last) else "")
+            raise VerificationError(self._leak_message(leaking(), checks, after))
         verdicts = tuple(
             FaceVerdict(checks[i], first[i], generators[i], tries[i], fallback[i], last[i], unconfirmed[i])
             for i in range(len(faces))
@@ -381,12 +450,13 @@ def verifier_of(pipeline: Pipeline) -> Verifier | None:
     return Verifier(stage.component, pipeline.config.verify.threshold)  # type: ignore[arg-type]
 
 
-def safety_warnings(pipeline: Pipeline) -> list[str]:
-    """One line per setting that weakens the fail-closed guarantee; printed on every run and kept in the manifest."""
+def safety_warnings(pipeline: Pipeline, aligned: bool = False) -> list[str]:
+    """One line per setting that weakens the fail-closed guarantee; printed on every run (even with -q) and kept
+    in the manifest's `safety_warnings`. `aligned`: the run treats each input as one aligned face (--aligned)."""
     warnings = []
     verify = pipeline.config.verify
     verifier = verifier_of(pipeline)
-    coverage_on = pipeline.coverage is not None
+    coverage = pipeline.coverage
     if not verify.enabled:
         warnings.append("verification is OFF (verify.enabled=false): outputs are written without re-checking any face")
     elif verifier is not None:
@@ -399,9 +469,38 @@ def safety_warnings(pipeline: Pipeline) -> list[str]:
                 "faces closer to their original are accepted"
             )
         if not verify.search:
-            warnings.append("verify.search is off: faces moved by the generator are not looked for on the output")
-    if not coverage_on:
+            warnings.append(
+                "verify.search is off: faces moved by the generator, or another person's face pasted in its place, "
+                "are not looked for on the output"
+            )
+    if coverage is None:
         warnings.append(
             "coverage is OFF (coverage.detector=null): faces the main detector misses are written as they are"
         )
+        if aligned:
+            warnings.append("--aligned without coverage: faces other than the aligned one are written as they are")
+    elif pipeline.config.coverage.search == "plain":
+        warnings.append(
+            "coverage.search=plain: the coverage detector does not look for turned, small or dark faces, "
+            "which are written as they are"
+        )
+    stages = [("detector", pipeline.detector), ("coverage.detector", coverage)]
+    for key, stage in stages:
+        if stage is not None:
+            warnings += _raised_threshold(key, stage.component)  # type: ignore[arg-type]
     return warnings
+
+
+def _raised_threshold(key: str, detector: Detector[Any]) -> list[str]:
+    """A warning when the detector's recall threshold (`Detector.recall_option`) is above its default."""
+    name = detector.recall_option
+    if name is None:
+        return []
+    value, default = getattr(detector.options, name), type(detector.options).model_fields[name].default
+    if value is None or default is None or value <= default:
+        return []
+    section = "coverage.detector_options" if key == "coverage.detector" else f"{key}.options"
+    return [
+        f"{section}.{name}={value:g} is above {detector.name}'s default {default:g}: "
+        "the detector finds fewer faces, and a face it misses is written as it is"
+    ]

@@ -71,6 +71,10 @@ class CenterFaceDetector(Detector):
     Options: ClassVar[type[ComponentOptions]] = CenterFaceOptions
     options: CenterFaceOptions
     requires: ClassVar[tuple[str, ...]] = ("onnxruntime", "onnx", "cv2")
+    #: Found astronaut's face turned 0-315 degrees (45-degree steps, also mirrored) in its quarter-turn views with
+    #: landmarks the dlib descriptor read at 0.15-0.25 from the original: the verifier needs only quarter turns.
+    roll_tolerance: ClassVar[float] = 45.0
+    recall_option: ClassVar[str | None] = "threshold"
 
     def model_files(self) -> list[ModelFile]:
         if self.options.onnx_path:

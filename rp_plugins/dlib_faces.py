@@ -142,6 +142,7 @@ class DlibDetector(Detector):
     Options: ClassVar[type[ComponentOptions]] = DlibDetectorOptions
     #: HOG finds no face under ~80 px, nor half a face: coverage searches it with every turn and the border pass.
     coverage_passes: ClassVar[Literal["default", "hog"]] = "hog"
+    recall_option: ClassVar[str | None] = "det_thresh"
     options: DlibDetectorOptions
 
     def model_files(self) -> list[ModelFile]:

@@ -72,6 +72,7 @@ class SfdDetector(Detector):
     name: ClassVar[str] = "sfd"
     Options: ClassVar[type[ComponentOptions]] = SfdOptions
     options: SfdOptions
+    recall_option: ClassVar[str | None] = "det_thresh"
 
     def _candidates(self, filename: str, explicit: str | None) -> list[Path]:
         if explicit:

@@ -9,10 +9,13 @@ from rp_core.coverage import (
     DEFAULT,
     HOG,
     PLAIN,
+    REGION_TURNS,
     box_through,
     merge_faces,
+    mirrored_landmarks,
     needs_equalization,
     original_to_rotated,
+    region_turns,
     resize,
     rotate_image,
     rotated_to_original,
@@ -208,3 +211,51 @@ def test_a_normal_photo_costs_little(t1: np.ndarray, centerface) -> None:  # typ
     assert all(max(shape) <= 480 for shape in recorder.shapes[1:])
     recorder.shapes.clear()
     assert len(search_faces(recorder, t1, PLAIN)) == 6 and recorder.shapes == [t1.shape[:2]]
+
+
+def test_region_turns_cover_every_angle_within_the_detectors_tolerance() -> None:
+    assert region_turns(45.0) == (0.0, 90.0, 180.0, 270.0)
+    assert region_turns(15.0) == tuple(float(a) for a in range(0, 360, 30))
+    for tolerance in (10.0, 15.0, 30.0, 45.0):
+        turns = np.array(region_turns(tolerance))
+        for angle in range(360):
+            gap = np.abs((turns - angle + 180) % 360 - 180).min()
+            assert gap <= tolerance, (tolerance, angle)
+
+
+def test_mirrored_landmarks_relabel_left_and_right() -> None:
+    points = np.arange(136, dtype=np.float64).reshape(68, 2)
+    again = mirrored_landmarks(mirrored_landmarks(points))
+    assert np.array_equal(again, points)
+    assert np.array_equal(mirrored_landmarks(points)[36], points[45])  # outer eye corners swap
+    assert np.array_equal(mirrored_landmarks(points)[30], points[30])  # the nose tip stays
+    five = np.arange(10, dtype=np.float64).reshape(5, 2)
+    assert np.array_equal(mirrored_landmarks(five), five[[1, 0, 2, 4, 3]])
+
+
+@pytest.mark.parametrize("angle", [90, 135, 180, 270])
+@pytest.mark.parametrize("mirror", [False, True])
+def test_search_region_finds_a_turned_or_flipped_face_with_usable_landmarks(
+    angle: int, mirror: bool, astronaut: np.ndarray, dlib_detector
+) -> None:  # type: ignore[no-untyped-def]
+    """The verifier's output search: dlib's HOG, blind past ~20 degrees, finds the face at any turn, and in place."""
+    import cv2
+
+    [face] = dlib_detector.detect(astronaut)
+    x0, y0, x1, y1 = face.box
+    centre = ((x0 + x1) / 2, (y0 + y1) / 2)
+    turned = cv2.warpAffine(astronaut, cv2.getRotationMatrix2D(centre, angle, 1.0), (512, 512))
+    if mirror:  # a vertical flip of the turned face
+        turned = np.ascontiguousarray(turned[::-1])
+        centre = (centre[0], 512 - centre[1])
+    region = (centre[0] - 100, centre[1] - 100, centre[0] + 100, centre[1] + 100)
+    assert not dlib_detector.detect(turned) or angle == 180 and mirror  # a plain pass misses it (or it is upright)
+    found = search_region(dlib_detector.detect, turned, region, margin=0.0, face_side=320, turns=REGION_TURNS)
+    assert len(found) == 1
+    fx0, fy0, fx1, fy1 = found[0].box
+    assert abs((fx0 + fx1) / 2 - centre[0]) < 20 and abs((fy0 + fy1) / 2 - centre[1]) < 20
+    from rp_plugins.dlib_faces import DlibEncoder, DlibEncoderOptions
+
+    encoder = DlibEncoder(DlibEncoderOptions(landmarks="auto"))
+    [before], [after] = encoder.encode(astronaut, [face]), encoder.encode(turned, found)
+    assert np.linalg.norm(before.vector - after.vector) < 0.4  # read as the same person: the landmarks fit

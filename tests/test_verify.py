@@ -173,10 +173,18 @@ def test_a_fallback_that_still_leaks_gets_the_last_resort_or_fails(
     result = Anonymizer(_config(leak_host, "verify.fallback_generator=leak"), leak_host).anonymize(astronaut)
     verify = result.records[0].notes["verify"]
     assert verify["fallback"] == "leak" and verify["last_resort"] == "solid" and result.records[0].generator == "solid"
+    assert not verify["leak"] and verify["score_final"] >= verify["threshold"]  # the fill passed its own check
     _assert_nobody_recognised(reidentifier, result.image, originals["astronaut"])
     anonymizer = Anonymizer(_config(leak_host, "verify.fallback_generator=leak", "verify.last_resort=null"), leak_host)
     with pytest.raises(VerificationError, match="face 0: distance 0.0"):
         anonymizer.anonymize(astronaut)
+
+
+def test_a_last_resort_that_still_matches_refuses_the_image(leak_host, astronaut) -> None:  # type: ignore[no-untyped-def]
+    """The last resort's result is checked like any other: never marked safe while it still matches."""
+    overrides = ("verify.fallback_generator=leak", "verify.last_resort=leak")
+    with pytest.raises(VerificationError, match="and the last resort: face 0: distance 0.0"):
+        Anonymizer(_config(leak_host, *overrides), leak_host).anonymize(astronaut)
 
 
 def test_policy_fail_writes_nothing_and_exits_5(leak_host, tmp_path: Path, t1, astronaut) -> None:  # type: ignore[no-untyped-def]
@@ -239,3 +247,40 @@ def test_geometry_helpers() -> None:
     changed = image.copy()
     changed[15, 15] = 1
     assert region_unchanged(image, changed, (0, 0, 10, 10)) and not region_unchanged(image, changed, (10, 10, 20, 20))
+
+
+def test_every_face_is_compared_with_every_identity_of_the_image_and_the_recent_ones(host, t1) -> None:  # type: ignore[no-untyped-def]
+    """Another person's face does not pass because it is not the person who was there."""
+    from rp_core.coverage import search_region
+    from rp_core.verify import RecentIdentities, Verifier
+
+    verifier = Verifier(host.get("identity_encoder", "dlib").cls())
+    detector = host.get("detector", "dlib").cls()
+    faces = detector.detect(t1)
+    identities = verifier.encode(t1, faces)
+    # as if face 0's place had held nobody (grey) and the generator pasted person 0 there: a crop of another face
+    x0, y0, x1, y1 = (int(v) for v in faces[0].box)
+    before = t1.copy()
+    before[y0:y1, x0:x1] = 128
+
+    def finder(image: np.ndarray, region: tuple[float, float, float, float]) -> list[Face]:
+        return search_region(detector.detect, image, region, margin=0.0)
+
+    region = [(x0 - 40.0, y0 - 40.0, x1 + 40.0, y1 + 40.0)]
+    [alone] = verifier.check(before, t1, faces[:1], identities[1:2], region, finder)
+    [recent] = verifier.check(before, t1, faces[:1], identities[1:2], region, finder, others=identities[:1])
+    image = verifier.check(before, t1, faces[:2], [identities[1], identities[0]], [*region, *region], finder)
+    assert not alone.leak  # only person 1 looked for
+    assert recent.leak and image[0].leak and recent.found_at is not None
+    assert recent.score == image[0].score < verifier.threshold
+    # without the output search, a face is compared with its own identity at its landmarks only
+    [unsearched] = verifier.check(before, t1, faces[:1], identities[1:2], others=identities[:1])
+    assert not unsearched.leak
+
+    window = RecentIdentities(images=2)
+    first, second, third = object(), object(), object()
+    window.add(first, identities[:2])
+    window.add(second, identities[2:3])
+    assert window.others(second) == identities[:2]
+    window.add(third, identities[3:4])  # the oldest image leaves the window
+    assert window.others(third) == identities[2:3]

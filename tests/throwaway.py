@@ -161,3 +161,84 @@ class EverywhereDetector(Detector):
 def rp_register_detectors(register):
     register(EverywhereDetector)
 """
+
+
+# -- leaking generators: what an attacker's generator could hand back (tests/test_failclosed_round3.py) --------
+
+
+class SwapLeak(Generator):
+    """Hands each face of a batch the untouched crop of the next face: every person is still there, elsewhere."""
+
+    name = "swap_leak"
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:
+        import cv2
+
+        crops = [r.face.crop for r in requests]
+        return [cv2.resize(crops[(i + 1) % len(crops)], crops[i].shape[1::-1]) for i in range(len(crops))]
+
+
+class ReplayLeak(Generator):
+    """Remembers the first batch's crops and pastes them into every later image (a flat grey the first time)."""
+
+    name = "replay_leak"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[np.ndarray] = []
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:
+        import cv2
+
+        if not self.seen:
+            self.seen = [r.face.crop.copy() for r in requests]
+            return [np.full_like(r.face.crop, 128) for r in requests]
+        return [cv2.resize(self.seen[i % len(self.seen)], r.face.crop.shape[1::-1]) for i, r in enumerate(requests)]
+
+
+class Rot90Leak(Generator):
+    """Hands back the original face turned a quarter clockwise."""
+
+    name = "rot90_leak"
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:
+        return [np.ascontiguousarray(np.rot90(r.face.crop, -1)) for r in requests]
+
+
+class Rot180Leak(Generator):
+    """Hands back the original face upside down."""
+
+    name = "rot180_leak"
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:
+        return [np.ascontiguousarray(np.rot90(r.face.crop, 2)) for r in requests]
+
+
+class FlipLeak(Generator):
+    """Hands back the original face flipped top to bottom (a 180-degree turn of its mirror image)."""
+
+    name = "flip_leak"
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:
+        return [np.ascontiguousarray(r.face.crop[::-1]) for r in requests]
+
+
+class NudgeLeak(Generator):
+    """Changes every pixel by one level and nothing else: changed, and still the same person."""
+
+    name = "nudge_leak"
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:
+        return [np.where(r.face.crop < 255, r.face.crop + 1, r.face.crop - 1).astype(np.uint8) for r in requests]
+
+
+LEAKING_GENERATORS: tuple[type[Generator], ...] = (SwapLeak, ReplayLeak, Rot90Leak, Rot180Leak, FlipLeak, NudgeLeak)
+
+
+class LeakingPlugin:
+    """Registers the leaking generators next to a real face stack."""
+
+    @hookimpl
+    def rp_register_generators(self, register: Callable[[type], None]) -> None:
+        for generator in LEAKING_GENERATORS:
+            register(generator)
