@@ -42,6 +42,9 @@ class Check:
     leak: bool
     #: Box of the face found anew on the output that scored worst, when that was not the original position.
     found_at: Box | None = None
+    #: The worst score of the faces a detector found anew in this face's region (None: none was found and read).
+    #: What an attacker, who must find a face before reading it, would get.
+    found_score: float | None = None
 
 
 class Verifier:
@@ -105,6 +108,7 @@ class Verifier:
         # all (a fill), and no faces look alike (a solid fill reads 0.51 from a sleeve's false detection)
         scores = [compare_embeddings(b, a, self.metric) for b, a in zip(before, after, strict=True)]
         where: list[Box | None] = [None] * len(faces)
+        found_scores: list[float | None] = [None] * len(faces)
         if finder is not None and regions is not None:
             found = _unique(face for region in regions for face in finder(output, region))
             found = [f for f in found if all(iou(f.box, box) < 0.3 for box in kept)]
@@ -117,12 +121,17 @@ class Verifier:
                     own = score if there_before is None else compare_embeddings(there_before, embedding, self.metric)
                     score = own if self.worse(own, score) else score
                 for i, region in enumerate(regions):
-                    if centre_inside(face.box, region) and self.worse(score, scores[i]):
+                    if not centre_inside(face.box, region):
+                        continue
+                    known = found_scores[i]
+                    if known is None or self.worse(score, known):
+                        found_scores[i] = score
+                    if self.worse(score, scores[i]):
                         scores[i], where[i] = score, face.box
         checks = []
-        for face, score, found_at in zip(faces, scores, where, strict=True):
+        for face, score, found_at, found_score in zip(faces, scores, where, found_scores, strict=True):
             unchanged = region_unchanged(original, output, face.box)
-            checks.append(Check(score, unchanged, unchanged or self.matches(score), found_at))
+            checks.append(Check(score, unchanged, unchanged or self.matches(score), found_at, found_score))
         return checks
 
     def _encode_found(self, image: np.ndarray, faces: Sequence[Face]) -> list[IdentityEmbedding | None]:
@@ -411,8 +420,16 @@ class FailClosed:
                 crops[i] = crop
                 last[i] = generators[i] = self.last_resort.name
             merged = update(merged, stuck, on_top=True)
-            # The fill is checked like any other result (it may have landed beside the face); only
-            # what was judged no face above stays judged so on this re-check.
+            # The fill is checked as an attacker checks it: a face any detector finds in its region (it may have
+            # landed beside the face) that matches someone, or pixels left as they were, refuse the image. Read at
+            # the face's own landmarks, a fill is no face: what that reading matches is the context around it (a
+            # border-cut face's hair and edge read 0.48 from the person), which no detector sees as a face.
+            checks = [
+                replace(c, leak=c.unchanged or (c.found_score is not None and self.verifier.matches(c.found_score)))
+                if last[i]
+                else c
+                for i, c in enumerate(checks)
+            ]
             checks = [replace(c, leak=False) if unconfirmed[i] else c for i, c in enumerate(checks)]
         if leaking():
             after = f"policy {cfg.policy!r}, the fallback" + (" and the last resort" if any(last) else "")

@@ -51,6 +51,7 @@ def test_check_names_a_stale_page(tmp_path):
     importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("material") is None,
     reason="mkdocs and mkdocs-material are not installed (pip install -e '.[docs]')",
 )
+@pytest.mark.e2e
 def test_site_builds_strictly(tmp_path):
     site = tmp_path / "site"
     result = subprocess.run(

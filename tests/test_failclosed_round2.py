@@ -243,6 +243,7 @@ main(sys.argv[2:])
 """
 
 
+@pytest.mark.e2e
 def test_in_place_keeps_the_original_when_the_disk_is_full(tmp_path: Path, t1: np.ndarray) -> None:
     photo = tmp_path / "t1.png"
     Image.fromarray(t1).save(

@@ -114,6 +114,7 @@ def test_high_threshold_finds_nothing(crafted_weights: tuple[Path, Path], astron
     assert SfdDetector(options, RuntimeContext(pool=POOL)).detect(astronaut) == []
 
 
+@pytest.mark.e2e
 def test_landmark_jit_is_compiled_once_and_then_read_from_disk(tmp_path: Path) -> None:
     """face-alignment's numba helpers: the first process compiles and caches, the next one loads the cache."""
     import os

@@ -284,3 +284,23 @@ def test_every_face_is_compared_with_every_identity_of_the_image_and_the_recent_
     assert window.others(second) == identities[:2]
     window.add(third, identities[3:4])  # the oldest image leaves the window
     assert window.others(third) == identities[2:3]
+
+
+def test_faces_cut_by_the_border_are_filled_and_written_not_refused(host, t1, reidentifier, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A pan-zoom frame of t1 with faces cut by the frame's border: pixelated, they still read close to the person
+    at their own landmarks, so they are filled; the fill then reads ~0.5 from the person there too (the hair and edge
+    around it; no detector sees a face), which must not refuse the frame. Nobody is identifiable to the attacker."""
+    av = pytest.importorskip("av")
+    from attacker import distances, people
+
+    from rp_core.video.samples import pan_zoom_clip
+
+    clip = pan_zoom_clip(t1, tmp_path / "clip.mp4", frames=12)
+    with av.open(str(clip)) as container:
+        frame = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)][2]
+    anonymizer = Anonymizer(resolve_config(host, preset="offline", environ={}), host)
+    result = anonymizer.anonymize(frame)
+    filled = [r for r in result.records if r.notes.get("verify", {}).get("last_resort")]
+    assert filled, "the frame no longer needs the last resort: this test no longer tests the fill's check"
+    assert all(r.box[0] < 0 or r.box[1] < 0 or r.box[2] > frame.shape[1] for r in filled)  # cut by the border
+    assert min(distances(reidentifier, result.image, people(reidentifier, t1))) > reidentifier.threshold

@@ -25,6 +25,9 @@ from rp_core.video.tracks import PREDICTED, SEED_STRIDE, FaceTracker, OneEuroFil
 from rp_plugins.dlib_faces import DlibDetector  # noqa: E402
 from rp_plugins.obfuscate import Pixelate  # noqa: E402
 
+#: Videos are end-to-end work (a 60-frame clip encoded and decoded): outside the fast loop.
+pytestmark = pytest.mark.e2e
+
 #: Fail-closed verification (dlib descriptors and the output search) on every 20th frame keeps these tests
 #: near a minute on 2 shared cores; the independent dlib attacker still checks every frame, and
 #: test_default_verification_searches_every_frame runs the default (every frame verified and searched).
