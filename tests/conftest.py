@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MKL_NUM_THREADS", "2")
 
-from stacks import FACE_STACK_PLUGINS  # noqa: E402 (after the thread caps)
+from helpers.stacks import FACE_STACK_PLUGINS  # noqa: E402 (after the thread caps)
 
 
 def _insightface_images() -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from throwaway import PLUGIN_FILE, throwaway_host
+from helpers.throwaway import PLUGIN_FILE, throwaway_host
 
 from rp_core.cli import create_cli
 from rp_core.io import read_image, write_image

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from throwaway import throwaway_host
+from helpers.throwaway import throwaway_host
 
 from rp_core.config import resolve_config
 from rp_core.errors import ConfigError

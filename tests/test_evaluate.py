@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers.stacks import FACE_STACK_PLUGINS
 from PIL import Image
-from stacks import FACE_STACK_PLUGINS
 
 from rp_core import hookimpl
 from rp_core.cli import create_cli

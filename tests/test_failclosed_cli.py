@@ -8,7 +8,6 @@ import os
 import signal
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,12 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers.runs import RP, manifest_facts, shifted_images, snapshot
 from PIL import Image
 
 from rp_core.cli import create_cli
 from rp_core.io import read_image
 
-RP = [sys.executable, "-c", "import sys; from rp_core.cli import main; sys.argv[0] = 'rp'; main()"]
 GPS_IFD = 0x8825
 
 
@@ -141,30 +140,10 @@ def test_fuzz_folder_of_bad_and_good_files(tmp_path: Path, astronaut: np.ndarray
     assert {p.name: p.read_bytes() for p in source.iterdir()} == before  # inputs byte-identical
 
 
-def _shifted_images(folder: Path, astronaut: np.ndarray, count: int = 6) -> None:
-    folder.mkdir(parents=True)
-    for i in range(count):
-        shifted = np.roll(astronaut, shift=(i * 3, i * 5), axis=(0, 1))
-        Image.fromarray(shifted).save(folder / f"img {i:02d}.jpg", quality=92)
-
-
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def _manifest_facts(folder: Path) -> list[tuple[str, str, int, list[object]]]:
-    manifest = json.loads((folder / "manifest.json").read_text())
-    facts = []
-    for entry in manifest["images"]:
-        faces = [{k: v for k, v in f.items() if k != "timings"} for f in entry["faces"]]
-        facts.append((Path(entry["input"]).name, entry["status"], len(entry["faces"]), faces))
-    return facts
-
-
 @pytest.mark.e2e
 def test_killed_run_resumes_to_the_same_output(tmp_path: Path, astronaut: np.ndarray) -> None:
     source = tmp_path / "photos"
-    _shifted_images(source, astronaut)
+    shifted_images(source, astronaut)
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     done = subprocess.run(
         [*RP, "anonymize", str(source), "-o", str(reference), "--preset", "offline"], capture_output=True, text=True
@@ -196,10 +175,10 @@ def test_killed_run_resumes_to_the_same_output(tmp_path: Path, astronaut: np.nda
     )
     assert again.returncode == 0, again.stderr
     assert "resuming:" in again.stderr
-    ours, theirs = _snapshot(resumed), _snapshot(reference)
+    ours, theirs = snapshot(resumed), snapshot(reference)
     assert sorted(ours) == sorted(theirs)  # same files: no journal, no temporary file, nothing missing
     assert all(ours[name] == theirs[name] for name in ours if name != "manifest.json")  # byte-identical images
-    assert _manifest_facts(resumed) == _manifest_facts(reference)
+    assert manifest_facts(resumed) == manifest_facts(reference)
 
 
 def test_in_place_needs_the_flag_and_replaces_atomically(tmp_path: Path, astronaut: np.ndarray) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_failclosed_round2 import FalsePlugin
+from helpers.throwaway import FalsePlugin
 
 from rp_core.cli import create_cli
 from rp_core.io import write_image

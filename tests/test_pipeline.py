@@ -229,7 +229,7 @@ class PreflightPlugin:
     [("needs_missing_library", "pip install 'rp-anonymize[imaginary]'"), ("needs_a_gpu", "--preset offline")],
 )
 def test_a_stage_that_cannot_run_here_fails_with_advice_before_any_download(generator: str, expected: str) -> None:
-    from stacks import FACE_STACK_PLUGINS
+    from helpers.stacks import FACE_STACK_PLUGINS
 
     from rp_core.errors import RpError
 
@@ -260,12 +260,12 @@ anonymize_files(sys.argv[1], sys.argv[2], preset="offline", on_event=on_event)
 
 @pytest.mark.e2e
 def test_the_api_files_call_matches_the_cli_and_resumes_after_a_kill(tmp_path: Path, astronaut: np.ndarray) -> None:
-    from test_failclosed_cli import _manifest_facts, _shifted_images, _snapshot
+    from helpers.runs import manifest_facts, shifted_images, snapshot
 
     from rp_core.session import SessionOptions
 
     source = tmp_path / "photos"
-    _shifted_images(source, astronaut, count=6)
+    shifted_images(source, astronaut, count=6)
     cli_out, api_out = tmp_path / "cli", tmp_path / "api"
     assert (
         CliRunner()
@@ -278,15 +278,15 @@ def test_the_api_files_call_matches_the_cli_and_resumes_after_a_kill(tmp_path: P
     assert len(list(api_out.glob("*.jpg"))) == 3 and not (api_out / "manifest.json").exists()
     summary = anonymize_files(source, api_out, preset="offline", options=SessionOptions(resume=True))
     assert summary.exit_code() == 0 and summary.anonymized == 6  # the 3 resumed and the 3 done now
-    ours, theirs = _snapshot(api_out), _snapshot(cli_out)
+    ours, theirs = snapshot(api_out), snapshot(cli_out)
     assert sorted(ours) == sorted(theirs)
     assert all(ours[name] == theirs[name] for name in ours if name != "manifest.json")
-    assert _manifest_facts(api_out) == _manifest_facts(cli_out)
+    assert manifest_facts(api_out) == manifest_facts(cli_out)
 
 
 def test_overlap_gives_the_same_files_and_records_as_the_plain_stream(tmp_path: Path, astronaut: np.ndarray) -> None:
     """Offline preset over a folder with a failing image: the worker thread changes nothing users see."""
-    from test_failclosed_cli import _manifest_facts, _snapshot
+    from helpers.runs import manifest_facts, snapshot
 
     _five_images(tmp_path / "in", astronaut)
     host = PluginHost(extra_plugins=[RaisingPlugin()])
@@ -310,6 +310,6 @@ def test_overlap_gives_the_same_files_and_records_as_the_plain_stream(tmp_path: 
         )
         assert result.exit_code == 4, result.output
         outs[overlap] = out
-    a, b = _snapshot(outs["true"]), _snapshot(outs["false"])
+    a, b = snapshot(outs["true"]), snapshot(outs["false"])
     assert sorted(a) == sorted(b) and all(a[k] == b[k] for k in a if k != "manifest.json")
-    assert _manifest_facts(outs["true"]) == _manifest_facts(outs["false"])
+    assert manifest_facts(outs["true"]) == manifest_facts(outs["false"])

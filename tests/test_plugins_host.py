@@ -8,7 +8,7 @@ import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from throwaway import (
+from helpers.throwaway import (
     PLUGIN_FILE,
     BoxMerger,
     CentreDetector,

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers.stacks import FACE_STACK_PLUGINS
 from PIL import Image
-from stacks import FACE_STACK_PLUGINS
 
 ray = pytest.importorskip("ray")
 

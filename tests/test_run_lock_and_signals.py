@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_failclosed_cli import RP, _shifted_images
+from helpers.runs import RP, shifted_images
 
 from rp_core.cli import create_cli
 from rp_core.files.lock import OutputBusyError, lock_path, output_lock
@@ -46,7 +46,7 @@ def test_the_lock_is_exclusive_and_released(tmp_path: Path) -> None:
 @pytest.mark.e2e
 def test_sigterm_cleans_up_and_hints_at_resume(tmp_path: Path, astronaut: np.ndarray) -> None:
     source, out = tmp_path / "photos", tmp_path / "out"
-    _shifted_images(source, astronaut)
+    shifted_images(source, astronaut)
     process = subprocess.Popen(
         [*RP, "anonymize", str(source), "-o", str(out), "--preset", "offline"],
         stdout=subprocess.PIPE,

@@ -291,7 +291,7 @@ def test_faces_cut_by_the_border_are_filled_and_written_not_refused(host, t1, re
     at their own landmarks, so they are filled; the fill then reads ~0.5 from the person there too (the hair and edge
     around it; no detector sees a face), which must not refuse the frame. Nobody is identifiable to the attacker."""
     av = pytest.importorskip("av")
-    from attacker import distances, people
+    from helpers.attacker import distances, people
 
     from rp_core.video.samples import pan_zoom_clip
 

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("av")
 pytest.importorskip("trackers")
 
-from stacks import FACE_STACK_PLUGINS  # noqa: E402
+from helpers.stacks import FACE_STACK_PLUGINS  # noqa: E402
 
 from rp_core import hookimpl  # noqa: E402
 from rp_core.config import resolve_config  # noqa: E402

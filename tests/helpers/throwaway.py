@@ -163,7 +163,7 @@ def rp_register_detectors(register):
 """
 
 
-# -- leaking generators: what an attacker's generator could hand back (tests/test_failclosed_round3.py) --------
+# -- leaking generators: what an attacker's generator could hand back (tests/test_failclosed_attacks.py) --------
 
 
 class SwapLeak(Generator):
@@ -242,3 +242,30 @@ class LeakingPlugin:
     def rp_register_generators(self, register: Callable[[type], None]) -> None:
         for generator in LEAKING_GENERATORS:
             register(generator)
+
+
+# -- a false detection: a "face" on the astronaut's sleeve ------------------------------------------------------
+
+
+class FalseDetection(Detector):
+    """dlib's faces plus one "face" on the astronaut's sleeve: the real face's landmarks moved onto a non-face."""
+
+    name = "false_detection"
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        from rp_core.plugins import PluginHost
+
+        dlib_detector = PluginHost(environ={"RP_PLUGINS": "rp-dlib"}).get("detector", "dlib").cls()
+        faces = dlib_detector.detect(image)
+        if not faces:
+            return faces
+        real = faces[0]
+        shift = np.array([-170.0, 280.0])  # onto the suit, well away from the face
+        box = (real.box[0] + shift[0], real.box[1] + shift[1], real.box[2] + shift[0], real.box[3] + shift[1])
+        return [*faces, Face(box, 0.9, real.landmarks + shift, "false_detection")]
+
+
+class FalsePlugin:
+    @hookimpl
+    def rp_register_detectors(self, register: Callable[[type], None]) -> None:
+        register(FalseDetection)

@@ -1,4 +1,4 @@
-"""Fail closed, round 2: what an attacker tried after round 1, each as a regression test.
+"""Fail closed against moved and turned faces, faces the main detector misses (rotated, small, dark, cut) and false detections.
 
 The attacker is conftest's `reidentifier` (dlib HOG + 68 points + 128-d descriptor, built straight
 from dlib, not through rp's plugins) searching the whole output: every orientation, upsampled.
@@ -22,11 +22,11 @@ from PIL import Image
 from rp_core import hookimpl
 from rp_core.cli import create_cli
 from rp_core.config import resolve_config
-from rp_core.interfaces import Detector, Generator
+from rp_core.interfaces import Generator
 from rp_core.io import read_image, write_image
 from rp_core.orchestrator import Anonymizer
 from rp_core.plugins import PluginHost
-from rp_core.types import Face, GenerationRequest
+from rp_core.types import GenerationRequest
 
 
 def _warp(crop: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -73,7 +73,7 @@ class MovingPlugin:
 
 @pytest.fixture(scope="module")
 def moving_host() -> PluginHost:
-    from stacks import FACE_STACK_PLUGINS
+    from helpers.stacks import FACE_STACK_PLUGINS
 
     return PluginHost(environ={"RP_PLUGINS": FACE_STACK_PLUGINS}, extra_plugins=[MovingPlugin()])
 
@@ -276,34 +276,10 @@ def test_verification_has_a_margin_past_the_match_threshold(host: PluginHost) ->
     assert buffalo.verify_threshold is not None and buffalo.verify_threshold < buffalo.match_threshold
 
 
-class FalseDetection(Detector):
-    """dlib's faces plus one "face" on the astronaut's sleeve: the real face's landmarks moved onto a non-face."""
-
-    name = "false_detection"
-
-    def detect(self, image: np.ndarray) -> list[Face]:
-        from rp_core.plugins import PluginHost
-
-        dlib_detector = PluginHost(environ={"RP_PLUGINS": "rp-dlib"}).get("detector", "dlib").cls()
-        faces = dlib_detector.detect(image)
-        if not faces:
-            return faces
-        real = faces[0]
-        shift = np.array([-170.0, 280.0])  # onto the suit, well away from the face
-        box = (real.box[0] + shift[0], real.box[1] + shift[1], real.box[2] + shift[0], real.box[3] + shift[1])
-        return [*faces, Face(box, 0.9, real.landmarks + shift, "false_detection")]
-
-
-class FalsePlugin:
-    @hookimpl
-    def rp_register_detectors(self, register: Callable[[type], None]) -> None:
-        register(FalseDetection)
-
-
 def test_a_false_detection_that_still_matches_is_obfuscated_once_not_blacked_out(astronaut: np.ndarray) -> None:
     """Finding 5: what no detector of another family sees as a face keeps one obfuscation and a note."""
     pytest.importorskip("rp_plugins.centerface")
-    from throwaway import LeakingPlugin
+    from helpers.throwaway import FalsePlugin, LeakingPlugin
 
     host = PluginHost(extra_plugins=[FalsePlugin(), LeakingPlugin()])
     # generator and fallback change pixels but keep every identity: each face still matches, so the real

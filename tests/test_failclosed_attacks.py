@@ -1,6 +1,6 @@
-"""Fail closed, round 3: generators that swap, replay, turn and flip crops, and displaced landmarks.
+"""Fail closed against generators that swap, replay, turn and flip crops, displaced landmarks, and loud loosening.
 
-Each attack runs twice: unchecked (verify off), where the attacker (tests/attacker.py: dlib's
+Each attack runs twice: unchecked (verify off), where the attacker (tests/helpers/attacker.py: dlib's
 128-d descriptor on the whole output, 4 turns x mirror, 1x and 2x) must identify people, which
 proves the attack and the attacker work; and under the offline preset as users run it, where
 nobody of the input photos may be identifiable, or the image is refused.
@@ -12,11 +12,11 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-import attacker
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from throwaway import LeakingPlugin
+from helpers import attacker
+from helpers.throwaway import LeakingPlugin
 
 from rp_core.cli import create_cli
 from rp_core.config import resolve_config
@@ -30,7 +30,7 @@ UNCHECKED = ("verify.enabled=false",)
 
 @pytest.fixture(scope="module")
 def leak_host() -> PluginHost:
-    from stacks import FACE_STACK_PLUGINS
+    from helpers.stacks import FACE_STACK_PLUGINS
 
     return PluginHost(environ={"RP_PLUGINS": FACE_STACK_PLUGINS}, extra_plugins=[LeakingPlugin()])
 
