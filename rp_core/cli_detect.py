@@ -43,7 +43,7 @@ def detect(ctx: click.Context, inputs: tuple[Path, ...], output: Path, preview: 
     from rp_core.io import atomic_write_bytes, plan_reading, read_image
     from rp_core.selection import FACES_JSON_VERSION, face_to_json, faces_json_text
     from rp_core.session import common_root
-    from rp_core.verify import missed_faces
+    from rp_core.stream import FaceStream
 
     config = resolve(ctx, _pop_config_args(ctx, kwargs))
     pipeline = assemble_pipeline(ctx, config)
@@ -58,6 +58,7 @@ def detect(ctx: click.Context, inputs: tuple[Path, ...], output: Path, preview: 
 
     require_present([f for d in detectors for f in d.model_files()])
     root = common_root([job.source for job in plan.jobs])
+    stream = FaceStream(pipeline)  # the face stream's own find-faces step: the file lists what a run does
     console = _console()
     images = []
     for job in plan.jobs:
@@ -66,8 +67,8 @@ def detect(ctx: click.Context, inputs: tuple[Path, ...], output: Path, preview: 
         except RpError as exc:
             console.print(f"failed: {exc}", markup=False)
             continue
-        found = detectors[0].detect(image)
-        extra = missed_faces(found, detectors[1].detect(image), config.coverage.iou) if len(detectors) > 1 else []
+        found = stream.detect(image)
+        extra = stream.coverage_faces(image, found)  # with the coverage search's passes, as `rp anonymize` runs it
         name = os.path.relpath(job.source.absolute(), root)
         images.append(
             {

@@ -93,7 +93,9 @@ def _run(*args: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.e2e  # minutes on a 2-core machine: the attacker searches 8 views at 1x and 2x
-@pytest.mark.parametrize("photo", ["astronaut", "t1"])
+# t1 only: on astronaut a face moved by half its height is no longer identifiable even unchecked (the fill and
+# the coverage detector cover enough of it), so there is no leak for the check to catch there
+@pytest.mark.parametrize("photo", ["t1"])
 def test_landmarks_displaced_by_half_a_face_in_the_faces_json(
     request: pytest.FixtureRequest, photo: str, tmp_path: Path, reidentifier
 ) -> None:  # type: ignore[no-untyped-def]
@@ -103,12 +105,13 @@ def test_landmarks_displaced_by_half_a_face_in_the_faces_json(
     write_image(source, image)
     assert _run("detect", str(source), "-o", str(tmp_path / "faces.json"), "--preset", "offline").exit_code == 0
     data = json.loads((tmp_path / "faces.json").read_text())
-    for face in data["images"][0]["faces"]:
-        x0, _, x1, _ = face["box"]
-        face["landmarks"] = [[x + (x1 - x0) / 2, y] for x, y in face["landmarks"]]
+    for face in data["images"][0]["faces"]:  # down by half a face: the eyes and brows are left as they are
+        _, y0, _, y1 = face["box"]
+        face["landmarks"] = [[x, y + (y1 - y0) / 2] for x, y in face["landmarks"]]
     (tmp_path / "moved.json").write_text(json.dumps(data))
     persons = attacker.people(reidentifier, image)
-    common = ("--preset", "offline", "--faces-json", str(tmp_path / "moved.json"))
+    # a tight mask (the inner face): the whole-head default already covers a face moved by half its width
+    common = ("--preset", "offline", "--mask-scale", "1.0", "--faces-json", str(tmp_path / "moved.json"))
     unchecked = _run(
         "anonymize", str(source), "-o", str(tmp_path / "unchecked.png"), *common, "--set", "verify.enabled=false"
     )
