@@ -250,6 +250,10 @@ class FaceVerdict:
         }
         if self.check.found_at is not None:
             data["worst_found_at"] = [round(v, 1) for v in self.check.found_at]
+        if self.check.found_score is not None:
+            data["score_found"] = round(self.check.found_score, 4)  # the worst face a detector found in the region
+        if self.last_resort and not self.check.leak:
+            data["judged_by"] = "faces the detectors find in the filled region (a fill read at its landmarks is no face)"
         if self.unconfirmed:
             data["unconfirmed"] = "no detector of another family sees a face here: obfuscated once, not filled"
         return data
