@@ -341,7 +341,7 @@ class RunSession:
         except Exception:  # unreadable or PyAV missing: the video's own job reports why, in one line
             frames = 0
         photos = len(self.plan.jobs) - len(videos)
-        length = f": {frames} frames, {seconds:.0f} s of video" if frames else ""
+        length = f": {frames} frames, {seconds:.1f} s of video" if frames else ""
         self.on_event(
             Event(
                 "info",

@@ -51,3 +51,13 @@ def test_skipped_inputs_are_counted_in_the_summary(tmp_path: Path, astronaut: np
     skipped_lines = [line for line in result.output.splitlines() if line.startswith("skipped (")]
     assert len(skipped_lines) == 2, result.output
     assert "1 anonymized (1 face), 0 without a face, 2 skipped" in result.output
+
+
+def test_the_summary_counts_a_videos_face_instances() -> None:
+    """A video's faces (one per face per frame, as its progress bar counts them) are in the summary, not 0."""
+    from rp_core.manifest import ImageEntry
+
+    photo = ImageEntry("a.jpg", "b.jpg", "anonymized", faces=[{"index": 0}])
+    clip = ImageEntry("c.mp4", "d.mp4", "anonymized", video={"faces": 238, "frames": 48})
+    line = RunSummary(entries=(photo, clip), fresh=(photo, clip), skipped=0, manifest_path=None).line()
+    assert line.startswith("2 anonymized (239 faces)")
