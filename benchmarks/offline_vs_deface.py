@@ -6,6 +6,9 @@ process (models loaded once). The attacker and the variants are benchmarks/cover
 (upsample 1) in the thorough search (every rotation, small faces, equalised, border), 68 landmarks, 128-d
 descriptor at 0.6, compared with the faces of the original photo.
 
+Each command runs under `/usr/bin/time -v`: the table gives wall seconds, CPU seconds (user + system: the figure
+to trust on a shared machine) and peak memory (maximum RSS) of every process.
+
 Run: python -m benchmarks.offline_vs_deface
 """
 
@@ -15,16 +18,41 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.coverage_variants import Attacker, load_sources, make_variants, original_descriptors
 from rp_core.io import read_image, write_image
 
 
-def timed(command: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
-    return time.perf_counter() - start
+@dataclass
+class Cost:
+    """What one command took, as `/usr/bin/time -v` reports it: wall and CPU seconds, peak memory."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+    peak_mb: float = 0.0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.wall + other.wall, self.cpu + other.cpu, max(self.peak_mb, other.peak_mb))
+
+
+def timed(command: list[str]) -> Cost:
+    """Run `command` under `/usr/bin/time -v` (GNU time): its elapsed, user + system seconds and maximum RSS."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
+        start = time.perf_counter()
+        subprocess.run(["/usr/bin/time", "-v", "-o", report.name, *command], check=True, capture_output=True)
+        wall = time.perf_counter() - start
+        fields = dict(line.strip().rsplit(": ", 1) for line in report.read().splitlines() if ": " in line)
+    cpu = float(fields["User time (seconds)"]) + float(fields["System time (seconds)"])
+    return Cost(wall, cpu, float(fields["Maximum resident set size (kbytes)"]) / 1024)
+
+
+ROW = "| {} | {} | {} | {} | {} | {} | {} |"
+
+
+def cost_cell(cost: Cost) -> str:
+    return f"{cost.wall:.2f} / {cost.cpu:.2f} / {cost.peak_mb:.0f}"
 
 
 def main() -> None:
@@ -34,12 +62,15 @@ def main() -> None:
 
     attacker = Attacker()
     truth_detectors = (DlibDetector(), CenterFaceDetector())  # ground truth as in coverage_variants
-    rows = []
-    print(
-        "| variant | faces | identifiable before | left by rp offline | left by deface | rp s (process) | deface s (process) |"
-    )
-    print("|---|---|---|---|---|---|---|", flush=True)
-    totals = {"faces": 0, "identifiable": 0, "rp_left": 0, "deface_left": 0, "rp_s": 0.0, "deface_s": 0.0}
+    header = ROW.format(
+        "variant", "faces", "identifiable before", "left by rp offline", "left by deface",
+        "rp: wall s / CPU s / peak MB", "deface: wall s / CPU s / peak MB",
+    )  # fmt: skip
+    print(header + "\n|---|---|---|---|---|---|---|", flush=True)
+    rows: list[str] = []
+    left = {"rp": 0, "deface": 0, "folder": 0}
+    faces = identifiable_total = 0
+    rp_total, deface_total = Cost(), Cost()
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         (root / "in").mkdir()
@@ -51,53 +82,53 @@ def main() -> None:
             originals = original_descriptors(attacker, image, truth)
             for variant in make_variants(name, image, truth):
                 variants.append((variant, originals))
+        sources = []
         for k, (variant, originals) in enumerate(variants):
             source = root / "in" / f"{k:02d}_{variant.source}_{variant.name}.png"
             write_image(source, variant.image)
+            sources.append(source)
             rp_out, deface_out = root / f"rp{k}.png", root / f"deface{k}.png"
-            rp_s = timed([sys.executable, "-m", "rp_core.cli", "anonymize", str(source), "-o", str(rp_out),
-                          "--preset", "offline", "-q"])  # fmt: skip
-            deface_s = timed(["deface", str(source), "-o", str(deface_out), "--ep", "CPUExecutionProvider"])
+            rp = timed([sys.executable, "-m", "rp_core.cli", "anonymize", str(source), "-o", str(rp_out),
+                        "--preset", "offline", "-q"])  # fmt: skip
+            deface = timed(["deface", str(source), "-o", str(deface_out)])
+            rp_total, deface_total = rp_total + rp, deface_total + deface
             identifiable = attacker.identifiable(variant, originals)
-            variant_rp = type(variant)(variant.source, variant.name, read_image(rp_out), variant.truth, variant.origin)
-            variant_df = type(variant)(
-                variant.source, variant.name, read_image(deface_out), variant.truth, variant.origin
+            counts = {
+                tool: sum(a and b for a, b in zip(identifiable, attacker.identifiable(
+                    type(variant)(variant.source, variant.name, read_image(out), variant.truth, variant.origin),
+                    originals), strict=True))
+                for tool, out in (("rp", rp_out), ("deface", deface_out))
+            }  # fmt: skip
+            left["rp"] += counts["rp"]
+            left["deface"] += counts["deface"]
+            faces += len(variant.truth)
+            identifiable_total += sum(identifiable)
+            rows.append(ROW.format(f"{variant.source}/{variant.name}", len(variant.truth), sum(identifiable),
+                                   counts["rp"], counts["deface"], cost_cell(rp), cost_cell(deface)))  # fmt: skip
+            print(rows[-1], flush=True)
+        folder_cost = timed([sys.executable, "-m", "rp_core.cli", "anonymize", str(root / "in"), "-o",
+                             str(root / "all"), "--preset", "offline", "-q"])  # fmt: skip
+        for source, (variant, originals) in zip(sources, variants, strict=True):
+            out = read_image(root / "all" / source.name)
+            identifiable = attacker.identifiable(variant, originals)
+            seen = attacker.identifiable(
+                type(variant)(variant.source, variant.name, out, variant.truth, variant.origin), originals
             )
-            rp_left = sum(
-                a and b for a, b in zip(identifiable, attacker.identifiable(variant_rp, originals), strict=True)
-            )
-            df_left = sum(
-                a and b for a, b in zip(identifiable, attacker.identifiable(variant_df, originals), strict=True)
-            )
-            rows.append(
-                (
-                    f"{variant.source}/{variant.name}",
-                    len(variant.truth),
-                    sum(identifiable),
-                    rp_left,
-                    df_left,
-                    rp_s,
-                    deface_s,
-                )
-            )
-            for key, value in zip(
-                ("faces", "identifiable", "rp_left", "deface_left", "rp_s", "deface_s"), rows[-1][1:], strict=True
-            ):
-                totals[key] += value  # type: ignore[operator]
-            name, faces, ident, rp_left, df_left, rp_s, df_s = rows[-1]
-            print(f"| {name} | {faces} | {ident} | {rp_left} | {df_left} | {rp_s:.2f} | {df_s:.2f} |", flush=True)
-        folder_s = timed([sys.executable, "-m", "rp_core.cli", "anonymize", str(root / "in"), "-o", str(root / "all"),
-                          "--preset", "offline", "-q"])  # fmt: skip
+            left["folder"] += sum(a and b for a, b in zip(identifiable, seen, strict=True))
+    print()
+    print(header + "\n|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    print(ROW.format(f"**all {len(rows)}**", faces, identifiable_total, f"**{left['rp']}**", f"**{left['deface']}**",
+                     cost_cell(rp_total), cost_cell(deface_total)))  # fmt: skip
     print(
-        "| variant | faces | identifiable before | left by rp offline | left by deface | rp s (process) | deface s (process) |"
+        f"rp offline over the same {len(rows)} images in one process (models loaded once): {cost_cell(folder_cost)} "
+        f"(wall s / CPU s / peak MB), {left['folder']} identifiable left"
     )
-    print("|---|---|---|---|---|---|---|")
-    for name, faces, ident, rp_left, df_left, rp_s, df_s in rows:
-        print(f"| {name} | {faces} | {ident} | {rp_left} | {df_left} | {rp_s:.2f} | {df_s:.2f} |")
-    t = totals
-    print(f"| **all {len(rows)}** | {t['faces']} | {t['identifiable']} | **{t['rp_left']}** | **{t['deface_left']}** | "
-          f"{t['rp_s']:.1f} | {t['deface_s']:.1f} |")  # fmt: skip
-    print(f"rp offline over the same {len(rows)} images in one process (models loaded once): {folder_s:.1f} s")
+    print(
+        f"rp / deface, wall: one process per photo {rp_total.wall / deface_total.wall:.2f}x, the folder in one process "
+        f"{folder_cost.wall / deface_total.wall:.2f}x; CPU: {rp_total.cpu / deface_total.cpu:.2f}x and "
+        f"{folder_cost.cpu / deface_total.cpu:.2f}x"
+    )
 
 
 if __name__ == "__main__":

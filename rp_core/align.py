@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from skimage.transform import SimilarityTransform
 
 from rp_core.types import AlignedFace, Face, five_points_from
 
@@ -80,10 +79,32 @@ def similarity_to_mean_face(landmarks: np.ndarray) -> np.ndarray:
         src, dst = points, MEAN_FACE_5
     else:
         raise ValueError(f"need 68 or 5 landmarks, got shape {points.shape}")
-    transform = SimilarityTransform.from_estimate(src, dst)
-    if not transform:
+    return umeyama(src, dst)
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 least-squares similarity (rotation, uniform scale, shift) taking `src` points onto `dst`.
+
+    Umeyama (1991), "Least-squares estimation of transformation parameters between two point
+    patterns", eq. 34-42: the rotation from the SVD of the points' cross-covariance, a reflection
+    ruled out by the sign of its determinant. Written here, not taken from scikit-image, whose import
+    pulls in SciPy: ~0.4 s of every process (tests/test_align.py checks both agree to 1e-12).
+    """
+    n = len(src)
+    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
+    src_centred, dst_centred = src - src_mean, dst - dst_mean
+    covariance = dst_centred.T @ src_centred / n
+    signs = np.ones(2)
+    if np.linalg.det(covariance) < 0:
+        signs[1] = -1.0
+    u, singular, vt = np.linalg.svd(covariance)
+    variance = float(src_centred.var(axis=0).sum())
+    if not np.all(np.isfinite(covariance)) or variance <= 0 or np.linalg.matrix_rank(covariance) == 0:
         raise ValueError("landmarks are degenerate; cannot fit a similarity transform")
-    return np.asarray(transform.params[:2], dtype=np.float64)
+    rotation = u @ np.diag(signs) @ vt
+    scale = float(singular @ signs) / variance
+    shift = dst_mean - scale * rotation @ src_mean
+    return np.hstack([scale * rotation, shift[:, None]])
 
 
 def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -122,6 +122,10 @@ class Detector(Component[OptionsT]):
     #: The verifier's search of the output turns each region in steps of twice this (rp_core.coverage.region_turns):
     #: 15 (the cautious default, HOG-like frontal detectors) gives 12 views, 45 the 4 quarter turns.
     roll_tolerance: ClassVar[float] = 15.0
+    #: Side (px) of the smallest face it finds reliably. The verifier enlarges each region it searches on an
+    #: output so that a face shrunk to a quarter of the region is still this big (rp_core.stream): 120 (the
+    #: cautious default, HOG-like detectors that need ~80 px) enlarges a 100-px face's region 4x, 24 not at all.
+    smallest_face: ClassVar[float] = 120.0
     #: The option whose higher values make the detector find fewer faces (a score threshold), if any: a run that
     #: raises it above the option's default is loosening fail-closed and says so (rp_core.verify.safety_warnings).
     recall_option: ClassVar[str | None] = None

@@ -23,6 +23,7 @@ import numpy as np
 
 from rp_core.align import align_faces
 from rp_core.errors import RpError
+from rp_core.identities import face_identities, pick
 from rp_core.interfaces import Component, Detector, Generator, IdentityEncoder, Inverter, Merger
 from rp_core.selection import References, encode_references, kept_faces, match_references
 from rp_core.types import AlignedFace, Face, GenerationRequest, IdentityEmbedding, Inversion
@@ -118,7 +119,7 @@ class WorkItem:
     #: Search the output for moved faces while verifying (`verify.search`; a video may do it every n-th frame).
     search: bool = True
     identities: list[IdentityEmbedding | None] = field(default_factory=list)
-    originals: list[IdentityEmbedding] | None = None
+    originals: Sequence[IdentityEmbedding] | None = None
     crops: dict[int, np.ndarray] = field(default_factory=dict)
     #: Inversions kept for fail-closed retries (only when the generator declares it can reuse them).
     inversions: dict[int, Inversion] = field(default_factory=dict)
@@ -243,18 +244,33 @@ class FaceStream:
     # -- find faces ------------------------------------------------------------------------------
 
     def detect(self, image: np.ndarray) -> list[Face]:
+        """The main detector's faces; when it is its own coverage detector (searched harder), every face of that
+        one search, each as its best-scoring pass saw it (a sideways face with the landmarks of the turned pass
+        that saw it upright, not the poor ones of the plain pass)."""
+        if self._searches_itself():
+            from rp_core.coverage import search_faces
+
+            return search_faces(self.detector.detect, image, self._coverage_passes())
         return self.detector.detect(image)
 
     def coverage_faces(self, image: np.ndarray, found: Sequence[Face]) -> list[Face]:
-        """Faces the coverage detector finds (with the `coverage.search` passes) that none of `found` covers."""
+        """Faces the coverage detector finds (with the `coverage.search` passes) that none of `found` covers.
+
+        Nothing when the coverage detector is the main one: `detect` searched with it already.
+        """
         coverage = self.coverage_detector
-        if coverage is None:
+        if coverage is None or self._searches_itself():
             return []
         from rp_core.coverage import search_faces
 
         return missed_faces(
             found, search_faces(coverage.detect, image, self._coverage_passes()), self.config.coverage.iou
         )
+
+    def _searches_itself(self) -> bool:
+        """Is the coverage detector the main detector with the same options (searched harder)?"""
+        coverage, main = self.coverage_detector, self.detector
+        return coverage is not None and coverage.name == main.name and coverage.options == main.options
 
     def _coverage_passes(self) -> Any:
         from rp_core import coverage
@@ -337,7 +353,12 @@ class FaceStream:
         checker = self.identity_checker()
         if checker is not None and faces and (item.verify or self.selection_by_identity):
             start = time.perf_counter()
-            item.originals = checker.encode(image, [f.face for f in faces])
+            found = [f.face for f in faces]
+            if item.verify and item.search and self.config.verify.search:
+                # the check reads faces found on the output: the originals are read only if one is found
+                item.originals = face_identities(checker.encode, image, found)
+            else:
+                item.originals = checker.encode(image, found)
             item.timings["verify_encode"] = time.perf_counter() - start
         keep = {i for i, c in enumerate(candidates) if c.keep} | self._selected_to_keep(item)
         item.routes = [
@@ -346,7 +367,7 @@ class FaceStream:
         if self.pipeline.needs_identity and item.to_generate:
             self._identities(item, checker)
         if item.originals is not None:  # before its batch runs: its batch neighbours are checked against it too
-            self.recent.add(item, [item.originals[i] for i in item.changed])
+            self.recent.add(item, pick(item.originals, item.changed))
         self._obfuscate(item, [i for i in item.changed if item.routes[i] != Route.GENERATE])
         return item
 
@@ -633,7 +654,7 @@ class FaceStream:
 
         policy = replace(
             self.fail_closed(),
-            others=tuple(self.recent.others(item)),
+            others=self.recent.others(item),
             kept=tuple(f.face.box for i, f in enumerate(item.faces) if i not in item.changed),
         )
         if not item.search:
@@ -642,7 +663,7 @@ class FaceStream:
             item.image,
             [item.faces[i] for i in active],
             [item.crops[i] for i in active],
-            [item.originals[i] for i in active],
+            pick(item.originals, active),
             [generators[i] for i in active],
             [item.routes[i] == Route.GENERATE for i in active],
             self.merger.merge,
@@ -712,13 +733,22 @@ def _name(generator: Generator[Any] | None) -> str:
     return "" if generator is None else generator.name
 
 
+#: The output search looks this share of a region's side beyond it on each side: a crop pasted too small or
+#: beside its face (poor landmarks) leaves the face cut by the region's edge, which a detector may not see.
+SEARCH_MARGIN = 0.25
+
+
 def _search_region(detector: Detector[Any], image: np.ndarray, region: Box) -> list[Face]:
-    """Faces `detector` finds in `region` (where a crop was pasted), enlarged and turned every way an attacker
-    would (every quarter turn and the turns between, as the detector's `roll_tolerance` needs)."""
+    """Faces `detector` finds in `region` (where a crop was pasted), enlarged so a face shrunk to a quarter of it
+    is still big enough for the detector (its `smallest_face`), and turned every way an attacker would (every
+    quarter turn and the turns between, as the detector's `roll_tolerance` needs)."""
     from rp_core.coverage import region_turns, search_region
 
     turns = region_turns(detector.roll_tolerance)
-    return search_region(detector.detect, image, region, margin=0.0, face_side=480, max_factor=4.0, turns=turns)
+    side = round(4 * detector.smallest_face)
+    return search_region(
+        detector.detect, image, region, margin=SEARCH_MARGIN, face_side=side, max_factor=4.0, turns=turns
+    )
 
 
 def per_item_error(exc: Exception) -> Exception:

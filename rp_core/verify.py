@@ -1,15 +1,16 @@
 """Fail closed: re-check every anonymized face and decide what to do with the ones that leak.
 
-After merging, each face's original identity is compared with the output twice: encoded
-again at the original landmarks, and (with `verify.search`) against every face a detector
-finds anew on the output in and around that face's region, upsampled when small. A
-generator that moves or turns the face cannot hide it from the second look. The worst
-score decides. A face that still matches (similarity above, or distance below, the
-verification threshold: the encoder's match threshold moved by a safety margin) or whose
+After merging, the output is checked as an attacker would check it (with `verify.search`): every
+face a detector finds anew in the pixels the merger changed (each face's region, enlarged when
+small, turned every way) is read and compared with every original identity of the image and of
+the run's recent images; the worst score decides, and a region where no face is found holds
+nothing to identify. Without the search, each face is read again at its original landmarks and
+compared with its own identity. A face that still matches (similarity above, or distance below,
+the verification threshold: the encoder's match threshold moved by a safety margin) or whose
 pixels did not change at all is a leak. `FailClosed.enforce` then retries with a stronger
-generator, falls back to an obfuscating one, fills the face as a last resort, or refuses
-the image (`verify.policy`), and returns a frozen `Verdict`; an image with a face still
-leaking after that is never returned.
+generator, falls back to an obfuscating one, fills the face as a last resort, or refuses the
+image (`verify.policy`), and returns a frozen `Verdict`; an image with a face still leaking after
+that is never returned.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from rp_core.errors import VerificationError
 from rp_core.geometry import Box, centre_inside, footprint, iou
+from rp_core.identities import LazyIdentities, chain, pick
 from rp_core.interfaces import Detector, Generator, IdentityEncoder, compare_embeddings, same_person
 from rp_core.types import AlignedFace, Face, GenerationRequest, IdentityEmbedding
 
@@ -37,7 +39,8 @@ FaceFinder = Callable[[np.ndarray, Box], list[Face]]
 class Check:
     """The verification of one face on one output: its worst score and where it was found."""
 
-    score: float
+    #: None: no face was found (and read) there, so there is nothing for an attacker to compare.
+    score: float | None
     unchanged: bool
     leak: bool
     #: Box of the face found anew on the output that scored worst, when that was not the original position.
@@ -92,29 +95,34 @@ class Verifier:
         """One Check per face of `faces`, against every identity an attacker could look for.
 
         `before` holds the faces' embeddings taken on `original`; `others` the identities of the
-        images processed just before this one in the run (`RecentIdentities`). Each face is read on
-        `output` at its original landmarks and compared with its own identity. With a `finder`, every
-        face a detector finds on `output` inside each of `regions` (one per face: where the merger may
-        have changed pixels) is read and compared with EVERY identity (this image's and `others`), so a
-        crop swapped in from another face of the image or replayed from an earlier image is caught; the
-        worst score counts for each face whose region holds it. A found face where a face of `faces`
-        was is also read on `original` at the same landmarks and compared with that: a face the merger
-        missed (landmarks displaced, the fill beside it) is still there, as it was, and matches itself.
-        Faces found on a `kept` face (left unchanged on purpose) are skipped.
+        images processed just before this one in the run (`RecentIdentities`); both may be
+        `LazyIdentities`, read only if some face is found to compare. With a `finder`, the check is
+        the attacker's: every face a detector finds on `output` inside each of `regions` (one per
+        face: where the merger may have changed pixels) is read and compared with EVERY identity
+        (this image's and `others`), so a crop swapped in from another face of the image or replayed
+        from an earlier image is caught; the worst score counts for each face whose region holds it,
+        and a face where nothing is found reads as no face (score None). A found face where a face
+        of `faces` was is also read on `original` at the same landmarks and compared with that: a
+        face the merger missed (landmarks displaced, the fill beside it) is still there, as it was,
+        and matches itself. Without a `finder`, each face is read on `output` at its original
+        landmarks and compared with its own identity. Faces found on a `kept` face (left unchanged
+        on purpose) are skipped. A face whose pixels did not change at all leaks either way.
         """
-        identities = _Identities([*before, *others], self.metric)
-        after = self.encode(output, faces)
-        # read at its own landmarks, a face is compared with its own identity: what is read there may be no face at
-        # all (a fill), and no faces look alike (a solid fill reads 0.51 from a sleeve's false detection)
-        scores = [compare_embeddings(b, a, self.metric) for b, a in zip(before, after, strict=True)]
+        scores: list[float | None] = [None] * len(faces)
+        if finder is None:
+            after = self.encode(output, faces)
+            scores = [compare_embeddings(b, a, self.metric) for b, a in zip(before, after, strict=True)]
         where: list[Box | None] = [None] * len(faces)
         found_scores: list[float | None] = [None] * len(faces)
         if finder is not None and regions is not None:
             found = _unique(face for region in regions for face in finder(output, region))
             found = [f for f in found if all(iou(f.box, box) < 0.3 for box in kept)]
+            identities: _Identities | None = None
             for face, embedding in zip(found, self._encode_found(output, found), strict=True):
                 if embedding is None:
                     continue
+                if identities is None:  # read the originals only now: most outputs show no face to compare
+                    identities = _Identities([*before, *others], self.metric)
                 score = identities.worst(embedding)
                 if any(iou(face.box, f.box) > 0.1 for f in faces):  # where a face was: still there, as it was?
                     [there_before] = self._encode_found(original, [face])
@@ -126,12 +134,14 @@ class Verifier:
                     known = found_scores[i]
                     if known is None or self.worse(score, known):
                         found_scores[i] = score
-                    if self.worse(score, scores[i]):
+                    current = scores[i]
+                    if current is None or self.worse(score, current):
                         scores[i], where[i] = score, face.box
         checks = []
-        for face, score, found_at, found_score in zip(faces, scores, where, found_scores, strict=True):
+        for face, final, found_at, found_score in zip(faces, scores, where, found_scores, strict=True):
             unchanged = region_unchanged(original, output, face.box)
-            checks.append(Check(score, unchanged, unchanged or self.matches(score), found_at, found_score))
+            leak = unchanged or (final is not None and self.matches(final))
+            checks.append(Check(final, unchanged, leak, found_at, found_score))
         return checks
 
     def _encode_found(self, image: np.ndarray, faces: Sequence[Face]) -> list[IdentityEmbedding | None]:
@@ -183,16 +193,17 @@ class RecentIdentities:
     def __init__(self, images: int = 16) -> None:
         from collections import deque
 
-        self._recent: deque[tuple[object, tuple[IdentityEmbedding, ...]]] = deque(maxlen=max(1, images))
+        self._recent: deque[tuple[object, Sequence[IdentityEmbedding]]] = deque(maxlen=max(1, images))
 
     def add(self, key: object, identities: Sequence[IdentityEmbedding]) -> None:
-        """Remember an image's identities (`key`: the image's own object, so a check can leave its own out)."""
-        if identities:
-            self._recent.append((key, tuple(identities)))
+        """Remember an image's identities (`key`: the image's own object, so a check can leave its own out);
+        `LazyIdentities` stay unread until a check compares a found face with them."""
+        if len(identities):
+            self._recent.append((key, identities))
 
-    def others(self, key: object) -> list[IdentityEmbedding]:
-        """The identities of the remembered images other than `key`."""
-        return [e for k, identities in list(self._recent) if k is not key for e in identities]
+    def others(self, key: object) -> LazyIdentities:
+        """The identities of the remembered images other than `key` (read when first needed)."""
+        return chain(*(identities for k, identities in list(self._recent) if k is not key))
 
 
 def _unique(faces: Any) -> list[Face]:
@@ -228,7 +239,7 @@ class FaceVerdict:
     """What verification concluded about one face, and what it took."""
 
     check: Check
-    score_first: float
+    score_first: float | None
     generator: str
     retries: int = 0
     fallback: str | None = None
@@ -240,8 +251,8 @@ class FaceVerdict:
     def to_dict(self, verifier: Verifier) -> dict[str, Any]:
         data: dict[str, Any] = {
             **verifier.describe(),
-            "score_first": round(self.score_first, 4),
-            "score_final": round(self.check.score, 4),
+            "score_first": _rounded(self.score_first),
+            "score_final": _rounded(self.check.score),
             "unchanged": self.check.unchanged,
             "leak": self.check.leak,
             "retries": self.retries,
@@ -257,6 +268,10 @@ class FaceVerdict:
         if self.unconfirmed:
             data["unconfirmed"] = "no detector of another family sees a face here: obfuscated once, not filled"
         return data
+
+
+def _rounded(score: float | None) -> float | None:
+    return None if score is None else round(score, 4)
 
 
 @dataclass(frozen=True)
@@ -312,7 +327,7 @@ class FailClosed:
     #: The run's generator when it draws new faces (its crops are pasted as faces); every other crop hides one.
     synthesizer: str | None = None
     #: Identities of the images processed just before this one in the run (`RecentIdentities.others`).
-    others: tuple[IdentityEmbedding, ...] = ()
+    others: Sequence[IdentityEmbedding] = ()
     #: Boxes of faces left unchanged on purpose (selection): what is found on them is not checked.
     kept: tuple[Box, ...] = ()
 
@@ -345,15 +360,15 @@ class FailClosed:
         def check(output: np.ndarray, indices: Sequence[int]) -> None:
             """Re-check faces `indices`; found faces are compared with every identity of the image all the same."""
             chosen = set(indices)
-            rest = tuple(originals[j] for j in range(len(faces)) if j not in chosen)
+            rest = pick(originals, [j for j in range(len(faces)) if j not in chosen])
             found = self.verifier.check(
                 image,
                 output,
                 [boxes[i] for i in indices],
-                [originals[i] for i in indices],
+                pick(originals, indices),
                 [regions[i] for i in indices],
                 self.finder,
-                (*self.others, *rest),
+                chain(self.others, rest),
                 self.kept,
             )
             for i, result in zip(indices, found, strict=True):
@@ -377,7 +392,7 @@ class FailClosed:
             check(out, [j for j in range(len(faces)) if any(rects_meet(rects[j], rects[i]) for i in changed)])
             return out
 
-        checks: list[Check] = [Check(0.0, False, False)] * len(faces)
+        checks: list[Check] = [Check(None, False, False)] * len(faces)
         merged = paste(image, range(len(faces)))
         check(merged, range(len(faces)))
         first = [c.score for c in checks]
@@ -450,7 +465,11 @@ class FailClosed:
         sign = ">" if verifier.metric == "cosine" else "<"
         parts = [
             f"face {i}: "
-            + ("not replaced" if checks[i].unchanged else f"{word} {checks[i].score:.3f} {sign} {verifier.threshold:g}")
+            + (
+                "not replaced"
+                if checks[i].unchanged
+                else f"{word} {checks[i].score or 0.0:.3f} {sign} {verifier.threshold:g}"
+            )
             + (" (found moved on the output)" if checks[i].found_at is not None else "")
             for i in leaks
         ]

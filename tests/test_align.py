@@ -48,3 +48,23 @@ def test_crop_is_square_uint8_and_read_only(astronaut: np.ndarray) -> None:
     aligned = align_face(astronaut, face, 256)
     assert aligned.crop.shape == (256, 256, 3) and aligned.crop.dtype == np.uint8
     assert not aligned.crop.flags.writeable
+
+
+def test_umeyama_fit_agrees_with_scikit_image() -> None:
+    """The similarity fit is written in numpy (scikit-image's import pulls in SciPy, ~0.4 s a process): it must
+    give scikit-image's answer, on landmark-like point sets at every scale, turned and mirrored."""
+    from skimage.transform import SimilarityTransform
+
+    from rp_core.align import MEAN_FACE_33, umeyama
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        angle = rng.uniform(-np.pi, np.pi)
+        turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        mirror = np.diag([rng.choice([-1.0, 1.0]), 1.0])
+        src = (MEAN_FACE_33 @ (mirror @ turn).T) * rng.uniform(10, 2000) + rng.uniform(-3000, 3000, 2)
+        src += rng.normal(scale=0.02 * np.ptp(src), size=src.shape)  # a detector's noise
+        expected = SimilarityTransform.from_estimate(src, MEAN_FACE_33).params[:2]
+        np.testing.assert_allclose(umeyama(src, MEAN_FACE_33), expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+    with pytest.raises(ValueError, match="degenerate"):
+        umeyama(np.zeros((5, 2)), MEAN_FACE_33[:5])

@@ -290,7 +290,10 @@ def test_a_false_detection_that_still_matches_is_obfuscated_once_not_blacked_out
     )
     real, fake = result.records
     assert real.notes["verify"]["last_resort"] == "solid" and not real.notes["verify"].get("unconfirmed")
-    assert fake.notes["verify"]["last_resort"] is None and fake.notes["verify"]["unconfirmed"]
+    # the suit: no detector finds a face there on the output (nothing to compare), or, where one reads it, no
+    # detector of another family sees a face there in the original: either way it is not filled
+    assert fake.notes["verify"]["last_resort"] is None and not fake.notes["verify"]["leak"]
+    assert fake.notes["verify"]["score_final"] is None or fake.notes["verify"]["unconfirmed"]
     assert fake.generator == "nudge_leak"
     x0, y0, x1, y1 = (int(v) for v in fake.box)
     patch = result.image[y0 + 10 : y1 - 10, x0 + 10 : x1 - 10]

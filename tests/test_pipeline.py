@@ -85,7 +85,7 @@ def test_a_coverage_detector_identical_to_the_main_one_is_refused(host: PluginHo
     config = resolve_config(
         host,
         preset="offline",
-        overrides=["coverage.detector=dlib", "coverage.search=plain"],
+        overrides=["coverage.detector=centerface", "coverage.search=plain"],  # the offline preset's detector
         environ={},
     )
     with pytest.raises(ConfigError, match="coverage.detector"):

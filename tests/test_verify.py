@@ -144,7 +144,9 @@ def test_default_policy_catches_every_leak(leak_host, images, originals, reident
             verify = record.notes["verify"]
             assert verify["score_first"] < 0.3 and verify["retries"] == 0  # leak gave the same face back
             assert verify["fallback"] == "pixelate" and record.generator == "pixelate"
-            assert verify["score_final"] > 0.6 and not verify["leak"]
+            # the pixelated face: no detector finds a face there (None), or what it finds reads as someone else
+            assert verify["score_final"] is None or verify["score_final"] > 0.65
+            assert not verify["leak"]
             caught += 1
         _assert_nobody_recognised(reidentifier, result.image, originals[name])
     assert caught == 7  # 6 faces in t1, 1 in astronaut: 100 %
@@ -173,7 +175,8 @@ def test_a_fallback_that_still_leaks_gets_the_last_resort_or_fails(
     result = Anonymizer(_config(leak_host, "verify.fallback_generator=leak"), leak_host).anonymize(astronaut)
     verify = result.records[0].notes["verify"]
     assert verify["fallback"] == "leak" and verify["last_resort"] == "solid" and result.records[0].generator == "solid"
-    assert not verify["leak"] and verify["score_final"] >= verify["threshold"]  # the fill passed its own check
+    assert not verify["leak"]  # the fill passed its own check: no face found there that reads as anyone
+    assert verify["score_final"] is None or verify["score_final"] >= verify["threshold"]
     _assert_nobody_recognised(reidentifier, result.image, originals["astronaut"])
     anonymizer = Anonymizer(_config(leak_host, "verify.fallback_generator=leak", "verify.last_resort=null"), leak_host)
     with pytest.raises(VerificationError, match="face 0: distance 0.0"):
@@ -281,15 +284,15 @@ def test_every_face_is_compared_with_every_identity_of_the_image_and_the_recent_
     first, second, third = object(), object(), object()
     window.add(first, identities[:2])
     window.add(second, identities[2:3])
-    assert window.others(second) == identities[:2]
+    assert list(window.others(second)) == identities[:2]
     window.add(third, identities[3:4])  # the oldest image leaves the window
-    assert window.others(third) == identities[2:3]
+    assert list(window.others(third)) == identities[2:3]
 
 
-def test_faces_cut_by_the_border_are_filled_and_written_not_refused(host, t1, reidentifier, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """A pan-zoom frame of t1 with faces cut by the frame's border: pixelated, they still read close to the person
-    at their own landmarks, so they are filled; the fill then reads ~0.5 from the person there too (the hair and edge
-    around it; no detector sees a face), which must not refuse the frame. Nobody is identifiable to the attacker."""
+def test_faces_cut_by_the_border_are_obfuscated_and_written_not_refused(host, t1, reidentifier, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A pan-zoom frame of t1 with faces cut by the frame's border: each is obfuscated, the frame is written (not
+    refused: what stays of a cut face, hair and the frame's edge, is no face a detector sees, so there is nothing
+    to compare), and nobody is identifiable to the attacker."""
     av = pytest.importorskip("av")
     from helpers.attacker import distances, people
 
@@ -300,7 +303,7 @@ def test_faces_cut_by_the_border_are_filled_and_written_not_refused(host, t1, re
         frame = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)][2]
     anonymizer = Anonymizer(resolve_config(host, preset="offline", environ={}), host)
     result = anonymizer.anonymize(frame)
-    filled = [r for r in result.records if r.notes.get("verify", {}).get("last_resort")]
-    assert filled, "the frame no longer needs the last resort: this test no longer tests the fill's check"
-    assert all(r.box[0] < 0 or r.box[1] < 0 or r.box[2] > frame.shape[1] for r in filled)  # cut by the border
+    cut = [r for r in result.records if r.box[0] < 0 or r.box[1] < 0 or r.box[2] > frame.shape[1]]
+    assert cut, "no face of this frame is cut by its border: this test no longer tests border-cut faces"
+    assert all(r.generator in ("pixelate", "solid") and not r.notes["verify"]["leak"] for r in cut)
     assert min(distances(reidentifier, result.image, people(reidentifier, t1))) > reidentifier.threshold
