@@ -136,7 +136,9 @@ LOOSENINGS = [
     ),
     # (the offline preset's coverage is its own detector searched harder: plain, it would be refused as pointless)
     pytest.param(
-        ("--set", "coverage.detector=dlib", "--set", "coverage.search=plain"), "coverage.search=plain", id="coverage-plain"
+        ("--set", "coverage.detector=dlib", "--set", "coverage.search=plain"),
+        "coverage.search=plain",
+        id="coverage-plain",
     ),
     pytest.param(("--set", "coverage.detector=null", "--aligned"), "--aligned without coverage", id="aligned"),
 ]
