@@ -45,13 +45,13 @@ from rp_core.coverage import (
     HOG,
     THOROUGH,
     box_through,
-    iou,
     merge_faces,
     original_to_rotated,
     resize,
     rotate_image,
     search_faces,
 )
+from rp_core.geometry import iou
 from rp_core.types import Face
 
 Box = tuple[float, float, float, float]
