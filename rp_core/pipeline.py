@@ -282,8 +282,8 @@ def build_component(
     if not name:
         hint = " (it defaults to identity_encoder.name)" if key == "verify.encoder" else ""
         raise ConfigError(
-            f"{key}: no component named{hint}, and no installed plugin declares itself the default; name one, or "
-            "turn the stage off (e.g. verify.enabled=false)"
+            f"{key}: no component named{hint} (unset, it takes the installed component that declares itself its "
+            "default, if one does); name one, or turn the stage off (e.g. verify.enabled=false)"
         )
     try:
         registration = host.get(kind.kind, name)

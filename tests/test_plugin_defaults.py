@@ -168,3 +168,16 @@ def test_the_builtin_plugins_declare_the_papers_defaults() -> None:
     assert slots == ["sfd", "buffalo_l", "ledits_sdxl", "ipadapter_faceid", "affine"]
     assert (config.verify.fallback_generator, config.verify.last_resort) == ("pixelate", "solid")
     assert coverage_detector_name(config, host) == "centerface"
+
+
+def test_a_safeguard_nobody_claims_is_refused_when_the_run_needs_it() -> None:
+    host = _host(Plugin(DefaultDetector, DefaultMerger, DefaultEncoder, FlatGenerator))
+    config = resolve_config(host, flags={"generator": "flat"}, overrides=["coverage.detector=null"], environ={})
+    assert (config.verify.fallback_generator, config.verify.last_resort) == (None, None)
+    with pytest.raises(ConfigError) as caught:
+        assemble(config, host)
+    assert "\n" not in str(caught.value) and str(caught.value).startswith("verify.fallback_generator: no component")
+    unchecked = resolve_config(
+        host, flags={"generator": "flat"}, overrides=["coverage.detector=null", "verify.enabled=false"], environ={}
+    )
+    assert assemble(unchecked, host).fallback is None
