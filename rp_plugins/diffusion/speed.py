@@ -129,6 +129,30 @@ def quantize_linear_fp8(unet: Any) -> int:
     return len(chosen)
 
 
+def quantize_linear_fp8_rowwise(unet: Any, fast_accumulation: bool = False) -> int:
+    """Replace the transformer blocks' per-pixel linears (fp8.FP8_ROWWISE_LAYERS) by `RowwiseFp8Linear`s.
+
+    Needs a GPU with fp8 matrix units (compute capability 8.9+) and no extra package. Returns the count.
+    """
+    import torch
+
+    from rp_plugins.diffusion.fp8 import FP8_ROWWISE_LAYERS, RowwiseFp8Linear
+
+    chosen = [
+        (name, module)
+        for name, module in unet.named_modules()
+        if isinstance(module, torch.nn.Linear)
+        and "transformer_blocks" in name
+        and name.endswith(FP8_ROWWISE_LAYERS)
+        and module.in_features % 16 == 0
+        and module.out_features % 16 == 0
+    ]
+    for name, module in chosen:
+        parent, _, leaf = name.rpartition(".")
+        setattr(unet.get_submodule(parent), leaf, RowwiseFp8Linear(module, fast_accumulation))
+    return len(chosen)
+
+
 def call_unet(
     unet: Callable[..., Any],
     sample: Any,
