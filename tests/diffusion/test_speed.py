@@ -112,6 +112,30 @@ def test_the_cached_faceid_merge_loads_the_same_weights_bit_for_bit(tiny_models,
     assert fused_cache.cache_file(tmp_path, sdxl_dir, faceid_file, torch.float16) != cached
 
 
+def test_a_later_process_reads_the_empty_prompt_from_disk_and_loads_no_text_encoder(tiny_models, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The first process keeps the empty prompt's embeddings; a later one skips both text encoders and serves the
+    same tensors bit for bit, and an attribute prompt then loads the encoders and encodes as a plain load does."""
+    from rp_plugins.diffusion import prompt_cache
+    from rp_plugins.diffusion.sdxl import _load
+
+    sdxl_dir, faceid_file = tiny_models
+    cpu = torch.device("cpu")
+    plain = _load(sdxl_dir, faceid_file, cpu, torch.float32)  # no cache: encoders loaded, prompt encoded
+    first = _load(sdxl_dir, faceid_file, cpu, torch.float32, cache_dir=tmp_path)
+    assert first.pipe.text_encoder is not None and first.pipe.text_encoder_2 is not None
+    first.prompt_conditioning(None)
+    kept = prompt_cache.cache_file(tmp_path, sdxl_dir, torch.float32)
+    assert kept.is_file()
+
+    second = _load(sdxl_dir, faceid_file, cpu, torch.float32, cache_dir=tmp_path)
+    assert second.pipe.text_encoder is None and second.pipe.text_encoder_2 is None and second.pipe.tokenizer is None
+    assert all(map(torch.equal, second.prompt_conditioning(None), plain.prompt_conditioning(None)))
+    assert all(map(torch.equal, second.prompt_conditioning("an old man"), plain.prompt_conditioning("an old man")))
+    assert second.pipe.text_encoder is not None  # loaded for the attribute prompt
+    kept.write_bytes(b"damaged")  # an unreadable file: the encoders load as without a cache
+    assert _load(sdxl_dir, faceid_file, cpu, torch.float32, cache_dir=tmp_path).pipe.text_encoder is not None
+
+
 def test_compiled_kernels_are_kept_beside_the_models_unless_the_user_chose_a_place(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Importing diffusers writes torch's /tmp default into TORCHINDUCTOR_CACHE_DIR: that default is replaced,
     a folder the user set is kept, and inductor's own lookup then answers the folder chosen."""
