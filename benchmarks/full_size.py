@@ -10,7 +10,6 @@ through the product's own loading code (the same path `rp anonymize` takes).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -218,7 +217,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--no-fuse", action="store_true", help="keep FaceID's LoRA unmerged (the plain path)")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="launch the UNet's kernels from Python each call")
-    parser.add_argument("--fp8", action="store_true", help="fp8 matmuls in the UNet's transformer layers (torchao)")
+    parser.add_argument(
+        "--fp8", action="store_true", help="runtime.fp8: row-scaled fp8 matmuls in the UNet's transformer layers"
+    )
     parser.add_argument(
         "--no-compile-blocks", action="store_true", help="keep the transformer blocks eager (no regional compile)"
     )
@@ -254,7 +255,7 @@ def main() -> None:
     sdxl_dir, faceid = args.models / "sdxl", args.models / "faceid" / "ip-adapter-faceid_sdxl.bin"
     common: dict[str, Any] = dict(sd_model=str(sdxl_dir), ip_adapter=str(faceid))
     if args.compare_steps:
-        fp8_ok = importlib.util.find_spec("torchao") is not None and torch.cuda.get_device_capability() >= (8, 9)
+        fp8_ok = torch.cuda.get_device_capability() >= (8, 9)
         with_fp8 = fp8_ok and args.compare_fp8
         variants = tuple(filter(None, args.compare_variants.split(",")))
         results["fused_vs_plain"] = compare_paths(common, args.compare_steps, args.size, with_fp8, variants)

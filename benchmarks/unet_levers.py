@@ -1,8 +1,9 @@
 """One guided UNet call (both branches, full-size random SDXL + fused FaceID) under each speed lever.
 
 Each lever is applied alone to the eager fp16 UNet unless its name joins several with '+'.
-`graph` (CUDA graph replay), `regional` (each transformer block compiled on its own) and `fp8`
-are the product's own code (rp_plugins.diffusion.speed);
+`graph` (CUDA graph replay), `regional` (each transformer block compiled on its own) and `fp8row`/`fp8fast`
+(row-scaled fp8 linears, without/with fast accumulation; `runtime.fp8` is `fp8fast`) are the product's own code
+(rp_plugins.diffusion.speed); `fp8` is torchao's per-tensor fp8 and `sage` SageAttention for self-attention;
 `cudnn` (prefer cuDNN's attention kernel) and `qkv` (one matmul for Q/K/V of each self-attention)
 were measured here and left out of the product because they gained nothing (RESULTS.md).
 Prints the median ms per call, the plain-UNet TFLOP/s it implies, the setup time (compiling,
@@ -95,6 +96,30 @@ def use_sage_attention(unet: Any) -> int:
     return swapped
 
 
+def quantize_linear_fp8(unet: Any) -> int:
+    """torchao's fp8 (the `fp8` lever; the product's runtime.fp8 is row-scaled instead, rp_plugins/diffusion/fp8.py).
+
+    fp8 (e4m3) weights and dynamically scaled fp8 activations for the transformer linears, per-tensor scales for
+    fp16 weights. Needs torchao. Returns the number of layers quantized.
+    """
+    import torch
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor, quantize_
+
+    chosen: list[str] = []
+
+    def wanted(module: Any, name: str) -> bool:
+        ok = isinstance(module, torch.nn.Linear) and "transformer_blocks" in name
+        ok = ok and module.in_features % 16 == 0 and module.out_features % 16 == 0
+        if ok:
+            chosen.append(name)
+        return ok
+
+    # torchao scales per row only from bf16 weights; fp16 models get one scale per tensor
+    granularity = PerRow() if unet.dtype == torch.bfloat16 else PerTensor()
+    quantize_(unet, Float8DynamicActivationFloat8WeightConfig(granularity=granularity), filter_fn=wanted)
+    return len(chosen)
+
+
 def kernel_class(name: str) -> str:
     lowered = name.lower()
     if lowered.startswith("triton"):
@@ -152,11 +177,7 @@ def main() -> None:
     from rp_core.interfaces import RuntimeContext
     from rp_plugins.diffusion.options import InverterOptions
     from rp_plugins.diffusion.sdxl import load_bundle
-    from rp_plugins.diffusion.speed import (
-        compile_transformer_blocks,
-        quantize_linear_fp8,
-        quantize_linear_fp8_rowwise,
-    )
+    from rp_plugins.diffusion.speed import compile_transformer_blocks, quantize_linear_fp8_rowwise
 
     ensure_random_models(args.models)
     options = InverterOptions(
