@@ -170,15 +170,16 @@ def read_faces_json(path: Path) -> dict[str, dict[str, Any]]:
 
 def face_to_json(face: Face, index: int = 0) -> dict[str, Any]:
     """One face as `rp detect` writes it: the number `--preview` draws, then what a reviewer edits (`keep`,
-    `prompt`); reading ignores `index`, so deleting a face's block needs no renumbering."""
+    `prompt`); reading ignores `index`, so deleting a face's block needs no renumbering. Box and landmarks keep
+    every digit (a float's shortest exact form): the faces read back align, and render, as the detector's did."""
     return {
         "index": index,
-        "box": [round(v, 2) for v in face.box],
+        "box": [float(v) for v in face.box],
         "keep": False,
         "prompt": None,
         "score": round(face.score, 4),
         "detector": face.detector,
-        "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
+        "landmarks": [[float(x), float(y)] for x, y in face.landmarks],
     }
 
 

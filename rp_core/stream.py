@@ -202,6 +202,8 @@ class FaceStream:
         self._recent: RecentIdentities | None = None
         #: Inversion and generation run under this lock: the GPU stages are never entered by two threads.
         self.gpu = threading.RLock()
+        #: The image this thread's `detect` last searched (`coverage_faces` does not search it twice).
+        self._searched = threading.local()
 
     @property
     def recent(self) -> RecentIdentities:
@@ -278,16 +280,20 @@ class FaceStream:
         if self._searches_itself():
             from rp_core.coverage import search_faces
 
-            return search_faces(self.detector.detect, image, self._coverage_passes())
-        return self.detector.detect(image)
+            faces = search_faces(self.detector.detect, image, self._coverage_passes())
+        else:
+            faces = self.detector.detect(image)
+        self._searched.image = image  # this thread's coverage step on this image has nothing more to search
+        return faces
 
     def coverage_faces(self, image: np.ndarray, found: Sequence[Face]) -> list[Face]:
         """Faces the coverage detector finds (with the `coverage.search` passes) that none of `found` covers.
 
-        Nothing when the coverage detector is the main one: `detect` searched with it already.
+        When the coverage detector is the main one and `detect` just searched this image with it, nothing
+        more; faces given from elsewhere (a faces JSON) are still searched around.
         """
         coverage = self.coverage_detector
-        if coverage is None or self._searches_itself():
+        if coverage is None or (self._searches_itself() and getattr(self._searched, "image", None) is image):
             return []
         from rp_core.coverage import search_faces
 

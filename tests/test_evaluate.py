@@ -72,7 +72,8 @@ def test_offline_run_is_not_reidentified_and_leaves_the_rest_alone(offline_repor
         # the independent recognizer, searching the whole output, finds no face within 0.6 of the original
         assert dlib["worst"] > 0.6 and dlib["at_position"] > 0.6 and dlib["reidentified"] == {"0.6": False}
         assert dlib["roles"] == ["recognizer", "verify"]  # the run verified with dlib too (manifest notes)
-        assert dlib["reported_by_run"] == pytest.approx(dlib["at_position"], abs=0.05)  # re-encoding moves it a bit
+        # what the run's check read: no face found where it pixelated one (null), or the face it found there
+        assert dlib["reported_by_run"] is None or dlib["reported_by_run"] > 0.6
         assert face["in_manifest"] is True and face["action"] == "obfuscated"
         assert face["changed_in_box"] > 0.3
         assert face["pose_before"] is not None and all(math.isfinite(a) for a in face["pose_before"])
@@ -222,7 +223,7 @@ class _SmallFacePlugin:
 def test_faces_the_run_missed_are_measured_and_flagged(
     host, t1: np.ndarray, random_buffalo_dir: Path, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    """At half size dlib (offline preset) finds 4 of t1's 6 faces; the 2 it leaves untouched must show up as leaks."""
+    """At half size dlib's HOG finds 4 of t1's 6 faces; the 2 it leaves untouched must show up as leaks."""
     import cv2
 
     (tmp_path / "src").mkdir()
@@ -238,6 +239,8 @@ def test_faces_the_run_missed_are_measured_and_flagged(
         tmp_path / "out",
         "--preset",
         "offline",
+        "--detector",
+        "dlib",
         "--set",
         "coverage.detector=null",
     )

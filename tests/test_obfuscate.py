@@ -32,7 +32,7 @@ def originals(t1: np.ndarray, astronaut: np.ndarray, reidentifier) -> dict[str, 
 @pytest.mark.parametrize("generator", GENERATORS)
 def test_faces_are_not_reidentified(generator: str, host, t1, astronaut, originals, reidentifier) -> None:  # type: ignore[no-untyped-def]
     config = offline_config(host, generator)
-    assert (config.detector.name, config.merger.name) == ("dlib", "affine")
+    assert (config.detector.name, config.merger.name) == ("centerface", "affine")
     anonymizer = Anonymizer(config, host)
     assert anonymizer.sections_in_use() == ["detector", "generator", "merger"]
     for name, image in (("t1", t1), ("astronaut", astronaut)):

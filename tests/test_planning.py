@@ -245,7 +245,7 @@ def test_cli_exits_2_for_an_output_it_cannot_write(
     from rp_core.cli import create_cli
 
     # only this package's plugins: another plugin installed in the environment must not decide the exit code
-    monkeypatch.setenv("RP_PLUGINS", "rp-dlib,rp-sfd,rp-buffalo-l,rp-obfuscate,rp-affine,rp-presets")
+    monkeypatch.setenv("RP_PLUGINS", "rp-dlib,rp-sfd,rp-centerface,rp-buffalo-l,rp-obfuscate,rp-affine,rp-presets")
     photo = write_image(tmp_path / "a.png", np.full((16, 16, 3), 90, np.uint8))
     result = CliRunner().invoke(
         create_cli(), ["anonymize", str(photo), "-o", output, "--preset", "offline"], catch_exceptions=False
