@@ -174,7 +174,9 @@ def test_aligned_runs_the_coverage_detector_on_the_whole_input(astronaut: np.nda
 
     pytest.importorskip("rp_plugins.centerface")
     host = PluginHost()
-    anonymizer = Anonymizer(resolve_config(host, preset="offline", environ={}), host)
+    # dlib's HOG as the main detector: it sees only the aligned face, so the group is the coverage detector's to find
+    config = resolve_config(host, preset="offline", overrides=["detector.name=dlib"], environ={})
+    anonymizer = Anonymizer(config, host)
     crop = astronaut.copy()
     crop[-221:, :320] = cv2.resize(t1, (320, 221), interpolation=cv2.INTER_AREA)  # six faces of ~25 px
     assert len(anonymizer.detector.detect(crop)) == 1  # the main detector sees only the aligned face
