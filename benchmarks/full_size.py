@@ -10,7 +10,6 @@ through the product's own loading code (the same path `rp anonymize` takes).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -135,7 +134,22 @@ def vae_ms_per_face(bundle: Any, batch: int, size: int) -> float:
     return (time.perf_counter() - start) * 1000 / batch
 
 
-def compare_paths(common: dict[str, Any], steps: int, size: int, with_fp8: bool) -> dict[str, dict[str, float]]:
+def unet_variant(name: str) -> Any:
+    """The change a compared variant makes to a loaded UNet before its first call (benchmark levers)."""
+    from rp_plugins.diffusion.speed import quantize_linear_fp8_rowwise
+
+    if name == "sage":
+        from benchmarks.unet_levers import use_sage_attention
+
+        return use_sage_attention
+    if name in ("fp8row", "fp8fast"):
+        return lambda unet: quantize_linear_fp8_rowwise(unet, fast_accumulation=name == "fp8fast")
+    raise SystemExit(f"unknown variant {name!r}: sage, fp8row, fp8fast")
+
+
+def compare_paths(
+    common: dict[str, Any], steps: int, size: int, with_fp8: bool, variants: tuple[str, ...] = ()
+) -> dict[str, dict[str, float]]:
     """Decoded crops of the same faces, seed and identities through: plain fp16 (LoRA unmerged, no
     CUDA graphs, no compiled blocks), the product's fp16 defaults, optionally fp8, and plain fp32.
 
@@ -148,14 +162,18 @@ def compare_paths(common: dict[str, Any], steps: int, size: int, with_fp8: bool)
     from rp_plugins.diffusion.components import IpAdapterFaceIdGenerator, LeditsSdxlInverter
 
     outputs = {}
-    for label, product, fp8, dtype in (
+    paths = [
         ("plain_fp16", False, False, "float16"),
         ("product_fp16", True, False, "float16"),  # the defaults: fused LoRA, CUDA graphs, compiled blocks
         ("product_fp8", True, True, "float16"),
+        *((f"product_{name}", True, False, "float16") for name in variants),  # the defaults + one lever
         ("plain_fp32", False, False, "float32"),
-    ):
+    ]
+    for label, product, fp8, dtype in paths:
         if fp8 and not with_fp8:
             continue
+        print(f"compare: {label}", flush=True)
+        torch._dynamo.reset()  # each path compiles its own blocks (dynamo's recompile limit is per code object)
         context = RuntimeContext(
             device="cuda",
             dtype=dtype,
@@ -168,6 +186,11 @@ def compare_paths(common: dict[str, Any], steps: int, size: int, with_fp8: bool)
         options = {**common, "fuse_faceid_lora": product}
         inverter = LeditsSdxlInverter(LeditsSdxlInverter.Options(**options, num_inversion_steps=steps), context)
         generator = IpAdapterFaceIdGenerator(IpAdapterFaceIdGenerator.Options(**options), context)
+        variant = label.removeprefix("product_")
+        if variant in variants:
+            inverter.load()
+            generator.load()
+            unet_variant(variant)(generator.bundle.pipe.unet)
         images = run_batch(inverter, generator, 2, size, np.random.default_rng(0))["images"]
         outputs[label] = np.stack(images).astype(int)
         del inverter, generator, context
@@ -178,8 +201,9 @@ def compare_paths(common: dict[str, Any], steps: int, size: int, with_fp8: bool)
         return {"max_abs_uint8": float(d.max()), "mean_abs_uint8": float(d.mean())}
 
     pairs = [("product_fp16", "plain_fp16"), ("plain_fp16", "plain_fp32"), ("product_fp16", "plain_fp32")]
-    if with_fp8:
-        pairs += [("product_fp8", "plain_fp16"), ("product_fp8", "plain_fp32")]
+    for name in ("fp8", *variants):
+        if f"product_{name}" in outputs:
+            pairs += [(f"product_{name}", "product_fp16"), (f"product_{name}", "plain_fp32")]
     return {"steps": {"value": float(steps)}, **{f"{a}_vs_{b}": diff(a, b) for a, b in pairs}}
 
 
@@ -193,7 +217,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--no-fuse", action="store_true", help="keep FaceID's LoRA unmerged (the plain path)")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="launch the UNet's kernels from Python each call")
-    parser.add_argument("--fp8", action="store_true", help="fp8 matmuls in the UNet's transformer layers (torchao)")
+    parser.add_argument(
+        "--fp8", action="store_true", help="runtime.fp8: row-scaled fp8 matmuls in the UNet's transformer layers"
+    )
     parser.add_argument(
         "--no-compile-blocks", action="store_true", help="keep the transformer blocks eager (no regional compile)"
     )
@@ -205,6 +231,11 @@ def main() -> None:
         "--compare-steps", type=int, default=0, help="first compare fused vs plain output (2 faces, N steps)"
     )
     parser.add_argument("--compare-fp8", action="store_true", help="with --compare-steps: the fp8 path too")
+    parser.add_argument(
+        "--compare-variants",
+        default="",
+        help="with --compare-steps: the defaults plus each lever (sage,fp8row,fp8fast)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -224,9 +255,10 @@ def main() -> None:
     sdxl_dir, faceid = args.models / "sdxl", args.models / "faceid" / "ip-adapter-faceid_sdxl.bin"
     common: dict[str, Any] = dict(sd_model=str(sdxl_dir), ip_adapter=str(faceid))
     if args.compare_steps:
-        fp8_ok = importlib.util.find_spec("torchao") is not None and torch.cuda.get_device_capability() >= (8, 9)
+        fp8_ok = torch.cuda.get_device_capability() >= (8, 9)
         with_fp8 = fp8_ok and args.compare_fp8
-        results["fused_vs_plain"] = compare_paths(common, args.compare_steps, args.size, with_fp8)
+        variants = tuple(filter(None, args.compare_variants.split(",")))
+        results["fused_vs_plain"] = compare_paths(common, args.compare_steps, args.size, with_fp8, variants)
         print("fused vs plain:", json.dumps(results["fused_vs_plain"]), flush=True)
         context.pool.clear()
         torch.cuda.empty_cache()

@@ -1,8 +1,9 @@
 """One guided UNet call (both branches, full-size random SDXL + fused FaceID) under each speed lever.
 
 Each lever is applied alone to the eager fp16 UNet unless its name joins several with '+'.
-`graph` (CUDA graph replay), `regional` (each transformer block compiled on its own) and `fp8`
-are the product's own code (rp_plugins.diffusion.speed);
+`graph` (CUDA graph replay), `regional` (each transformer block compiled on its own) and `fp8row`/`fp8fast`
+(row-scaled fp8 linears, without/with fast accumulation; `runtime.fp8` is `fp8fast`) are the product's own code
+(rp_plugins.diffusion.speed); `fp8` is torchao's per-tensor fp8 and `sage` SageAttention for self-attention;
 `cudnn` (prefer cuDNN's attention kernel) and `qkv` (one matmul for Q/K/V of each self-attention)
 were measured here and left out of the product because they gained nothing (RESULTS.md).
 Prints the median ms per call, the plain-UNet TFLOP/s it implies, the setup time (compiling,
@@ -23,7 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-PARTS = ("cudnn", "qkv", "graph", "compile", "tuned", "fp8", "regional", "resnets", "dynres", "cl")
+PARTS = (
+    "cudnn", "qkv", "graph", "compile", "tuned", "fp8", "regional", "resnets", "dynres", "cl", "sage", "fp8row", "fp8fast",
+)  # fmt: skip
 DEFAULT_LEVERS = "eager,cudnn,qkv,graph"
 
 
@@ -52,6 +55,69 @@ def fuse_self_attention_projections(unet: Any) -> int:
                 module.set_processor(FusedAttnProcessor2_0())
                 merged += 1
     return merged
+
+
+class SageSelfAttention:
+    """Self-attention (attn1 of the transformer blocks) through SageAttention's kernel: 8-bit Q.K, fp16 P.V.
+
+    Measured only (RESULTS.md). The projections, head split and output projection are those the default
+    processor computes; only the attention kernel differs. Cross-attention keeps PyTorch's SDPA.
+    """
+
+    def __init__(self) -> None:
+        from sageattention import sageattn
+
+        self.kernel = sageattn
+
+    def __call__(self, attn: Any, hidden_states: Any, encoder_hidden_states: Any = None, attention_mask: Any = None,
+                 temb: Any = None, **_: Any) -> Any:  # fmt: skip
+        batch, tokens, _channels = hidden_states.shape
+        heads = attn.heads
+        query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        split = [t.view(batch, tokens, heads, t.shape[-1] // heads) for t in (query, key, value)]
+        out = self.kernel(*split, tensor_layout="NHD", is_causal=False).reshape(batch, tokens, -1)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
+
+
+def use_sage_attention(unet: Any) -> int:
+    """SageSelfAttention for every plain self-attention of the UNet's transformer blocks; returns the count."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    processor, swapped = SageSelfAttention(), 0
+    for name, module in unet.named_modules():
+        plain = isinstance(module, Attention) and not module.is_cross_attention and name.endswith("attn1")
+        plain = plain and type(module.processor) is AttnProcessor2_0
+        if plain and module.group_norm is None and module.spatial_norm is None and module.norm_q is None:
+            module.set_processor(processor)
+            swapped += 1
+    return swapped
+
+
+def quantize_linear_fp8(unet: Any) -> int:
+    """torchao's fp8 (the `fp8` lever; the product's runtime.fp8 is row-scaled instead, rp_plugins/diffusion/fp8.py).
+
+    fp8 (e4m3) weights and dynamically scaled fp8 activations for the transformer linears, per-tensor scales for
+    fp16 weights. Needs torchao. Returns the number of layers quantized.
+    """
+    import torch
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor, quantize_
+
+    chosen: list[str] = []
+
+    def wanted(module: Any, name: str) -> bool:
+        ok = isinstance(module, torch.nn.Linear) and "transformer_blocks" in name
+        ok = ok and module.in_features % 16 == 0 and module.out_features % 16 == 0
+        if ok:
+            chosen.append(name)
+        return ok
+
+    # torchao scales per row only from bf16 weights; fp16 models get one scale per tensor
+    granularity = PerRow() if unet.dtype == torch.bfloat16 else PerTensor()
+    quantize_(unet, Float8DynamicActivationFloat8WeightConfig(granularity=granularity), filter_fn=wanted)
+    return len(chosen)
 
 
 def kernel_class(name: str) -> str:
@@ -102,6 +168,7 @@ def main() -> None:
     parser.add_argument("--levers", default=DEFAULT_LEVERS, help=f"comma list; each a '+' join of {PARTS} or 'eager'")
     parser.add_argument("--profile", default="", help="comma list of levers to profile")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--fp32-reference", action="store_true", help="also each lever's difference from fp32")
     args = parser.parse_args()
 
     import torch
@@ -110,7 +177,7 @@ def main() -> None:
     from rp_core.interfaces import RuntimeContext
     from rp_plugins.diffusion.options import InverterOptions
     from rp_plugins.diffusion.sdxl import load_bundle
-    from rp_plugins.diffusion.speed import compile_transformer_blocks, quantize_linear_fp8
+    from rp_plugins.diffusion.speed import compile_transformer_blocks, quantize_linear_fp8_rowwise
 
     ensure_random_models(args.models)
     options = InverterOptions(
@@ -135,6 +202,16 @@ def main() -> None:
 
     reference = call()
     scale = float(reference.abs().max())
+    exact = None
+    if args.fp32_reference:  # the same call in fp32: each lever's error next to plain fp16's own (the noise floor)
+        bundle.pipe.unet, bundle.dtype = copy.deepcopy(eager_unet).float(), torch.float32
+        bundle._size_conditioning.clear()
+        exact = call()
+        bundle.pipe.unet, bundle.dtype = eager_unet, torch.float16
+        bundle._size_conditioning.clear()
+        torch.cuda.empty_cache()
+        floor = float((reference - exact).abs().max())
+        print(f"eager fp16 vs fp32: max|diff| {floor:.3g} ({floor / scale:.2g} of max|eps|)", flush=True)
     to_profile = set(filter(None, args.profile.split(",")))
     results: dict[str, Any] = {"card": torch.cuda.get_device_name(0), "batch": args.batch, "levers": {}}
     print(f"card {results['card']}, torch {torch.__version__}, batch {args.batch} faces ({2 * args.batch} rows)")
@@ -150,12 +227,17 @@ def main() -> None:
         unet = eager_unet
         setup_s = 0.0
         start = time.perf_counter()
-        if parts & {"qkv", "fp8", "regional", "resnets", "dynres", "cl"}:
+        if parts & {"qkv", "fp8", "regional", "resnets", "dynres", "cl", "sage", "fp8row", "fp8fast"}:
             unet = copy.deepcopy(eager_unet)
             if "qkv" in parts:
                 print(f"  merged Q/K/V of {fuse_self_attention_projections(unet)} self-attentions", flush=True)
             if "fp8" in parts:
                 print(f"  {quantize_linear_fp8(unet)} linear layers in fp8", flush=True)
+            if parts & {"fp8row", "fp8fast"}:
+                count = quantize_linear_fp8_rowwise(unet, fast_accumulation="fp8fast" in parts)
+                print(f"  {count} linear layers in rowwise fp8", flush=True)
+            if "sage" in parts:
+                print(f"  {use_sage_attention(unet)} self-attentions through SageAttention", flush=True)
             if "cl" in parts:  # channels-last: no NCHW<->NHWC conversions around cuDNN's convolutions
                 unet.to(memory_format=torch.channels_last)
             if "regional" in parts:
@@ -185,6 +267,7 @@ def main() -> None:
             torch.cuda.synchronize()
             setup_s = time.perf_counter() - start
             diff = float((first - reference).abs().max())
+            diff32 = None if exact is None else float((first - exact).abs().max())
             with prefer_cudnn_attention(cudnn):
                 ms = unet_call_ms(bundle, args.batch)
         except Exception as exc:  # a lever that cannot run here is reported, not fatal to the others
@@ -197,13 +280,15 @@ def main() -> None:
             "setup_s": setup_s,
             "max_abs_diff": diff,
             "rel_diff": diff / scale,
+            "max_abs_diff_vs_fp32": diff32,
             "plain_unet_tflops": tflops,
         }
         row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         results["levers"][lever] = row
         print(
             f"{lever:28s} {ms:7.1f} ms/call  setup {setup_s:6.1f} s  ~{tflops:4.0f} TFLOP/s  "
-            f"max|diff| {diff:.3g} ({diff / scale:.2g} of max|eps|)",
+            f"max|diff| {diff:.3g} ({diff / scale:.2g} of max|eps|)"
+            + ("" if diff32 is None else f", vs fp32 {diff32:.3g}"),
             flush=True,
         )
         if lever in to_profile:

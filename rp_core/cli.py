@@ -578,38 +578,21 @@ def models() -> None:
 @click.pass_context
 def models_download(ctx: click.Context, target: Path | None, **kwargs: Any) -> None:
     """Download every model file the chosen components need (into their usual caches, or --to DIR)."""
-    from rp_core.errors import MissingModelsError
-    from rp_core.models import DOWNLOAD_HOSTS, network_available
-
     args = _pop_config_args(ctx, kwargs)
     if target is not None:
         args["models_dir"] = target
         target.mkdir(parents=True, exist_ok=True)
     pipeline = assemble_pipeline(ctx, resolve(ctx, args))
     console = _console()
-    components = {stage.key: stage.component for stage in pipeline.stages()}
-    problems: list[str] = []
-    incomplete = {s: c for s, c in components.items() if any(not f.present for f in c.model_files())}
-    if incomplete and not network_available():
-        console.print(f"offline: none of {', '.join(DOWNLOAD_HOSTS)} resolves; nothing was downloaded", markup=False)
-        incomplete = {}
-    for section, component in incomplete.items():
-        try:
-            component.download(target)
-        except RpError as exc:
-            if not isinstance(exc, MissingModelsError):
-                problems.append(f"{section} {component.name}: {exc}")
-        except Exception as exc:  # network failures arrive in many types; name them, keep going
-            problems.append(f"{section} {component.name}: download failed: {type(exc).__name__}: {exc}")
-    missing = [f for component in components.values() for f in component.model_files() if not f.present]
+    # no check that this machine can run them: the files may be meant for another one (--to DIR)
+    problems = pipeline.ensure_models(target=target, check=False)
     for problem in problems:
         console.print(problem, markup=False)
-    if missing:
-        raise MissingModelsError(missing)
     if problems:
         raise RpError("some downloads failed (see above)")
+    components = pipeline.components()
     where = f" into {target}; use --models {target} (or RP_MODELS_DIR) to point rp at it" if target else ""
-    console.print(f"all model files present for: {', '.join(c.name for c in components.values())}{where}", markup=False)
+    console.print(f"all model files present for: {', '.join(c.name for c in components)}{where}", markup=False)
 
 
 # -- rp samples -----------------------------------------------------------------------------------

@@ -50,13 +50,7 @@ def detect(ctx: click.Context, inputs: tuple[Path, ...], output: Path, preview: 
     plan = plan_reading(inputs)
     if not plan.jobs:
         raise click.UsageError(f"no images found in {', '.join(str(p) for p in inputs)}")
-    detectors = [s.component for s in (pipeline.detector, pipeline.coverage) if s is not None]
-    for detector in detectors:
-        detector.check_can_run()
-    pipeline.download_missing()
-    from rp_core.models import require_present
-
-    require_present([f for d in detectors for f in d.model_files()])
+    pipeline.ensure_models({"detector", "coverage.detector"})  # the detectors only: no generator weights
     root = common_root([job.source for job in plan.jobs])
     stream = FaceStream(pipeline)  # the face stream's own find-faces step: the file lists what a run does
     console = _console()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from rp_core.errors import ConfigError
+from rp_core.errors import ConfigError, PluginError
 from rp_core.interfaces import ComponentOptions, RuntimeContext, declared_flags
 from rp_core.models import ModelPool, models_dir_from_env
 
@@ -92,10 +92,10 @@ class RuntimeSection(_Section):
     )
     fp8: bool = Field(
         False,
-        description="experimental, not faster: fp8 matmuls (torchao, per-tensor scales) in the UNet's transformer "
-        "layers, needs an fp8 GPU. On an H200 441 ms per UNet call at batch 8 against 249 ms for the default "
-        "(quantizing each activation costs more than the faster matmuls save); changes the output more than fp16 "
-        "rounding (benchmarks/RESULTS.md)",
+        description="experimental: fp8 matmuls (one scale per weight row and per token) in the UNet's transformer "
+        "layers, needs an fp8 GPU (compute capability 8.9+). On an H200 237 ms per UNet call at batch 8 against "
+        "255 ms for the default (-7 %); each call's noise prediction then differs from fp32 by ~12x what fp16 "
+        "rounding does, so its effect on identity and realism needs real weights to judge (benchmarks/RESULTS.md)",
     )
 
     @field_validator("batch_size")
@@ -133,11 +133,17 @@ class VerifySection(_Section):
     guidance_factor: float = Field(
         1.5, gt=1.0, le=10.0, description="how much stronger each retry is (e.g. guidance x)"
     )
-    fallback_generator: str = Field("pixelate", min_length=1, description="obfuscates faces that leak or are skipped")
+    fallback_generator: str | None = Field(
+        None,
+        min_length=1,
+        description="obfuscates faces that leak or are skipped; unset: the installed generator that declares itself "
+        "its default (`default_for`)",
+    )
     fallback_options: dict[str, Any] = Field(default_factory=dict, description="options of verify.fallback_generator")
     last_resort: str | None = Field(
-        "solid",
-        description="fills a face that still matches after the fallback; None: fail the image instead",
+        None,
+        description="fills a face that still matches after the fallback; unset: the installed generator that declares "
+        "itself its default (`default_for`); null (or no such generator): fail the image instead",
     )
     no_face: Literal["copy", "warn", "refuse"] = Field(
         "copy",
@@ -151,8 +157,9 @@ class CoverageSection(_Section):
 
     detector: str | None = Field(
         "auto",
-        description="a second detector of another family; auto: centerface when installed and the main detector is "
-        "not centerface, else dlib; None: off (prints a warning on every run)",
+        description="a second detector of another family; auto: the first installed detector that declares a "
+        "coverage_priority and is not the main one (else the main one, searched harder); None: off (prints a "
+        "warning on every run)",
     )
     detector_options: dict[str, Any] = Field(default_factory=dict, description="options of coverage.detector")
     iou: float = Field(0.3, ge=0.0, le=1.0, description="a second-detector face overlapping less than this is missed")
@@ -182,8 +189,14 @@ class SelectSection(_Section):
     only_faces: list[str] = Field(
         default_factory=list, description="reference photos: only the faces matching them are anonymized"
     )
-    only_largest: bool = Field(False, description="anonymize only the largest face of each image")
-    max_faces: int | None = Field(None, ge=0, description="anonymize at most this many faces per image, largest first")
+    only_largest: bool = Field(
+        False, description="anonymize only the largest face of each image (a video: per track, docs/video.md)"
+    )
+    max_faces: int | None = Field(
+        None,
+        ge=0,
+        description="anonymize at most this many faces per image, largest first (a video: per track, docs/video.md)",
+    )
 
 
 class VideoSection(_Section):
@@ -241,11 +254,13 @@ class RunConfig(_Section):
     """The fully resolved configuration of one run."""
 
     preset: str | None = None
-    detector: ComponentChoice = ComponentChoice(name="sfd")
-    identity_encoder: ComponentChoice = ComponentChoice(name="buffalo_l")
-    inverter: ComponentChoice = ComponentChoice(name="ledits_sdxl")
-    generator: ComponentChoice = ComponentChoice(name="ipadapter_faceid")
-    merger: ComponentChoice = ComponentChoice(name="affine")
+    #: Component names left unset here are filled by `resolve_config` from what the installed plugins
+    #: declare (`Component.default_for`): core names no plugin.
+    detector: ComponentChoice = ComponentChoice(name=None)
+    identity_encoder: ComponentChoice = ComponentChoice(name=None)
+    inverter: ComponentChoice = ComponentChoice(name=None)
+    generator: ComponentChoice = ComponentChoice(name=None)
+    merger: ComponentChoice = ComponentChoice(name=None)
     align: AlignSection = AlignSection()
     runtime: RuntimeSection = RuntimeSection()
     verify: VerifySection = VerifySection()
@@ -439,7 +454,6 @@ def validate_model(model: type[BaseModel], data: Mapping[str, Any], prefix: str 
 def validate_options(host: PluginHost, section: str, choice: ComponentChoice) -> ComponentOptions:
     """Validate one component's options with the component's own model."""
     assert choice.name is not None
-    from rp_core.errors import PluginError
 
     try:
         registration = host.get(section, choice.name)
@@ -484,7 +498,8 @@ def resolve_config(
     for flag, value in (flags or {}).items():
         if value is not None and flag in COMPONENT_SECTIONS:
             set_dotted(name_layer, f"{flag}.name", value)
-    layers = [RunConfig().model_dump(mode="json"), preset_layer, file_layer, env, flag_layer, name_layer]
+    given = [preset_layer, file_layer, env, flag_layer, name_layer]
+    layers = [default_layer(host, given), *given]
     merged: dict[str, Any] = {}
     for layer in _for_final_components(layers):
         merged = merge_layers(merged, layer)
@@ -495,6 +510,8 @@ def resolve_config(
     for section in ("generator", *(s for s in COMPONENT_SECTIONS if s != "generator")):
         choice: ComponentChoice = getattr(config, section)
         if not choice.name:
+            if section in used and not _is_set(given, f"{section}.name"):
+                raise ConfigError(_unclaimed(host, section))
             continue
         # A slot the chosen generator never fills (the default diffusion inverter under the
         # offline preset) is only checked when its plugin is installed: blocking or not
@@ -502,6 +519,46 @@ def resolve_config(
         if section in used or choice.name in host.registry[section]:
             validate_options(host, section, choice)
     return config
+
+
+def default_layer(host: PluginHost, given: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The lowest layer: the model's defaults, with each component key filled by the installed component that
+    claims it (`Component.default_for`). A key some layer of `given` sets needs no default, so two components
+    claiming it is only an error when the default is used."""
+    from rp_core.interfaces import DEFAULT_KEYS
+
+    layer: dict[str, Any] = RunConfig().model_dump(mode="json")
+    for key in DEFAULT_KEYS:
+        dotted = key if "." in key else f"{key}.name"
+        if _is_set(given, dotted):
+            continue
+        try:
+            name = host.default_name(key)
+        except PluginError as exc:
+            raise ConfigError(str(exc)) from None
+        if name is not None:
+            set_dotted(layer, dotted, name)
+    return layer
+
+
+def _is_set(layers: Sequence[Mapping[str, Any]], dotted: str) -> bool:
+    """True when some layer gives `dotted` a value (None included: a layer may turn a safeguard off)."""
+    *parents, last = dotted.split(".")
+    for layer in layers:
+        node: Any = layer
+        for part in parents:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if isinstance(node, Mapping) and last in node:
+            return True
+    return False
+
+
+def _unclaimed(host: PluginHost, section: str) -> str:
+    installed = ", ".join(host.names(section)) or "none"
+    return (
+        f"{section}.name: no installed plugin declares a default {section}, and no layer of the config names one; "
+        f"name one with --{section.replace('_', '-')} NAME (installed: {installed})"
+    )
 
 
 def _for_final_components(layers: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

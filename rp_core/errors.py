@@ -32,7 +32,7 @@ class MissingModelsError(RpError):
 
     exit_code = 3
 
-    def __init__(self, files: Sequence[ModelFile]) -> None:
+    def __init__(self, files: Sequence[ModelFile], notes: Sequence[str] = ()) -> None:
         # the inverter and the generator share SDXL: name each missing file once
         unique: dict[tuple[str, tuple[str, ...]], ModelFile] = {}
         for f in files:
@@ -44,6 +44,7 @@ class MissingModelsError(RpError):
             looked = ", ".join(str(p) for p in f.looked_in) or "(nowhere)"
             lines.append(f"      looked in: {looked}")
             lines.append(f"      get it:    {f.how_to_get}")
+        lines += [f"  ({note})" for note in notes]  # why they were not downloaded
         lines.append("Run `rp doctor` for the full picture, `rp models download` with network access.")
         super().__init__("\n".join(lines))
 

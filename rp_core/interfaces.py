@@ -77,6 +77,10 @@ class Component(ABC, Generic[OptionsT]):  # noqa: B024 (abstract by kind: the fi
     requires: ClassVar[tuple[str, ...]] = ()
     #: How a user gets `requires` when they are missing (shown in the error), e.g. "pip install 'rp-anonymize[gpu]'".
     install_hint: ClassVar[str] = "install the packages it needs"
+    #: Config keys this component fills when no layer of the config names one (DEFAULT_KEYS: its own slot,
+    #: e.g. ("detector",), or a safeguard of its kind, e.g. ("verify.fallback_generator",)). Core names no
+    #: component: the defaults are whatever the installed plugins claim, and two claiming one key is an error.
+    default_for: ClassVar[tuple[str, ...]] = ()
     options: OptionsT
 
     def __init__(self, options: OptionsT | None = None, context: RuntimeContext | None = None) -> None:
@@ -129,6 +133,9 @@ class Detector(Component[OptionsT]):
     #: The option whose higher values make the detector find fewer faces (a score threshold), if any: a run that
     #: raises it above the option's default is loosening fail-closed and says so (rp_core.verify.safety_warnings).
     recall_option: ClassVar[str | None] = None
+    #: Place in the `coverage.detector = "auto"` choice, lower first (None: auto never picks it). Auto takes the
+    #: first installed one that is not the main detector; two detectors with the same place are an error.
+    coverage_priority: ClassVar[int | None] = None
 
     @abstractmethod
     def detect(self, image: np.ndarray) -> list[Face]:
@@ -240,4 +247,11 @@ COMPONENT_KINDS: dict[str, type[Component]] = {
     "inverter": Inverter,
     "generator": Generator,
     "merger": Merger,
+}
+
+#: Config keys a component may claim with `default_for`, and the kind of component each one takes.
+DEFAULT_KEYS: dict[str, str] = {
+    **{kind: kind for kind in COMPONENT_KINDS},
+    "verify.fallback_generator": "generator",
+    "verify.last_resort": "generator",
 }

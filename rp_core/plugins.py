@@ -21,7 +21,7 @@ import pluggy
 
 from rp_core import hookspecs
 from rp_core.errors import PluginError
-from rp_core.interfaces import COMPONENT_KINDS, Component
+from rp_core.interfaces import COMPONENT_KINDS, DEFAULT_KEYS, Component, Detector
 
 ENTRY_POINT_GROUP = "rp.plugins"
 ALLOW_ENV = "RP_PLUGINS"
@@ -165,6 +165,13 @@ class PluginHost:
                     name = getattr(cls, "name", "")
                     if not name:
                         raise PluginError(f"plugin {plugin!r} registered {cls.__name__} without a `name`")
+                    wrong = [key for key in cls.default_for if DEFAULT_KEYS.get(key) != kind]
+                    if wrong:
+                        allowed = ", ".join(k for k, v in DEFAULT_KEYS.items() if v == kind)
+                        raise PluginError(
+                            f"plugin {plugin!r}: {kind} {name!r} claims default_for={wrong!r}; a {kind} may claim "
+                            f"{allowed}"
+                        )
                     existing = registry[kind].get(name)
                     if existing is not None:
                         raise PluginError(
@@ -193,6 +200,38 @@ class PluginHost:
         except KeyError:
             available = ", ".join(self.names(kind)) or "none"
             raise PluginError(f"no {kind} named {name!r}; available: {available}") from None
+
+    def default_name(self, key: str) -> str | None:
+        """The component that claims config key `key` (`default_for`); None when none does.
+
+        Two claiming the same key is an error naming both plugins: a privacy tool never picks one silently.
+        """
+        kind = DEFAULT_KEYS[key]
+        claims = [reg for reg in self.registry[kind].values() if key in reg.cls.default_for]
+        if len(claims) > 1:
+            named = " and ".join(f"{reg.name!r} ({reg.plugin})" for reg in sorted(claims, key=lambda r: r.name))
+            raise PluginError(
+                f"{key}: two installed components claim to be the default: {named}; name one in the config "
+                f"(--set {key if '.' in key else key + '.name'}=NAME) or block a plugin with {BLOCK_ENV}"
+            )
+        return claims[0].name if claims else None
+
+    def auto_coverage(self) -> list[str]:
+        """Detectors `coverage.detector = "auto"` may choose, by their declared `coverage_priority`."""
+        ranked: dict[int, Registration] = {}
+        for reg in self.registry["detector"].values():
+            place = reg.cls.coverage_priority if issubclass(reg.cls, Detector) else None
+            if place is None:
+                continue
+            if place in ranked:
+                other = ranked[place]
+                raise PluginError(
+                    f"coverage.detector=auto: detectors {other.name!r} ({other.plugin}) and {reg.name!r} "
+                    f"({reg.plugin}) both claim coverage_priority={place}; name one with --set coverage.detector=NAME "
+                    f"or block a plugin with {BLOCK_ENV}"
+                )
+            ranked[place] = reg
+        return [ranked[place].name for place in sorted(ranked)]
 
     @property
     def presets(self) -> dict[str, Preset]:

@@ -81,6 +81,9 @@ class FaceMemory:
     kept: bool = False
     #: An --only-face reference matched this person once: anonymized from then on.
     chosen: bool = False
+    #: --only-largest/--max-faces, decided at the person's first item with a free place: True, one of the
+    #: largest (anonymized from then on, even where another face is larger); False, passed over (left as is).
+    by_size: bool | None = None
     #: The strongest obfuscation fail closed needed for this person so far (one of FLOORS): later items
     #: start there, so a track does not switch between obfuscations from frame to frame.
     floor: str = "generator"
@@ -160,6 +163,31 @@ def _of(stage: Stage | None) -> Component[Any] | None:
 def _missing(stage: Stage | None, what: str) -> RpError:
     got = "none" if stage is None else f"{stage.key} {stage.name!r} of kind {stage.component.kind!r}"
     return RpError(f"this pipeline has no {what} stage (got {got})")
+
+
+def _passed_over_by_size(
+    faces: Sequence[Face], memory: Sequence[FaceMemory | None], keep: set[int], limit: int
+) -> set[int]:
+    """Faces --only-largest/--max-faces leave as they are: all but the `limit` largest of those not kept.
+
+    A remembered person (a video track) keeps the decision made at their first item, so the person chosen
+    stays anonymized in every frame even where someone else is larger; the places left after the chosen
+    people present go to undecided faces, largest first. A face without memory (a photo) is decided alone.
+    """
+    changing = sorted((i for i in range(len(faces)) if i not in keep), key=lambda i: -faces[i].size)
+    places = limit - sum(1 for i in changing if (m := memory[i]) is not None and m.by_size)
+    passed = set()
+    for i in changing:
+        remembered = memory[i]
+        if remembered is not None and remembered.by_size is not None:
+            chosen = remembered.by_size
+        else:
+            chosen, places = places > 0, places - 1
+            if remembered is not None:
+                remembered.by_size = chosen
+        if not chosen:
+            passed.add(i)
+    return passed
 
 
 class FaceStream:
@@ -442,13 +470,10 @@ class FaceStream:
             memory.chosen = memory.chosen or i in only_matched
             keep_matched |= {i} if memory.kept else set()
             only_matched |= {i} if memory.chosen else set()
-        return kept_faces(
-            [af.face for af in item.faces],
-            keep_matched,
-            only_matched if self.references.only else None,
-            only_largest=select.only_largest,
-            max_faces=select.max_faces,
-        )
+        faces = [af.face for af in item.faces]
+        keep = kept_faces(faces, keep_matched, only_matched if self.references.only else None)
+        limit = 1 if select.only_largest else select.max_faces
+        return keep if limit is None else keep | _passed_over_by_size(faces, item.memory, keep, limit)
 
     def _identities(self, item: WorkItem, checker: IdentityEncoder[Any] | None) -> None:
         """One target identity per face to generate; a remembered person's is encoded once, then reused."""

@@ -487,7 +487,7 @@ def verifier_of(pipeline: Pipeline) -> Verifier | None:
     stage = pipeline.verify_encoder
     if stage is None:
         return None
-    return Verifier(stage.component, pipeline.config.verify.threshold)  # type: ignore[arg-type]
+    return Verifier(stage.component, pipeline.config.verify.threshold)
 
 
 def safety_warnings(pipeline: Pipeline, aligned: bool = False) -> list[str]:
@@ -527,7 +527,7 @@ def safety_warnings(pipeline: Pipeline, aligned: bool = False) -> list[str]:
     stages = [("detector", pipeline.detector), ("coverage.detector", coverage)]
     for key, stage in stages:
         if stage is not None:
-            warnings += _raised_threshold(key, stage.component)  # type: ignore[arg-type]
+            warnings += _raised_threshold(key, stage.component)
     return warnings
 
 

@@ -67,6 +67,7 @@ class AffineMerger(Merger):
     """Inverse-warp and alpha-blend each face's new crop into the image."""
 
     name: ClassVar[str] = "affine"
+    default_for: ClassVar[tuple[str, ...]] = ("merger",)
     Options: ClassVar[type[ComponentOptions]] = AffineMergerOptions
     options: AffineMergerOptions
 

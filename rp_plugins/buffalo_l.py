@@ -40,6 +40,7 @@ class BuffaloL(IdentityEncoder):
     """L2-normalised 512-d ArcFace embedding, batched over faces."""
 
     name: ClassVar[str] = "buffalo_l"
+    default_for: ClassVar[tuple[str, ...]] = ("identity_encoder",)
     Options: ClassVar[type[ComponentOptions]] = BuffaloLOptions
     options: BuffaloLOptions
     metric: ClassVar[Literal["cosine", "euclidean"]] = "cosine"

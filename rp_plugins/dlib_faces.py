@@ -140,6 +140,8 @@ class DlibDetector(Detector):
 
     name: ClassVar[str] = "dlib"
     Options: ClassVar[type[ComponentOptions]] = DlibDetectorOptions
+    #: Second choice of `coverage.detector = "auto"` (after CenterFace), searched with every turn.
+    coverage_priority: ClassVar[int | None] = 1
     #: HOG finds no face under ~80 px, nor half a face: coverage searches it with every turn and the border pass.
     coverage_passes: ClassVar[Literal["default", "hog"]] = "hog"
     recall_option: ClassVar[str | None] = "det_thresh"

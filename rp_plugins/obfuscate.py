@@ -54,6 +54,8 @@ class Pixelate(_Obfuscator):
     """Mosaic: average the crop over a coarse grid aligned to the face."""
 
     name: ClassVar[str] = "pixelate"
+    #: Hides a leaking or skipped face while keeping its outline (the fail-closed fallback unless a config names one).
+    default_for: ClassVar[tuple[str, ...]] = ("verify.fallback_generator",)
     Options: ClassVar[type[ComponentOptions]] = PixelateOptions
     options: PixelateOptions
 
@@ -128,6 +130,8 @@ class Solid(_Obfuscator):
     """Fill the face with one colour: nothing of the face survives."""
 
     name: ClassVar[str] = "solid"
+    #: Nothing of the face survives: the last resort after a fallback that still matches.
+    default_for: ClassVar[tuple[str, ...]] = ("verify.last_resort",)
     Options: ClassVar[type[ComponentOptions]] = SolidOptions
     options: SolidOptions
 

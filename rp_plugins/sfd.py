@@ -70,6 +70,8 @@ class SfdDetector(Detector):
     """S3FD boxes, then 2D-FAN-4 landmarks at full resolution."""
 
     name: ClassVar[str] = "sfd"
+    #: The paper's detector: what a config that names none runs.
+    default_for: ClassVar[tuple[str, ...]] = ("detector",)
     Options: ClassVar[type[ComponentOptions]] = SfdOptions
     options: SfdOptions
     recall_option: ClassVar[str | None] = "det_thresh"

@@ -28,7 +28,7 @@ import click
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from rp_core.config import COMPONENT_SECTIONS, CORE_FLAG_KEYS, RunConfig
+from rp_core.config import COMPONENT_SECTIONS, CORE_FLAG_KEYS, RunConfig, default_layer
 from rp_core.interfaces import COMPONENT_KINDS, Component, Generator, IdentityEncoder, declared_flags
 from rp_core.plugins import ALLOW_ENV, ENTRY_POINT_GROUP, PluginHost
 
@@ -233,7 +233,8 @@ def _flag_by_key(host: PluginHost) -> dict[str, str]:
     return {key: long_opt[flag] for flag, key in CORE_FLAG_KEYS.items() if flag in long_opt}
 
 
-def section_table(section: str, model: type[BaseModel], flags: dict[str, str]) -> list[str]:
+def section_table(section: str, model: type[BaseModel], flags: dict[str, str], resolved: BaseModel) -> list[str]:
+    """One row per key; a default the installed plugins declare (`default_for`) is shown resolved."""
     lines = ["| key | type | default | description | env, flag |", "| --- | --- | --- | --- | --- |"]
     for name, info in model.model_fields.items():
         key = f"{section}.{name}"
@@ -244,8 +245,8 @@ def section_table(section: str, model: type[BaseModel], flags: dict[str, str]) -
         env = f"`RP_{section.upper()}__{name.upper()}`"
         flag = f", `{flags[key]}`" if key in flags else ""
         lines.append(
-            f"| `{name}` | {cell(type_text(info.annotation))} | {code(field_default(info))} | {cell(description)} "
-            f"| {env}{flag} |"
+            f"| `{name}` | {cell(type_text(info.annotation))} | {code(value_text(getattr(resolved, name)))} "
+            f"| {cell(description)} | {env}{flag} |"
         )
     return lines
 
@@ -405,7 +406,7 @@ def config_reference(host: PluginHost) -> str:
         "| slot | default `name` | flag |",
         "| --- | --- | --- |",
     ]
-    defaults = RunConfig()
+    defaults = RunConfig.model_validate(default_layer(host))  # names as the installed plugins declare them
     for section in COMPONENT_SECTIONS:
         choice = getattr(defaults, section)
         lines.append(f"| `{section}` | {code(value_text(choice.name))} | {code(flags.get(f'{section}.name', ''))} |")
@@ -417,7 +418,7 @@ def config_reference(host: PluginHost) -> str:
         lines += [f"## `[{section}]`", ""]
         if model.__doc__ and model.__doc__ != BaseModel.__doc__:
             lines += [first_line(model.__doc__), ""]
-        lines += section_table(section, model, flags) + [""]
+        lines += section_table(section, model, flags, getattr(defaults, section)) + [""]
     stale = sorted(key for key in FALLBACK_DESCRIPTIONS if key.split(".", 1)[1] not in _section_model(key).model_fields)
     if stale:
         raise SystemExit(f"gen_docs.FALLBACK_DESCRIPTIONS names keys that no longer exist: {', '.join(stale)}")

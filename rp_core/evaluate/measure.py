@@ -15,16 +15,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 import rp_core.evaluate.geometry as geometry
-from rp_core.errors import ConfigError, InputError, MissingModelsError, RpError
+from rp_core.errors import InputError, MissingModelsError, RpError
 from rp_core.evaluate.pairs import ImagePair
 from rp_core.geometry import box_region, same_face_any_detector
 from rp_core.interfaces import Component, Detector, IdentityEncoder, RuntimeContext, compare_embeddings, same_person
 from rp_core.types import Face
+
+C = TypeVar("C", bound=Component[Any])
 
 #: Thresholds reported besides the one an encoder declares: the ones commonly quoted for these models.
 USUAL_THRESHOLDS: dict[str, tuple[float, ...]] = {
@@ -152,6 +154,13 @@ class _Scorer:
         return self.encoder.name
 
 
+def _why_not(exc: RpError) -> str:
+    """Why an optional model is left out, in a few words."""
+    if isinstance(exc, MissingModelsError):
+        return f"its model files are missing here ({', '.join(f.description for f in exc.files)})"
+    return str(exc).splitlines()[0]
+
+
 class Evaluator:
     """Builds the detectors and recognizers once, then measures pair after pair."""
 
@@ -161,71 +170,75 @@ class Evaluator:
         self.manifest = manifest
         self.context = RuntimeContext(device=settings.device, models_dir=settings.models_dir)
         self.notes: list[str] = []
-        self.detector: Detector = self._build("detector", settings.detector, settings.detector_options, "--detector")  # type: ignore[assignment]
+        self.detector: Detector[Any] = self._build(Detector, settings.detector, settings.detector_options, "--detector")
+        self.recognizer: IdentityEncoder[Any] = self._build(
+            IdentityEncoder, settings.recognizer, settings.recognizer_options, "--recognizer"
+        )
         self.search: Detector | None = None
         self.coverage: dict[str, Detector] = {}
         self.scorers: list[_Scorer] = []
 
     # -- building ------------------------------------------------------------------------
 
-    def _build(self, kind: str, name: str, options: dict[str, Any], key: str) -> Component:
+    def _build(self, kind: type[C], name: str, options: dict[str, Any], key: str) -> C:
         from rp_core.pipeline import build_component
 
         return build_component(self.host, self.context, kind, name, options, key)
 
     def load(self) -> None:
-        """Load every model; optional ones that cannot run here are left out with a note."""
+        """Load every model; optional ones that cannot run here are left out with a note.
+
+        The models it needs go through `rp_core.pipeline.ensure_models` (downloaded where allowed, one
+        error naming what is missing), as for every command; optional ones are only used when present.
+        """
+        from rp_core.pipeline import ensure_models
+
+        ensure_models({"--detector": self.detector, "--recognizer": self.recognizer})
         self.detector.load()
         search_options = {**self.settings.detector_options, **SEARCH_OPTIONS.get(self.settings.detector, {})}
         if search_options != self.settings.detector_options:
-            self.search = self._build("detector", self.settings.detector, search_options, "--detector")  # type: ignore[assignment]
-            self.search.load()  # type: ignore[union-attr]
+            self.search = self._build(Detector, self.settings.detector, search_options, "--detector")
+            self.search.load()
         self._load_coverage()
         self._load_scorers()
 
     def _load_coverage(self) -> None:
-        from rp_core.imports import import_status
+        from rp_core.pipeline import ensure_models
 
         explicit = self.settings.detectors is not None
         names = self.settings.detectors if explicit else tuple(self.host.names("detector"))
         for name in names or ():
             if name == self.settings.detector:
                 continue
-            detector: Detector = self._build("detector", name, {}, "--detectors")  # type: ignore[assignment]
-            missing = [f.description for f in detector.model_files() if not f.present]
-            broken = [m for m in detector.requires if import_status(m, deep=False)]
-            if (missing or broken) and not explicit:
-                self.notes.append(f"detector {name} left out: " + "; ".join([*missing, *broken]) + " not available")
-                continue
-            try:
+            detector = self._build(Detector, name, {}, "--detectors")
+            try:  # named with --detectors: needed (downloaded where allowed); else used only when present
+                ensure_models({"--detectors": detector}, download=explicit)
                 detector.load()
             except RpError as exc:
                 if explicit:
                     raise
-                self.notes.append(f"detector {name} left out: {str(exc).splitlines()[0]}")
+                self.notes.append(f"detector {name} left out: {_why_not(exc)}")
                 continue
             self.coverage[name] = detector
 
     def _load_scorers(self) -> None:
+        from rp_core.pipeline import ensure_models
+
         roles: dict[str, list[str]] = {self.settings.recognizer: ["recognizer"]}
         for name in self._verify_encoders():
             roles.setdefault(name, []).append("verify")
         for name, its_roles in roles.items():
-            options = (
-                self._encoder_options(name) if name != self.settings.recognizer else self.settings.recognizer_options
-            )
-            encoder = self._build(
-                "identity_encoder", name, options, "--recognizer" if "recognizer" in its_roles else "verify encoder"
-            )
-            if not isinstance(encoder, IdentityEncoder):
-                raise ConfigError(f"{name!r} is not an identity encoder")
-            try:
+            if "recognizer" in its_roles:
+                encoder = self.recognizer  # ensured by load()
                 encoder.load()
-            except MissingModelsError:
-                if "recognizer" in its_roles:
-                    raise
-                self.notes.append(f"verify encoder {name} left out: its model files are missing here")
-                continue
+            else:
+                encoder = self._build(IdentityEncoder, name, self._encoder_options(name), "verify encoder")
+                try:  # the run's own verify encoder: used when present, never downloaded for an evaluation
+                    ensure_models({"verify encoder": encoder}, download=False)
+                    encoder.load()
+                except RpError as exc:
+                    self.notes.append(f"verify encoder {name} left out: {_why_not(exc)}")
+                    continue
             thresholds = sorted({*USUAL_THRESHOLDS.get(name, ()), float(encoder.match_threshold)})
             self.scorers.append(_Scorer(encoder, its_roles, thresholds))
 

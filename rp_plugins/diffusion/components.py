@@ -81,6 +81,7 @@ class LeditsSdxlInverter(_SdxlComponent, Inverter):
     """Edit-friendly DDPM inversion of each crop with SDXL, FaceID fed the null identity."""
 
     name = "ledits_sdxl"
+    default_for = ("inverter",)
     Options = InverterOptions
     options: InverterOptions
 
@@ -123,6 +124,7 @@ class IpAdapterFaceIdGenerator(_SdxlComponent, Generator):
     """Regenerates each face from its inversion, guided away from its own identity."""
 
     name = "ipadapter_faceid"
+    default_for = ("generator",)
     Options = GeneratorOptions
     options: GeneratorOptions
     needs_identity: ClassVar[bool] = True

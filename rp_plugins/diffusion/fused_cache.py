@@ -38,9 +38,14 @@ def cache_file(cache_dir: Path, sdxl_dir: Path, faceid_file: Path, dtype: Any) -
         *sorted((sdxl_dir / "unet").glob("*.safetensors")),
         *sorted((sdxl_dir / "unet").glob("*.bin")),
     ]
+    return cache_dir / f"faceid-fused-{digest(sources, dtype, diffusers.__version__, peft.__version__)}.safetensors"
+
+
+def digest(sources: list[Path], *more: Any) -> str:
+    """A short hash of the files' paths, sizes and modification times and of `more`: a cache file's name part."""
     stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in sources]
-    key = json.dumps([stats, str(dtype), diffusers.__version__, peft.__version__])
-    return cache_dir / f"faceid-fused-{hashlib.sha256(key.encode()).hexdigest()[:20]}.safetensors"
+    key = json.dumps([stats, *map(str, more)])
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
 def split_faceid(state: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
@@ -54,12 +59,18 @@ def split_faceid(state: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, 
 
 def save(path: Path, merged: dict[str, Any], faceid: dict[str, dict[str, Any]]) -> bool:
     """Write the cache file atomically (a crash leaves no half file); False where it cannot be written."""
+    tensors = {FUSED + name: t.detach() for name, t in merged.items()}
+    for part in PARTS:
+        tensors.update({f"{part}.{name}": t for name, t in faceid[part].items()})
+    return save_atomically(path, tensors)
+
+
+def save_atomically(path: Path, tensors: dict[str, Any]) -> bool:
+    """Write `tensors` as one safetensors file (a crash leaves no half file); False where it cannot be written."""
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    tensors = {FUSED + name: t.detach().contiguous().cpu() for name, t in merged.items()}
-    for part in PARTS:
-        tensors.update({f"{part}.{name}": t.contiguous().cpu() for name, t in faceid[part].items()})
+    tensors = {name: t.contiguous().cpu() for name, t in tensors.items()}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
@@ -77,14 +88,8 @@ def save(path: Path, merged: dict[str, Any], faceid: dict[str, dict[str, Any]]) 
 
 def load(path: Path, device: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]] | None:
     """(merged weights, FaceID without its LoRA) read onto `device`; None when no readable cache file is there."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        return None
-    try:
-        tensors = load_file(path, device=str(device))
-    except (OSError, SafetensorError):  # damaged on disk: merge again (and write a good file over it)
+    tensors = load_tensors(path, device)
+    if tensors is None:  # absent or damaged on disk: merge again (and write a good file over it)
         return None
     merged = {k[len(FUSED) :]: t for k, t in tensors.items() if k.startswith(FUSED)}
     faceid: dict[str, dict[str, Any]] = {part: {} for part in PARTS}
@@ -93,3 +98,16 @@ def load(path: Path, device: Any) -> tuple[dict[str, Any], dict[str, dict[str, A
         if part in faceid:
             faceid[part][name] = tensor
     return merged, faceid
+
+
+def load_tensors(path: Path, device: Any) -> dict[str, Any] | None:
+    """A cache file's tensors read onto `device`; None when the file is absent or unreadable."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return None
+    try:
+        return load_file(path, device=str(device))
+    except (OSError, SafetensorError):
+        return None

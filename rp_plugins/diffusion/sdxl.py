@@ -19,7 +19,7 @@ import numpy as np
 from rp_core.devices import resolve_torch_device
 from rp_core.errors import DeviceError, MissingModelsError
 from rp_core.interfaces import RuntimeContext
-from rp_plugins.diffusion import fused_cache
+from rp_plugins.diffusion import fused_cache, prompt_cache
 from rp_plugins.diffusion.model_files import SDXL_SCHEDULER_CONFIG, is_full_size, sdxl_model_files
 from rp_plugins.diffusion.options import SdxlOptions
 from rp_plugins.diffusion.speed import (
@@ -30,7 +30,7 @@ from rp_plugins.diffusion.speed import (
     compiled_regions,
     pad_faces,
     persist_compile_cache,
-    quantize_linear_fp8,
+    quantize_linear_fp8_rowwise,
     unpad_noise,
 )
 
@@ -69,8 +69,6 @@ def resolve_dtype(dtype: str, device: Any) -> Any:
 
 def check_fp8_support(device: Any) -> None:
     """Fail before loading anything when fp8 was asked for but cannot run here."""
-    import importlib.util
-
     import torch
 
     if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
@@ -78,8 +76,6 @@ def check_fp8_support(device: Any) -> None:
         raise DeviceError(
             f"runtime.fp8=true needs a GPU with fp8 matrix units (compute capability 8.9+, e.g. H100/H200/L40S); {name} has none"
         )
-    if importlib.util.find_spec("torchao") is None:
-        raise DeviceError("runtime.fp8=true needs torchao: pip install 'rp-anonymize[fp8]' (or pip install torchao)")
 
 
 @dataclass
@@ -102,6 +98,9 @@ class SdxlBundle:
     compiled_blocks: int = 0
     #: Where merged weights and torch's compiled kernels persist between processes; None: nowhere.
     cache_dir: Path | None = None
+    #: (SDXL folder, weight variant, where the empty prompt's embeddings are kept or None): the text encoders
+    #: are loaded from there when a prompt is asked for that no loaded encoder or kept file can serve.
+    text_source: tuple[Path, str | None, Path | None] | None = None
     _graphed: CudaGraphUnet | None = None
     _ip_adapter_scale: float | None = None
     _size_conditioning: dict[int, Any] = field(default_factory=dict)
@@ -148,6 +147,8 @@ class SdxlBundle:
         import torch
 
         if attribute_prompt not in self._prompts:
+            if self.pipe.text_encoder is None:
+                self._load_text_encoders()
             with torch.no_grad():
                 cond, uncond, cond_pooled, uncond_pooled = self.pipe.encode_prompt(
                     prompt="",
@@ -157,7 +158,24 @@ class SdxlBundle:
                     negative_prompt=attribute_prompt or None,
                 )
             self._prompts[attribute_prompt] = (cond, cond_pooled, uncond, uncond_pooled)
+            kept_at = self.text_source[2] if self.text_source else None
+            if attribute_prompt is None and kept_at is not None and not kept_at.is_file():
+                prompt_cache.save(kept_at, self._prompts[None])
         return self._prompts[attribute_prompt]
+
+    def _load_text_encoders(self) -> None:
+        """The text encoders and tokenizers a load skipped (the empty prompt was kept on disk), as it loads them."""
+        from diffusers import StableDiffusionXLPipeline
+
+        if self.text_source is None:
+            raise RuntimeError("this SDXL bundle was loaded without text encoders and without their source")
+        sdxl_dir, variant, _ = self.text_source
+        text = StableDiffusionXLPipeline.from_pretrained(
+            sdxl_dir, torch_dtype=self.dtype, variant=variant, add_watermarker=False, unet=None, vae=None
+        )
+        for name in prompt_cache.TEXT_COMPONENTS:
+            component = getattr(text, name)
+            setattr(self.pipe, name, component.to(self.device) if hasattr(component, "to") else component)
 
     def encode_images(self, crops: Sequence[np.ndarray]) -> Any:
         """uint8 crops -> scaled latents (VAE in fp32: SDXL's VAE overflows in fp16)."""
@@ -270,8 +288,8 @@ def load_bundle(options: SdxlOptions, context: RuntimeContext) -> SdxlBundle:
 
     def build() -> SdxlBundle:
         bundle = _load(sdxl_dir, faceid_file, device, dtype, fuse, cache_dir)
-        if context.fp8:
-            quantize_linear_fp8(bundle.pipe.unet)
+        if context.fp8:  # opt-in: changes the numbers ~12x more than fp16 rounding does (RESULTS.md)
+            quantize_linear_fp8_rowwise(bundle.pipe.unet, fast_accumulation=True)
         if context.compile:
             bundle.compile_unet(fixed_batch)
         elif regional:
@@ -301,13 +319,20 @@ def _load(
     if not libraries_verbose():  # no "Loading pipeline components" bars on the user's console (rp -v shows them)
         diffusers_logging.set_verbosity_error()
         diffusers_logging.disable_progress_bar()
-    has_fp16 = any(sdxl_dir.glob("unet/*.fp16.safetensors"))
-    pipe = StableDiffusionXLPipeline.from_pretrained(
-        sdxl_dir, torch_dtype=dtype, variant="fp16" if has_fp16 else None, add_watermarker=False
-    )
-    pipe.set_progress_bar_config(disable=True)
     cached_at = fused_cache.cache_file(cache_dir, sdxl_dir, faceid_file, dtype) if fuse_lora and cache_dir else None
     cached = fused_cache.load(cached_at, device) if cached_at else None
+    prompts_at = prompt_cache.cache_file(cache_dir, sdxl_dir, dtype) if cache_dir else None
+    empty_prompt = prompt_cache.load(prompts_at, device) if prompts_at else None
+    # with the merge cached, every weight goes straight to the device; without it the merge runs where it always
+    # did (on the host), so a first process merges to the very bits earlier versions did
+    placement = direct_placement(device) if cached is not None else {}
+    # with the empty prompt's embeddings cached, the text encoders load only if an attribute prompt needs them
+    without_text = dict.fromkeys(prompt_cache.TEXT_COMPONENTS) if empty_prompt is not None else {}
+    variant = "fp16" if any(sdxl_dir.glob("unet/*.fp16.safetensors")) else None
+    pipe = StableDiffusionXLPipeline.from_pretrained(
+        sdxl_dir, torch_dtype=dtype, variant=variant, add_watermarker=False, **placement, **without_text
+    )
+    pipe.set_progress_bar_config(disable=True)
     if cached is not None:
         merged, faceid = cached
         pipe.to(device)
@@ -329,7 +354,24 @@ def _load(
         pipe.to(device)
     pipe.vae.to(torch.float32)
     scheduler_config = dict(pipe.scheduler.config) if pipe.scheduler is not None else dict(SDXL_SCHEDULER_CONFIG)
-    return SdxlBundle(pipe=pipe, device=device, dtype=dtype, scheduler_config=scheduler_config, cache_dir=cache_dir)
+    bundle = SdxlBundle(pipe=pipe, device=device, dtype=dtype, scheduler_config=scheduler_config, cache_dir=cache_dir)
+    bundle.text_source = (sdxl_dir, variant, prompts_at)
+    if empty_prompt is not None:
+        bundle._prompts[None] = empty_prompt
+    return bundle
+
+
+def direct_placement(device: Any) -> dict[str, str]:
+    """from_pretrained's arguments that read the weights straight onto `device` (no copy held in host memory).
+
+    Only for the current CUDA device: diffusers accepts the plain device type as a map, and a one-device map
+    places every module there without hooks, so later `.to()` calls stay allowed. Elsewhere: nothing.
+    """
+    import torch
+
+    if device.type != "cuda" or (device.index is not None and device.index != torch.cuda.current_device()):
+        return {}
+    return {"device_map": "cuda"}
 
 
 def _read_faceid(faceid_file: Path) -> dict[str, dict[str, Any]]:

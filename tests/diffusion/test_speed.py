@@ -112,6 +112,54 @@ def test_the_cached_faceid_merge_loads_the_same_weights_bit_for_bit(tiny_models,
     assert fused_cache.cache_file(tmp_path, sdxl_dir, faceid_file, torch.float16) != cached
 
 
+def test_a_later_process_reads_the_empty_prompt_from_disk_and_loads_no_text_encoder(tiny_models, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The first process keeps the empty prompt's embeddings; a later one skips both text encoders and serves the
+    same tensors bit for bit, and an attribute prompt then loads the encoders and encodes as a plain load does."""
+    from rp_plugins.diffusion import prompt_cache
+    from rp_plugins.diffusion.sdxl import _load
+
+    sdxl_dir, faceid_file = tiny_models
+    cpu = torch.device("cpu")
+    plain = _load(sdxl_dir, faceid_file, cpu, torch.float32)  # no cache: encoders loaded, prompt encoded
+    first = _load(sdxl_dir, faceid_file, cpu, torch.float32, cache_dir=tmp_path)
+    assert first.pipe.text_encoder is not None and first.pipe.text_encoder_2 is not None
+    first.prompt_conditioning(None)
+    kept = prompt_cache.cache_file(tmp_path, sdxl_dir, torch.float32)
+    assert kept.is_file()
+
+    second = _load(sdxl_dir, faceid_file, cpu, torch.float32, cache_dir=tmp_path)
+    assert second.pipe.text_encoder is None and second.pipe.text_encoder_2 is None and second.pipe.tokenizer is None
+    assert all(map(torch.equal, second.prompt_conditioning(None), plain.prompt_conditioning(None)))
+    assert all(map(torch.equal, second.prompt_conditioning("an old man"), plain.prompt_conditioning("an old man")))
+    assert second.pipe.text_encoder is not None  # loaded for the attribute prompt
+    kept.write_bytes(b"damaged")  # an unreadable file: the encoders load as without a cache
+    assert _load(sdxl_dir, faceid_file, cpu, torch.float32, cache_dir=tmp_path).pipe.text_encoder is not None
+
+
+def test_fp8_swaps_the_per_pixel_linears_for_one_module_type_that_computes_them_to_fp8_rounding(tiny_models) -> None:  # type: ignore[no-untyped-def]
+    """runtime.fp8 replaces the transformer blocks' per-pixel linears by one class: a compiled block then compiles once
+    for every block (a class per layer hit dynamo's recompile limit on the H200, leaving 62 of 70 blocks eager), and
+    each computes its linear to within e4m3 rounding (3 mantissa bits, per-row scales)."""
+    from diffusers import UNet2DConditionModel
+
+    from rp_plugins.diffusion.fp8 import FP8_ROWWISE_LAYERS, RowwiseFp8Linear
+    from rp_plugins.diffusion.speed import quantize_linear_fp8_rowwise
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_models[0] / "unet")
+    linears = {name: module for name, module in unet.named_modules() if isinstance(module, torch.nn.Linear)}
+    assert quantize_linear_fp8_rowwise(unet, fast_accumulation=True) > 0
+    swapped = {name: m for name, m in unet.named_modules() if type(m).__name__ == RowwiseFp8Linear.__name__}
+    assert {type(m) for m in swapped.values()} == {RowwiseFp8Linear}
+    assert all(name.endswith(FP8_ROWWISE_LAYERS) and "transformer_blocks" in name for name in swapped)
+    assert all(name in swapped for name in linears if name.endswith(FP8_ROWWISE_LAYERS))
+    assert not any(name.endswith(("attn2.to_k", "attn2.to_v")) for name in swapped)  # 77 text tokens: stay 16-bit
+    generator = torch.Generator().manual_seed(0)
+    for name, module in swapped.items():
+        x = torch.randn(2, 9, module.in_features, generator=generator)
+        exact = linears[name](x).detach()
+        assert (module(x) - exact).abs().max() <= 0.1 * exact.abs().max()
+
+
 def test_compiled_kernels_are_kept_beside_the_models_unless_the_user_chose_a_place(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Importing diffusers writes torch's /tmp default into TORCHINDUCTOR_CACHE_DIR: that default is replaced,
     a folder the user set is kept, and inductor's own lookup then answers the folder chosen."""
