@@ -91,6 +91,26 @@ def footprint(face: AlignedFace, image_shape: tuple[int, ...], grow: float = 0.1
     return (max(0.0, x0 - pad_x), max(0.0, y0 - pad_y), min(float(width), x1 + pad_x), min(float(height), y1 + pad_y))
 
 
+def changed_box(original: np.ndarray, output: np.ndarray, region: Box, face: Box, grow: float = 0.25) -> Box:
+    """The part of `region` an output search must look at: the pixels that changed there, and the face itself.
+
+    Unchanged pixels elsewhere were searched on the input already. The face's box, grown by `grow` x its
+    larger side each way, always counts: a face left almost as it was (one pixel changed), or hidden by a crop
+    pasted too small or beside it (poor landmarks), is looked for whole where it is, not cut by the edge.
+    """
+    rows, cols = box_region(original.shape, region)
+    changed = np.any(original[rows, cols] != output[rows, cols], axis=-1)
+    ys, xs = np.nonzero(changed)
+    x0, y0, x1, y1 = face
+    pad = grow * max(x1 - x0, y1 - y0)
+    x0, y0, x1, y1 = x0 - pad, y0 - pad, x1 + pad, y1 + pad
+    if len(xs):
+        x0, x1 = min(x0, cols.start + float(xs.min())), max(x1, cols.start + float(xs.max()) + 1)
+        y0, y1 = min(y0, rows.start + float(ys.min())), max(y1, rows.start + float(ys.max()) + 1)
+    height, width = original.shape[:2]
+    return (max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height)))
+
+
 def clipped_window(box: Box, shape: tuple[int, ...]) -> Window:
     """The integer pixels a box touches, clipped to an image of `shape` (may be empty: right <= left)."""
     height, width = shape[:2]

@@ -764,21 +764,28 @@ def _name(generator: Generator[Any] | None) -> str:
     return "" if generator is None else generator.name
 
 
-#: The output search looks this share of a region's side beyond it on each side: a crop pasted too small or
-#: beside its face (poor landmarks) leaves the face cut by the region's edge, which a detector may not see.
-SEARCH_MARGIN = 0.25
+#: A region is searched at no less than a quarter of its size, however small the detector's `smallest_face`.
+MIN_SEARCH_FACTOR = 1.0
 
 
 def _search_region(detector: Detector[Any], image: np.ndarray, region: Box) -> list[Face]:
-    """Faces `detector` finds in `region` (where a crop was pasted), enlarged so a face shrunk to a quarter of it
-    is still big enough for the detector (its `smallest_face`), and turned every way an attacker would (every
-    quarter turn and the turns between, as the detector's `roll_tolerance` needs)."""
+    """Faces `detector` finds in `region` (where a crop was pasted), scaled so a face shrunk to a quarter of it
+    is still big enough for the detector (its `smallest_face`: enlarged for dlib's HOG, reduced for CenterFace,
+    which needs 4-6x fewer pixels so), and turned every way an attacker would (every quarter turn and the
+    turns between, as the detector's `roll_tolerance` needs)."""
     from rp_core.coverage import region_turns, search_region
 
     turns = region_turns(detector.roll_tolerance)
     side = round(4 * detector.smallest_face)
     return search_region(
-        detector.detect, image, region, margin=SEARCH_MARGIN, face_side=side, max_factor=4.0, turns=turns
+        detector.detect,
+        image,
+        region,
+        margin=0.0,  # the region is the changed pixels and the face with room around it (geometry.changed_box)
+        face_side=side,
+        max_factor=4.0,
+        min_factor=MIN_SEARCH_FACTOR,
+        turns=turns,
     )
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rp_core.errors import VerificationError
-from rp_core.geometry import Box, centre_inside, footprint, iou
+from rp_core.geometry import Box, centre_inside, changed_box, footprint, iou
 from rp_core.identities import LazyIdentities, chain, pick
 from rp_core.interfaces import Detector, Generator, IdentityEncoder, compare_embeddings, same_person
 from rp_core.types import AlignedFace, Face, GenerationRequest, IdentityEmbedding
@@ -264,7 +264,9 @@ class FaceVerdict:
         if self.check.found_score is not None:
             data["score_found"] = round(self.check.found_score, 4)  # the worst face a detector found in the region
         if self.last_resort and not self.check.leak:
-            data["judged_by"] = "faces the detectors find in the filled region (a fill read at its landmarks is no face)"
+            data["judged_by"] = (
+                "faces the detectors find in the filled region (a fill read at its landmarks is no face)"
+            )
         if self.unconfirmed:
             data["unconfirmed"] = "no detector of another family sees a face here: obfuscated once, not filled"
         return data
@@ -366,7 +368,7 @@ class FailClosed:
                 output,
                 [boxes[i] for i in indices],
                 pick(originals, indices),
-                [regions[i] for i in indices],
+                [changed_box(image, output, regions[i], boxes[i].box) for i in indices],
                 self.finder,
                 chain(self.others, rest),
                 self.kept,
