@@ -66,3 +66,20 @@ def test_footprint_holds_the_face_box_and_box_through_maps_corners() -> None:
     assert x0 <= 40 and y0 <= 50 and x1 >= 60 and y1 >= 70  # the landmarks lie inside what the crop can change
     assert 0 <= x0 and 0 <= y0 and x1 <= 100 and y1 <= 120
     assert box_through((0.0, 0.0, 10.0, 20.0), lambda p: p * 2 + 1) == (1.0, 1.0, 21.0, 41.0)
+
+
+def test_the_output_search_region_is_the_changed_pixels_and_the_face_with_room_around_it() -> None:
+    """Unchanged pixels were searched on the input: the output search looks only where pixels changed, and always
+    at the face itself (grown a quarter each way), even when almost nothing of it changed."""
+    from rp_core.geometry import changed_box
+
+    original = np.zeros((400, 400, 3), np.uint8)
+    output = original.copy()
+    output[150:260, 140:300] = 200  # the paste: wider than the face
+    region = (100.0, 100.0, 350.0, 350.0)  # the crop's footprint: larger than what changed
+    face = (160.0, 160.0, 240.0, 240.0)
+    assert changed_box(original, output, region, face) == (140.0, 140.0, 300.0, 260.0)
+    untouched = original.copy()
+    untouched[200, 200] = 1  # a "leak" that changes one pixel: the face is still searched, with room around it
+    assert changed_box(original, untouched, region, face) == (140.0, 140.0, 260.0, 260.0)
+    assert changed_box(original, untouched, region, (0.0, 0.0, 40.0, 40.0)) == (0.0, 0.0, 201.0, 201.0)
