@@ -120,7 +120,9 @@ def anonymize_files(
 
     Writes are atomic, the manifest and journal are the CLI's, `options=SessionOptions(resume=True)`
     finishes a killed run, and a file that fails is recorded in the summary while the others go on.
-    `executor` says where the files run: this process (default) or `rp_core.scale.RayExecutor(...)`.
+    `executor` says where the files run: by default this process, or for a pipeline whose every stage runs on
+    the CPU (the offline preset) worker processes, one per core (`runtime.cpu_workers`); or
+    `rp_core.scale.RayExecutor(...)`.
     Combinations the CLI refuses raise the same ConfigError here (rp_core.run_options).
     """
     destination = Destination(Path(output) if output is not None else None, in_place, follow_symlinks)

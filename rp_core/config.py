@@ -80,6 +80,14 @@ class RuntimeSection(_Section):
         "faces (~10 s of compiling at the first full batch, ~10% less time per face after it; output equal up to "
         "fp16 rounding); smaller batches run uncompiled; ignored on a CPU and when `compile` compiles the whole UNet",
     )
+    cpu_workers: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="processes a folder's photos run on when every stage runs on the CPU (obfuscating generators: "
+        "the offline preset): each loads the models once and takes shares of the folder; null: one per CPU core "
+        "for 4 photos or more; 1: this process only. The GPU pipeline always runs in this process",
+    )
     overlap: bool = Field(
         True,
         description="read, detect, align and encode the next images, and merge, verify and write finished ones, on "

@@ -73,6 +73,11 @@ class PluginHost:
         environ: dict[str, str] | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
+        #: What another process needs to build the same host (rp_core.scale): the plugin variables and folder;
+        #: plugins given as objects cannot travel, so a host holding some is `portable` no more.
+        self.environ = {k: env[k] for k in (ALLOW_ENV, BLOCK_ENV, PLUGINS_DIR_ENV) if k in env}
+        self.plugins_dir = Path(plugins_dir) if plugins_dir else None
+        self.extra_plugins = tuple(extra_plugins)
         self.pm = pluggy.PluginManager("rp")
         self.pm.add_hookspecs(hookspecs)
         self._versions: dict[str, str] = {}
@@ -83,10 +88,15 @@ class PluginHost:
         directory = plugins_dir or env.get(PLUGINS_DIR_ENV)
         if directory:
             self._load_directory(Path(directory))
-        for plugin in extra_plugins:
+        for plugin in self.extra_plugins:
             self.register_plugin(plugin)
         self._registry: dict[str, dict[str, Registration]] | None = None
         self._presets: dict[str, Preset] | None = None
+
+    @property
+    def portable(self) -> bool:
+        """Can another process build this host from `environ` and `plugins_dir` (no plugin given as an object)?"""
+        return not self.extra_plugins
 
     # -- loading -------------------------------------------------------------------------
 

@@ -104,6 +104,19 @@ class RunSummary:
         return text + (f"; manifest: {self.manifest_path}" if self.manifest_path else "")
 
 
+def default_executor(pipeline: Pipeline) -> Executor:
+    """This process; for a pipeline whose every stage runs on the CPU (an obfuscating generator: no inversion,
+    no new face), worker processes, one per core (`runtime.cpu_workers`), so a folder's photos use every core."""
+    from rp_core.scale.processes import cpu_workers
+
+    workers = cpu_workers(pipeline.config.runtime.cpu_workers)
+    if workers > 1 and not pipeline.needs_inversion and not pipeline.generate.synthesizes:
+        from rp_core.scale.processes import ProcessExecutor
+
+        return ProcessExecutor(workers)
+    return LocalExecutor()
+
+
 class RunSession:
     """Anonymize the files of an `InputPlan` with an assembled pipeline, on `executor` (default: this process)."""
 
@@ -121,7 +134,7 @@ class RunSession:
         self.pipeline, self.plan = pipeline, plan
         self.options = options if options is not None else SessionOptions()
         self.on_event = on_event if on_event is not None else (lambda event: None)
-        self.executor = executor if executor is not None else LocalExecutor()
+        self.executor = executor if executor is not None else default_executor(pipeline)
         self.executor.check(plan)
         videos = any(is_video(job.source) for job in plan.jobs)
         self.warnings = (

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rp_core import errors
 from rp_core.errors import ConfigError, RpError
 from rp_core.executor import Executor, WorkSpec
 from rp_core.io import InputPlan, Job
 from rp_core.manifest import ImageEntry
 from rp_core.run_options import Event, SessionOptions
 from rp_core.scale.options import RayOptions
+from rp_core.scale.worker import remote_error
 from rp_core.session import RunSummary
 from rp_core.work import FileNames, Outcome
 
@@ -317,16 +317,6 @@ class _Slots:
 def _absolute(plan: InputPlan) -> InputPlan:
     jobs = tuple(Job(job.source.absolute(), job.target.absolute()) for job in plan.jobs)
     return replace(plan, jobs=jobs, output=plan.output.absolute())
-
-
-def remote_error(payload: dict[str, Any]) -> RpError:
-    """A worker's expected error, raised here with its message and exit code (as one process would)."""
-    cls = getattr(errors, str(payload.get("error")), None)
-    if isinstance(cls, type) and issubclass(cls, RpError) and cls is not errors.MissingModelsError:
-        return cls(payload["message"])
-    error = RpError(payload["message"])
-    error.exit_code = int(payload.get("exit_code", RpError.exit_code))
-    return error
 
 
 def anonymize_files_on_ray(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rp_core import errors
 from rp_core.errors import RpError
 from rp_core.io import InputPlan
 from rp_core.run_options import Event, SessionOptions
@@ -38,6 +39,16 @@ class WorkerSpec:
 def error_payload(exc: RpError) -> dict[str, Any]:
     """An expected error as plain data: some RpError subclasses cannot be rebuilt from their message alone."""
     return {"error": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}
+
+
+def remote_error(payload: dict[str, Any]) -> RpError:
+    """A worker's expected error, raised here with its message and exit code (as one process would)."""
+    cls = getattr(errors, str(payload.get("error")), None)
+    if isinstance(cls, type) and issubclass(cls, RpError) and cls is not errors.MissingModelsError:
+        return cls(payload["message"])
+    error = RpError(payload["message"])
+    error.exit_code = int(payload.get("exit_code", RpError.exit_code))
+    return error
 
 
 class Worker:

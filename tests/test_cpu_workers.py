@@ -1,0 +1,61 @@
+"""A CPU-only pipeline runs a folder's photos on worker processes (`runtime.cpu_workers`), one per core by default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import attacker
+
+from rp_core.api import anonymize_files, build_pipeline
+from rp_core.executor import LocalExecutor
+from rp_core.io import read_image, write_image
+from rp_core.run_options import Event
+from rp_core.scale.processes import ProcessExecutor
+from rp_core.session import default_executor
+
+
+def test_the_executor_follows_the_pipeline_and_cpu_workers() -> None:
+    """Worker processes for an obfuscating pipeline (every stage on the CPU), this process for one that draws faces
+    (the GPU's) or when `runtime.cpu_workers=1`."""
+    offline = build_pipeline(preset="offline", overrides=["runtime.cpu_workers=2"])
+    assert isinstance(default_executor(offline), ProcessExecutor)
+    alone = build_pipeline(preset="offline", overrides=["runtime.cpu_workers=1"])
+    assert isinstance(default_executor(alone), LocalExecutor)
+    diffusion = build_pipeline(overrides=["runtime.cpu_workers=2"])  # the default: inversion + a new face
+    assert isinstance(default_executor(diffusion), LocalExecutor)
+
+
+@pytest.mark.e2e  # starts two worker processes, each importing rp and loading the models
+def test_a_folder_on_two_worker_processes_matches_one_process(
+    tmp_path: Path, t1: np.ndarray, astronaut: np.ndarray, reidentifier
+) -> None:  # type: ignore[no-untyped-def]
+    """Four photos of different people (no crop of one person in another photo, so the recent-identity window,
+    each process's own, decides nothing): the same bytes, faces and statuses as one process, nobody identifiable."""
+    source = tmp_path / "in"
+    source.mkdir()
+    photos = {
+        "left.png": t1[:, :430],
+        "middle.png": t1[:, 430:870],
+        "right.png": t1[:, 870:],
+        "astronaut.png": astronaut,
+    }
+    for name, image in photos.items():
+        write_image(source / name, np.ascontiguousarray(image))
+    events: list[Event] = []
+    pooled = anonymize_files(
+        source, tmp_path / "pooled", preset="offline", overrides=["runtime.cpu_workers=2"], on_event=events.append
+    )
+    alone = anonymize_files(source, tmp_path / "alone", preset="offline", overrides=["runtime.cpu_workers=1"])
+    assert any("2 worker processes" in e.message for e in events)  # the files ran on the workers
+    assert pooled.line().startswith("4 anonymized (7 faces)") and alone.line().startswith("4 anonymized (7 faces)")
+    for name in photos:
+        assert (tmp_path / "pooled" / name).read_bytes() == (tmp_path / "alone" / name).read_bytes(), name
+    manifest = json.loads((tmp_path / "pooled" / "manifest.json").read_text())
+    assert sorted(e["input"] for e in manifest["images"]) == sorted(photos)
+    persons = attacker.people(reidentifier, t1, astronaut)
+    for name in photos:
+        seen = [d for d in attacker.faces_seen(reidentifier, read_image(tmp_path / "pooled" / name))]
+        assert all(np.linalg.norm(p - d) >= reidentifier.threshold for p in persons for d in seen), name
