@@ -86,7 +86,7 @@ class RuntimeSection(_Section):
         le=256,
         description="processes a folder's photos run on when every stage runs on the CPU (obfuscating generators: "
         "the offline preset): each loads the models once and takes shares of the folder; null: one per CPU core "
-        "for 4 photos or more; 1: this process only. The GPU pipeline always runs in this process",
+        "for 8 photos or more; 1: this process only. The GPU pipeline always runs in this process",
     )
     overlap: bool = Field(
         True,

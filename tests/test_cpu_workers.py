@@ -32,7 +32,7 @@ def test_the_executor_follows_the_pipeline_and_cpu_workers() -> None:
 def test_a_folder_on_two_worker_processes_matches_one_process(
     tmp_path: Path, t1: np.ndarray, astronaut: np.ndarray, reidentifier
 ) -> None:  # type: ignore[no-untyped-def]
-    """Four photos of different people (no crop of one person in another photo, so the recent-identity window,
+    """Eight photos of different people (no crop of one person in another photo, so the recent-identity window,
     each process's own, decides nothing): the same bytes, faces and statuses as one process, nobody identifiable."""
     source = tmp_path / "in"
     source.mkdir()
@@ -41,6 +41,7 @@ def test_a_folder_on_two_worker_processes_matches_one_process(
         "middle.png": t1[:, 430:870],
         "right.png": t1[:, 870:],
         "astronaut.png": astronaut,
+        **{f"empty{k}.png": np.full((64 + k, 64, 3), 40 * k, np.uint8) for k in range(4)},  # no face: copied
     }
     for name, image in photos.items():
         write_image(source / name, np.ascontiguousarray(image))
@@ -50,7 +51,8 @@ def test_a_folder_on_two_worker_processes_matches_one_process(
     )
     alone = anonymize_files(source, tmp_path / "alone", preset="offline", overrides=["runtime.cpu_workers=1"])
     assert any("2 worker processes" in e.message for e in events)  # the files ran on the workers
-    assert pooled.line().startswith("4 anonymized (7 faces)") and alone.line().startswith("4 anonymized (7 faces)")
+    summary = "4 anonymized (7 faces), 4 without a face, 0 skipped, 0 failed"
+    assert pooled.line().startswith(summary) and alone.line().startswith(summary)
     for name in photos:
         assert (tmp_path / "pooled" / name).read_bytes() == (tmp_path / "alone" / name).read_bytes(), name
     manifest = json.loads((tmp_path / "pooled" / "manifest.json").read_text())

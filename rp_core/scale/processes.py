@@ -29,16 +29,20 @@ from rp_core.manifest import ImageEntry
 from rp_core.run_options import Event
 from rp_core.work import FileNames, Outcome
 
-#: A folder smaller than this runs in this process: starting a worker (imports, models) costs ~1 s.
-MIN_PHOTOS = 4
+#: A folder smaller than this runs in this process: starting a worker (imports, models) costs ~1-2 s.
+MIN_PHOTOS = 8
 
 _worker: Any = None  # this worker process's `Worker`, built by `_load`
 
 
 def _load(spec: Any) -> None:
-    """Pool initializer: build and load this process's pipeline once."""
+    """Pool initializer: build and load this process's pipeline once. Ctrl-C is the driver's to handle (it stops
+    handing out photos and waits for the shares in flight, which publish whole), not each worker's."""
+    import signal
+
     from rp_core.scale.worker import Worker
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     global _worker
     _worker = Worker(spec)
     _worker.start()
