@@ -401,7 +401,6 @@ def search_region(
     passes: SearchPasses = PLAIN,
     turns: Sequence[float] = (0.0,),
     mirror: Sequence[float] = (),
-    min_factor: float = 1.0,
 ) -> list[Face]:
     """Faces in and around `box`, found on a crop upscaled so the box is about `face_side` px; image coordinates.
 
@@ -413,13 +412,11 @@ def search_region(
     relabelled (`mirrored_landmarks`), so an encoder reads it as the face it is. `margin` grows the window
     by that share of the box's larger side on each side; `passes` applies inside the crop. A face cut by the
     window edge may be found only in part, or not at all: `margin` should leave room around the face.
-    `min_factor` below 1 lets a large box be searched smaller (down to `face_side`): a detector that finds
-    small faces needs no more pixels, and the faces it finds are read on the image at full size anyway.
     """
     image = np.ascontiguousarray(image[:, :, :3], dtype=np.uint8)
     left, top, right, bottom = region_window(box, image.shape, margin)
     side = max(box[2] - box[0], box[3] - box[1], 1.0)
-    factor = float(min(max_factor, max(min_factor, face_side / side)))
+    factor = float(min(max_factor, max(1.0, face_side / side)))
     crop = resize(np.ascontiguousarray(image[top:bottom, left:right]), factor)
     back = scale_and_shift(crop.shape[1] / float(right - left), (left, top))
     views = [(float(a), False) for a in turns] + [(float(a), True) for a in mirror]

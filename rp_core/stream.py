@@ -764,15 +764,12 @@ def _name(generator: Generator[Any] | None) -> str:
     return "" if generator is None else generator.name
 
 
-#: A region is searched at no less than a quarter of its size, however small the detector's `smallest_face`.
-MIN_SEARCH_FACTOR = 1.0
-
-
 def _search_region(detector: Detector[Any], image: np.ndarray, region: Box) -> list[Face]:
-    """Faces `detector` finds in `region` (where a crop was pasted), scaled so a face shrunk to a quarter of it
-    is still big enough for the detector (its `smallest_face`: enlarged for dlib's HOG, reduced for CenterFace,
-    which needs 4-6x fewer pixels so), and turned every way an attacker would (every quarter turn and the
-    turns between, as the detector's `roll_tolerance` needs)."""
+    """Faces `detector` finds in `region` (the pixels that changed and the face, `geometry.changed_box`),
+    enlarged so a face shrunk to a quarter of it is still big enough for the detector (its `smallest_face`:
+    4x for dlib's HOG, not at all for CenterFace on faces of ~100 px; never reduced: a pixelated face searched
+    smaller looks like a face), and turned every way an attacker would (every quarter turn and the turns
+    between, as the detector's `roll_tolerance` needs)."""
     from rp_core.coverage import region_turns, search_region
 
     turns = region_turns(detector.roll_tolerance)
@@ -784,7 +781,6 @@ def _search_region(detector: Detector[Any], image: np.ndarray, region: Box) -> l
         margin=0.0,  # the region is the changed pixels and the face with room around it (geometry.changed_box)
         face_side=side,
         max_factor=4.0,
-        min_factor=MIN_SEARCH_FACTOR,
         turns=turns,
     )
 
