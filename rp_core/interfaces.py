@@ -80,6 +80,7 @@ class Component(ABC, Generic[OptionsT]):  # noqa: B024 (abstract by kind: the fi
     #: Config keys this component fills when no layer of the config names one (DEFAULT_KEYS: its own slot,
     #: e.g. ("detector",), or a safeguard of its kind, e.g. ("verify.fallback_generator",)). Core names no
     #: component: the defaults are whatever the installed plugins claim, and two claiming one key is an error.
+    #: Declared in the class's own body: a subclass does not inherit the claim (rp_core.plugins.own_defaults).
     default_for: ClassVar[tuple[str, ...]] = ()
     options: OptionsT
 

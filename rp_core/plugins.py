@@ -61,6 +61,12 @@ def _split_env(value: str | None) -> set[str] | None:
     return {part.strip() for part in value.split(",") if part.strip()}
 
 
+def own_defaults(cls: type) -> tuple[str, ...]:
+    """The config keys `cls` itself claims (`default_for` in its own body): a subclass of a built-in component
+    (a third party's variant of pixelate) does not inherit the built-in's claim to be a default."""
+    return tuple(vars(cls).get("default_for", ()))
+
+
 class PluginHost:
     """Loads plugins (entry points, a plugins folder, or objects given directly) and indexes them."""
 
@@ -175,7 +181,7 @@ class PluginHost:
                     name = getattr(cls, "name", "")
                     if not name:
                         raise PluginError(f"plugin {plugin!r} registered {cls.__name__} without a `name`")
-                    wrong = [key for key in cls.default_for if DEFAULT_KEYS.get(key) != kind]
+                    wrong = [key for key in own_defaults(cls) if DEFAULT_KEYS.get(key) != kind]
                     if wrong:
                         allowed = ", ".join(k for k, v in DEFAULT_KEYS.items() if v == kind)
                         raise PluginError(
@@ -217,7 +223,7 @@ class PluginHost:
         Two claiming the same key is an error naming both plugins: a privacy tool never picks one silently.
         """
         kind = DEFAULT_KEYS[key]
-        claims = [reg for reg in self.registry[kind].values() if key in reg.cls.default_for]
+        claims = [reg for reg in self.registry[kind].values() if key in own_defaults(reg.cls)]
         if len(claims) > 1:
             named = " and ".join(f"{reg.name!r} ({reg.plugin})" for reg in sorted(claims, key=lambda r: r.name))
             raise PluginError(

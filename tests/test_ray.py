@@ -59,9 +59,9 @@ def photos(tmp_path_factory: pytest.TempPathFactory, t1: np.ndarray, astronaut: 
     return folder
 
 
-#: The offline preset (dlib + pixelation), its post-hoc identity check off: on 2 shared cores the check's
+#: The offline preset (CenterFace + pixelation, its coverage search off), its post-hoc identity check off: the check's
 #: 128-d descriptors cost ~1 s an image; what is under test is how files are spread, not the check.
-CHEAPER = ["verify.enabled=false", "coverage.search=plain"]
+CHEAPER = ["verify.enabled=false", "coverage.detector=null"]
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +240,7 @@ def mixed(tmp_path_factory: pytest.TempPathFactory, t1: np.ndarray, astronaut: n
 @pytest.fixture(scope="module")
 def checked(host) -> Pipeline:  # type: ignore[no-untyped-def]
     """The offline preset with its identity check on: each frame costs a few tenths of a second, so a kill lands mid-video."""
-    return assemble(resolve_config(host, preset="offline", overrides=["coverage.search=plain"], environ={}), host)
+    return assemble(resolve_config(host, preset="offline", overrides=["coverage.detector=null"], environ={}), host)
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +273,7 @@ def test_a_video_in_a_folder_runs_on_a_worker_as_in_one_process(
 
     monkeypatch.setenv("RP_PLUGINS", FACE_STACK_PLUGINS)
     args = ["anonymize", str(mixed), "-o", str(tmp_path), "--preset", "offline", "--ray", "--workers", "2"]
-    args += ["--set", "coverage.search=plain"]
+    args += ["--set", "coverage.detector=null"]
     result = CliRunner().invoke(create_cli(), args)
     assert result.exit_code == 0, result.output
     assert "4 anonymized" in result.output and "0 failed" in result.output

@@ -34,7 +34,7 @@ def _manifest(out: Path) -> dict:
 
 @pytest.mark.e2e
 def test_verify_every_from_the_command_line_is_used_warned_and_recorded(folder: Path, tmp_path: Path) -> None:
-    args = ["anonymize", str(folder), "--preset", "offline", "--set", "coverage.search=plain"]
+    args = ["anonymize", str(folder), "--preset", "offline", "--set", "coverage.detector=null"]
     loose = CliRunner().invoke(create_cli(), [*args, "-o", str(tmp_path / "loose"), "--verify-every", "2"])
     assert loose.exit_code == 0, loose.output
     assert f"warning: {LOOSER}" in loose.output
@@ -55,7 +55,9 @@ def test_video_settings_from_a_config_file_and_the_api(folder: Path, tmp_path: P
     from rp_core.api import anonymize_files
 
     config = tmp_path / "rp.toml"
-    config.write_text('preset = "offline"\n[coverage]\nsearch = "plain"\n[video]\nverify_every = 2\ncodec = "mpeg4"\n')
+    config.write_text(
+        'preset = "offline"\n[coverage]\ndetector = "dlib"\nsearch = "plain"\n[video]\nverify_every = 2\ncodec = "mpeg4"\n'
+    )
     events = []
     summary = anonymize_files(folder / "clip.mp4", tmp_path / "out.mkv", config_file=config, on_event=events.append)
     assert summary.anonymized == 1 and LOOSER in summary.warnings
