@@ -116,7 +116,11 @@ class Verifier:
         found_scores: list[float | None] = [None] * len(faces)
         if finder is not None and regions is not None:
             found = _unique(face for region in regions for face in finder(output, region))
-            found = [f for f in found if all(iou(f.box, box) < 0.3 for box in kept)]
+            found = [  # faces on kept faces, or centred outside every region (unchanged pixels), are not read
+                f
+                for f in found
+                if all(iou(f.box, box) < 0.3 for box in kept) and any(centre_inside(f.box, r) for r in regions)
+            ]
             identities: _Identities | None = None
             for face, embedding in zip(found, self._encode_found(output, found), strict=True):
                 if embedding is None:
