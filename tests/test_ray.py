@@ -116,7 +116,7 @@ def test_two_workers_equal_one_process(local_ray: Any, photos: Path, pipeline: P
     assert summary.exit_code() == 4 and len(summary.failed) == 1  # the broken file, as in one process
     assert sum(e.kind == "done" for e in events) == 41 and any("broken.jpg" in e.message for e in events)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["packages"] == executor.worker_info[0]["packages"] and "dlib" in manifest["packages"]
+    assert manifest["packages"] == executor.worker_info[0]["packages"] and "cv2" in manifest["packages"]  # CenterFace
     assert len({info["pid"] for info in executor.worker_info}) == 2
 
 
