@@ -31,6 +31,7 @@ from rp_core.verify import (
     FaceVerdict,
     FailClosed,
     RecentIdentities,
+    Rect,
     Verifier,
     footprint,
     iou,
@@ -618,7 +619,9 @@ class FaceStream:
                     f"smaller than coverage.min_face_size ({self.config.coverage.min_face_size:g} px)"
                 )
             elif route == Route.CARRIED:
-                notes[i]["carried_from"] = "this person's keyframe (its crop, verified there, pasted at these landmarks)"
+                notes[i]["carried_from"] = (
+                    "this person's keyframe (its crop, verified there, pasted at these landmarks)"
+                )
             elif route == Route.ESCALATED:
                 notes[i]["obfuscated_because"] = "this person's track needed this obfuscation on an earlier frame"
             elif route == Route.PREDICTED:
@@ -642,7 +645,10 @@ class FaceStream:
             return self._verify(item, active, generators, verdicts)
         merged = self._paste(item, active, generators)
         vouched = set(vouch(item, merged, list(active)))
-        rects = [pixel_rect(footprint(item.faces[i], item.image.shape)) for i in active]
+        if all(i in vouched for i in active):
+            return merged
+        # faces whose pasted pixels meet are checked together (pasted apart, they would not add up to `merged`)
+        rects = [self._written(item, i, generators) for i in active]
         seeds = [k for k, i in enumerate(active) if i not in vouched]
         full = [active[k] for k in overlap_group(rects, seeds)] if seeds else []
         if not full:
@@ -652,6 +658,16 @@ class FaceStream:
         base = self._paste(item, rest, generators) if rest else item.image
         assert item.originals is not None
         return self._verify(item, full, generators, verdicts, base, [item.originals[i] for i in rest])
+
+    def _written(self, item: WorkItem, i: int, generators: dict[int, str]) -> Rect:
+        """The pixel rectangle face `i`'s paste writes (within its footprint; empty when it writes nothing)."""
+        x0, y0, x1, y1 = pixel_rect(footprint(item.faces[i], item.image.shape, grow=0.0))
+        x0, y0 = max(0, x0), max(0, y0)
+        pasted = self._paste(item, [i], generators)[y0:y1, x0:x1]
+        rows, cols = np.nonzero(np.any(pasted != item.image[y0:y1, x0:x1], axis=2))
+        if not len(rows):
+            return (x0, y0, x0, y0)
+        return (x0 + int(cols.min()), y0 + int(rows.min()), x0 + int(cols.max()) + 1, y0 + int(rows.max()) + 1)
 
     def _paste(self, item: WorkItem, indices: list[int], generators: dict[int, str]) -> np.ndarray:
         """The item's image with the crops of faces `indices` pasted (hidden or drawn, as their generator says)."""

@@ -115,9 +115,7 @@ def video_warnings(options: VideoOptions) -> list[str]:
     """Settings that weaken the fail-closed guarantee for videos (print them, keep them in the manifest)."""
     from rp_core.config import video_loosenings
 
-    return video_loosenings(
-        options.verify_every, options.search_every, options.cheap.tolerance, options.cheap.min_iou
-    )
+    return video_loosenings(options.verify_every, options.search_every, options.cheap.tolerance, options.cheap.min_iou)
 
 
 def anonymize_video(
@@ -245,7 +243,10 @@ class _Tally:
             info=info,
             frames=self.frames,
             faces=self.faces,
-            routes={k: self.routes.get(k, 0) for k in (GENERATE, PREDICTED, COVERAGE, "small", "keep", "escalated", "carried")},
+            routes={
+                k: self.routes.get(k, 0)
+                for k in (GENERATE, PREDICTED, COVERAGE, "small", "keep", "escalated", "carried")
+            },
             generators=dict(self.generators),
             fallbacks=self.fallbacks,
             last_resorts=self.last_resorts,
