@@ -72,7 +72,9 @@ def test_keyframes_carry_each_track_s_drawn_face_and_every_frame_is_checked(
     assert routes.count("carried") >= len(routes) // 2  # most faces pasted from their keyframe, not drawn again
     assert "carried" not in [r for o in drawn for r in o.routes]
     # every face of every frame was checked: in full, or against its track's verified output
-    assert all(kind in ("full", "cheap") for o in carried for kind, r in zip(o.checks, o.routes) if r != "keep")
+    assert all(
+        kind in ("full", "cheap") for o in carried for kind, r in zip(o.checks, o.routes, strict=True) if r != "keep"
+    )
     assert keyframes.checks.counts.cheap > 0
     # one new identity and one seed per track, for its whole life
     tracks = {t for o in carried for t in o.tracks if t is not None}
