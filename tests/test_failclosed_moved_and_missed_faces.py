@@ -304,6 +304,7 @@ def _dark(image: np.ndarray) -> np.ndarray:
     return (image.astype(np.float32) * 0.25).astype(np.uint8)
 
 
+@pytest.mark.e2e  # a whole photo through the offline preset and the attacker, four times: ~40 s on 2 cores
 @pytest.mark.parametrize(
     "variant",
     [
