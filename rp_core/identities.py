@@ -35,10 +35,6 @@ class LazyIdentities(Sequence[IdentityEmbedding]):
         self._length = length
         self._values: list[IdentityEmbedding] | None = None
 
-    @property
-    def is_read(self) -> bool:
-        return self._values is not None
-
     def values(self) -> list[IdentityEmbedding]:
         if self._values is None:
             assert self._read is not None
