@@ -98,17 +98,24 @@ def changed_box(original: np.ndarray, output: np.ndarray, region: Box, face: Box
     larger side each way, always counts: a face left almost as it was (one pixel changed), or hidden by a crop
     pasted too small or beside it (poor landmarks), is looked for whole where it is, not cut by the edge.
     """
-    rows, cols = box_region(original.shape, region)
-    changed = np.any(original[rows, cols] != output[rows, cols], axis=-1)
-    ys, xs = np.nonzero(changed)
     x0, y0, x1, y1 = face
     pad = grow * max(x1 - x0, y1 - y0)
     x0, y0, x1, y1 = x0 - pad, y0 - pad, x1 + pad, y1 + pad
-    if len(xs):
-        x0, x1 = min(x0, cols.start + float(xs.min())), max(x1, cols.start + float(xs.max()) + 1)
-        y0, y1 = min(y0, rows.start + float(ys.min())), max(y1, rows.start + float(ys.max()) + 1)
+    changed = changed_pixels(original, output, clipped_window(region, original.shape))
+    if changed is not None:
+        cx0, cy0, cx1, cy1 = (float(v) for v in changed)
+        x0, y0, x1, y1 = min(x0, cx0), min(y0, cy0), max(x1, cx1), max(y1, cy1)
     height, width = original.shape[:2]
     return (max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height)))
+
+
+def changed_pixels(before: np.ndarray, after: np.ndarray, window: Window) -> Window | None:
+    """The smallest pixel rectangle inside `window` holding every pixel that differs (None: none does)."""
+    left, top, right, bottom = window
+    rows, cols = np.nonzero(np.any(before[top:bottom, left:right] != after[top:bottom, left:right], axis=-1))
+    if not len(rows):
+        return None
+    return (left + int(cols.min()), top + int(rows.min()), left + int(cols.max()) + 1, top + int(rows.max()) + 1)
 
 
 def clipped_window(box: Box, shape: tuple[int, ...]) -> Window:

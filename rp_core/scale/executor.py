@@ -31,7 +31,7 @@ from rp_core.io import InputPlan, Job
 from rp_core.manifest import ImageEntry
 from rp_core.run_options import Event, SessionOptions
 from rp_core.scale.options import RayOptions
-from rp_core.scale.worker import remote_error
+from rp_core.scale.worker import outcome_of, remote_error
 from rp_core.session import RunSummary
 from rp_core.work import FileNames, Outcome
 
@@ -192,19 +192,10 @@ class RayExecutor(Executor):
                 if not slots.failed(task.worker):
                     self._on_event(Event("warning", f"Ray worker {task.worker} keeps dying; not using it any more"))
                 continue
-            if "error" in record:
-                raise remote_error(record)
-            task.received.add(record["index"])
+            outcome = outcome_of(record, self._on_event)
+            task.received.add(outcome.index)
             slots.succeeded(task.worker)
-            for kind, message in record["events"]:
-                self._on_event(Event(kind, message))
-            staged = record.get("staged")
-            yield Outcome(
-                int(record["index"]),
-                ImageEntry.from_dict(record["entry"]),
-                record["faces"],
-                Path(staged) if staged else None,
-            )
+            yield outcome
 
     def _probed(self, ray: Any, slots: _Slots, worker: int, probe: Any) -> None:
         """A restarted worker answered `start` (models loaded again): it takes files again, or is probed later."""

@@ -20,7 +20,6 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from pathlib import Path
 from typing import Any
 
 from rp_core.errors import RpError
@@ -113,7 +112,7 @@ class ProcessExecutor(Executor):
         """Shares of the photos (two per process, at most a batch each) until every photo has its outcome."""
         from concurrent.futures.process import BrokenProcessPool
 
-        from rp_core.scale.worker import remote_error
+        from rp_core.scale.worker import outcome_of
 
         assert self._pool is not None and self._spec is not None
         names = FileNames.of(self._spec.plan, self._spec.options.manifest_paths)
@@ -136,14 +135,4 @@ class ProcessExecutor(Executor):
                         "--resume to finish"
                     ) from exc
                 for record in records:
-                    if "error" in record:
-                        raise remote_error(record)
-                    for kind, message in record["events"]:
-                        self._on_event(Event(kind, message))
-                    staged = record.get("staged")
-                    yield Outcome(
-                        int(record["index"]),
-                        ImageEntry.from_dict(record["entry"]),
-                        record["faces"],
-                        Path(staged) if staged else None,
-                    )
+                    yield outcome_of(record, self._on_event)

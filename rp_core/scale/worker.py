@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rp_core import errors
 from rp_core.errors import RpError
 from rp_core.io import InputPlan
 from rp_core.run_options import Event, SessionOptions
+
+if TYPE_CHECKING:
+    from rp_core.work import Outcome
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,22 @@ def remote_error(payload: dict[str, Any]) -> RpError:
     error = RpError(payload["message"])
     error.exit_code = int(payload.get("exit_code", RpError.exit_code))
     return error
+
+
+def outcome_of(record: dict[str, Any], on_event: Callable[[Event], None]) -> Outcome:
+    """A worker's record of one finished file as the session's `Outcome`, its events passed on first; an error
+    record raises here as one process would have (`remote_error`)."""
+    from rp_core.manifest import ImageEntry
+    from rp_core.work import Outcome
+
+    if "error" in record:
+        raise remote_error(record)
+    for kind, message in record["events"]:
+        on_event(Event(kind, message))
+    staged = record.get("staged")
+    return Outcome(
+        int(record["index"]), ImageEntry.from_dict(record["entry"]), record["faces"], Path(staged) if staged else None
+    )
 
 
 class Worker:
