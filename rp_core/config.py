@@ -207,6 +207,12 @@ class SelectSection(_Section):
     )
 
 
+#: The cheap check's defaults (docs/video.md says how they were chosen).
+CHEAP_TOLERANCE = 12.0
+CHEAP_IOU = 0.6
+KEYFRAME_EVERY = 15
+
+
 class VideoSection(_Section):
     """How videos are anonymized and encoded (rp_core.video); photos ignore this section."""
 
@@ -221,6 +227,30 @@ class VideoSection(_Section):
         ge=1,
         description="on re-checked frames, search the output for moved faces (verify.search) every n-th time (1: "
         "every one); more prints a warning on every run with a video",
+    )
+    regenerate: Literal["keyframes", "every"] = Field(
+        "keyframes",
+        description="keyframes: a tracked face is drawn on its keyframe and, until it moves, changes or "
+        "keyframe_every frames pass, that verified crop is pasted at its landmarks on the next frames; "
+        "every: every face of every frame is drawn (docs/video.md)",
+    )
+    keyframe_every: int = Field(
+        KEYFRAME_EVERY, ge=1, description="frames a keyframe's crop is carried at most (video.regenerate=keyframes)"
+    )
+    cheap_tolerance: float = Field(
+        CHEAP_TOLERANCE,
+        ge=0.0,
+        le=255.0,
+        description="a tracked face unchanged since its last fully verified frame gets the cheap check: the "
+        "largest mean absolute difference (grey levels) of any 16 px cell of its aligned 128 px square from the "
+        "verified one, at most this (0: every face gets the full check; more prints a warning)",
+    )
+    cheap_iou: float = Field(
+        CHEAP_IOU,
+        ge=0.0,
+        le=1.0,
+        description="a tracked face whose box overlaps its verified box less than this gets the full check; "
+        "less prints a warning",
     )
     lost_frames: int = Field(
         30, ge=0, description="frames a lost track's predicted face region is still obfuscated (30: 1 s at 30 fps)"
@@ -242,12 +272,24 @@ class VideoSection(_Section):
 
     def loosenings(self) -> list[str]:
         """Settings that weaken the fail-closed guarantee for videos (printed, and kept in the manifest)."""
-        return video_loosenings(self.verify_every, self.search_every)
+        return video_loosenings(self.verify_every, self.search_every, self.cheap_tolerance, self.cheap_iou)
 
 
-def video_loosenings(verify_every: int, search_every: int) -> list[str]:
-    """One line per video setting that re-checks fewer frames than every one."""
+def video_loosenings(
+    verify_every: int, search_every: int, cheap_tolerance: float = CHEAP_TOLERANCE, cheap_iou: float = CHEAP_IOU
+) -> list[str]:
+    """One line per video setting that re-checks fewer frames than every one, or cheap-checks looser."""
     warnings = []
+    if cheap_tolerance > CHEAP_TOLERANCE:
+        warnings.append(
+            f"video cheap_tolerance={cheap_tolerance:g} is above the default {CHEAP_TOLERANCE:g}: a tracked face's "
+            "output may change more from its verified one before it is checked in full"
+        )
+    if cheap_iou < CHEAP_IOU:
+        warnings.append(
+            f"video cheap_iou={cheap_iou:g} is below the default {CHEAP_IOU:g}: a tracked face may move further "
+            "from its verified position before it is checked in full"
+        )
     if verify_every > 1:
         warnings.append(f"video verify_every={verify_every}: only 1 frame in {verify_every} is re-checked")
     if search_every > 1:

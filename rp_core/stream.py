@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -23,7 +23,7 @@ import numpy as np
 
 from rp_core.align import align_faces
 from rp_core.errors import RpError
-from rp_core.identities import face_identities, pick
+from rp_core.identities import LazyIdentities, chain, face_identities, pick
 from rp_core.interfaces import Component, Detector, Generator, IdentityEncoder, Inverter, Merger
 from rp_core.selection import References, encode_references, kept_faces, match_references
 from rp_core.types import AlignedFace, Face, GenerationRequest, IdentityEmbedding, Inversion
@@ -32,10 +32,13 @@ from rp_core.verify import (
     FaceVerdict,
     FailClosed,
     RecentIdentities,
+    Rect,
     Verifier,
     footprint,
     iou,
     missed_faces,
+    overlap_group,
+    pixel_rect,
     verifier_of,
 )
 
@@ -44,6 +47,10 @@ if TYPE_CHECKING:
 
 #: Called with an item's key and its (one-line) error when the stream goes on without it.
 ErrorHandler = Callable[[Hashable, Exception], None]
+#: Given an item, its changed faces merged onto it, and those faces' indices: the faces a cheaper check
+#: vouches for (a video track whose output is what it was on a fully verified frame). The others get
+#: fail closed in full. It may refresh `item.originals` of the faces it does not vouch for.
+Vouch = Callable[["WorkItem", np.ndarray, list[int]], Collection[int]]
 
 
 class Route(StrEnum):
@@ -61,6 +68,9 @@ class Route(StrEnum):
     PREDICTED = "predicted"
     #: The person's track needed a stronger obfuscation on an earlier frame: it keeps that one (no flicker).
     ESCALATED = "escalated"
+    #: A video track's face carried from its keyframe: the main generator's crop made there, verified there,
+    #: pasted at this frame's landmarks (`Candidate.crop`); regenerated like a generated face if it leaks.
+    CARRIED = "carried"
 
 
 #: Routes whose faces get the fallback generator's crop while the item is prepared.
@@ -104,6 +114,11 @@ class Candidate:
     keep: bool = False
     prompt: str | None = None
     memory: FaceMemory | None = None
+    #: The person's original identity when it is already read (a video track's, on an earlier frame): used
+    #: instead of reading this face again (a tracker's predicted landmarks read no person at all).
+    original: IdentityEmbedding | None = None
+    #: The crop of a CARRIED face (made by the main generator on an earlier item).
+    crop: np.ndarray | None = None
 
 
 @dataclass(eq=False)  # identity matters: two items may hold equal data
@@ -133,6 +148,11 @@ class WorkItem:
     @property
     def to_generate(self) -> list[int]:
         return [i for i, route in enumerate(self.routes) if route == Route.GENERATE]
+
+    @property
+    def drawn(self) -> list[int]:
+        """Faces the main generator draws: generated on this item, or carried from an earlier one."""
+        return [i for i, route in enumerate(self.routes) if route in (Route.GENERATE, Route.CARRIED)]
 
     @property
     def changed(self) -> list[int]:
@@ -387,22 +407,27 @@ class FaceStream:
         checker = self.identity_checker()
         if checker is not None and faces and (item.verify or self.selection_by_identity):
             start = time.perf_counter()
-            found = [f.face for f in faces]
+            known = [c.original for c in candidates] if len(candidates) == len(faces) else [None] * len(faces)
+            todo = [i for i, original in enumerate(known) if original is None]
             if item.verify and item.search and self.config.verify.search:
                 # the check reads faces found on the output: the originals are read only if one is found
-                item.originals = face_identities(checker.encode, image, found)
+                unread = face_identities(checker.encode, image, [faces[i].face for i in todo])
+                item.originals = LazyIdentities(lambda: _filled(known, unread), len(known))
             else:
-                item.originals = checker.encode(image, found)
+                item.originals = _filled(known, checker.encode(image, [faces[i].face for i in todo]) if todo else [])
             item.timings["verify_encode"] = time.perf_counter() - start
         keep = {i for i, c in enumerate(candidates) if c.keep} | self._selected_to_keep(item)
         item.routes = [
             Route.KEEP if i in keep else self._escalated(r, item.memory[i]) for i, r in enumerate(item.routes)
         ]
-        if self.pipeline.needs_identity and item.to_generate:
+        if self.pipeline.needs_identity and item.drawn:
             self._identities(item, checker)
         if item.originals is not None:  # before its batch runs: its batch neighbours are checked against it too
             self.recent.add(item, pick(item.originals, item.changed))
-        self._obfuscate(item, [i for i in item.changed if item.routes[i] != Route.GENERATE])
+        for i, candidate in enumerate(candidates):
+            if item.routes[i] == Route.CARRIED and candidate.crop is not None:
+                item.crops[i] = candidate.crop
+        self._obfuscate(item, [i for i in item.changed if i not in item.drawn])
         return item
 
     def _obfuscate(self, item: WorkItem, indices: list[int]) -> None:
@@ -433,7 +458,7 @@ class FaceStream:
         if (
             memory is None
             or memory.floor == "generator"
-            or route not in (Route.GENERATE, Route.PREDICTED, Route.ESCALATED)
+            or route not in (Route.GENERATE, Route.PREDICTED, Route.ESCALATED, Route.CARRIED)
         ):
             return route
         if memory.floor == "fallback" and route == Route.PREDICTED:
@@ -445,7 +470,7 @@ class FaceStream:
         route = item.routes[i]
         if route == Route.KEEP:
             return None
-        if route == Route.GENERATE:
+        if route in (Route.GENERATE, Route.CARRIED):
             return self.generator
         memory = item.memory[i]
         if route == Route.ESCALATED and memory is not None and memory.floor == "last_resort":
@@ -477,11 +502,11 @@ class FaceStream:
 
     def _identities(self, item: WorkItem, checker: IdentityEncoder[Any] | None) -> None:
         """One target identity per face to generate; a remembered person's is encoded once, then reused."""
-        for i in item.to_generate:
+        for i in item.drawn:
             memory = item.memory[i]
             if memory is not None and memory.identity is not None:
                 item.identities[i] = memory.identity
-        todo = [i for i in item.to_generate if item.identities[i] is None]
+        todo = [i for i in item.drawn if item.identities[i] is None]
         if not todo:
             return
         start = time.perf_counter()
@@ -600,8 +625,11 @@ class FaceStream:
         """Use `policy` for every item from now on (a test counting the output searches, a benchmark)."""
         self._fail_closed = policy
 
-    def finish(self, item: WorkItem) -> Finished:
-        """Paste every changed face back, verify (fail closed), and note what happened to each face."""
+    def finish(self, item: WorkItem, vouch: Vouch | None = None) -> Finished:
+        """Paste every changed face back, verify (fail closed), and note what happened to each face.
+
+        With `vouch`, the faces it vouches for (and that overlap no other face's footprint) are pasted
+        without the full check; their identities still count for the faces that get it."""
         if item.error is not None:
             raise item.error
         self._escalate_late(item)
@@ -613,15 +641,10 @@ class FaceStream:
         if not active:
             merged = item.image.copy()
         elif item.verify:
-            merged = self._verify(item, active, generators, verdicts)
+            merged = self._verify_vouched(item, active, generators, verdicts, vouch)
             item.timings["verify"] = time.perf_counter() - start
         else:
-            merged = self.merger.merge(
-                item.image,
-                [item.faces[i] for i in active],
-                [item.crops[i] for i in active],
-                [self.hides(generators[i]) for i in active],
-            )
+            merged = self._paste(item, active, generators)
             item.timings["merge"] = time.perf_counter() - start
         item.inversions.clear()
         for i, verdict in verdicts.items():
@@ -646,6 +669,10 @@ class FaceStream:
                 notes[i]["obfuscated_because"] = (
                     f"smaller than coverage.min_face_size ({self.config.coverage.min_face_size:g} px)"
                 )
+            elif route == Route.CARRIED:
+                notes[i]["carried_from"] = (
+                    "this person's keyframe (its crop, verified there, pasted at these landmarks)"
+                )
             elif route == Route.ESCALATED:
                 notes[i]["obfuscated_because"] = "this person's track needed this obfuscation on an earlier frame"
             elif route == Route.PREDICTED:
@@ -656,10 +683,65 @@ class FaceStream:
                 )
         return notes
 
-    def _verify(
-        self, item: WorkItem, active: list[int], generators: dict[int, str], verdicts: dict[int, FaceVerdict]
+    def _verify_vouched(
+        self,
+        item: WorkItem,
+        active: list[int],
+        generators: dict[int, str],
+        verdicts: dict[int, FaceVerdict],
+        vouch: Vouch | None,
     ) -> np.ndarray:
-        """Fail closed over the faces this run changes (`active`); kept faces are neither pasted nor checked."""
+        """Fail closed over `active`, less the faces `vouch` vouches for that overlap none of the others."""
+        if vouch is None:
+            return self._verify(item, active, generators, verdicts)
+        merged = self._paste(item, active, generators)
+        vouched = set(vouch(item, merged, list(active)))
+        if all(i in vouched for i in active):
+            return merged
+        # faces whose pasted pixels meet are checked together (pasted apart, they would not add up to `merged`)
+        rects = [self._written(item, i, generators) for i in active]
+        seeds = [k for k, i in enumerate(active) if i not in vouched]
+        full = [active[k] for k in overlap_group(rects, seeds)] if seeds else []
+        if not full:
+            return merged
+        rest = [i for i in active if i not in full]
+        # pasted apart from the checked faces: their footprints meet none of those
+        base = self._paste(item, rest, generators) if rest else item.image
+        assert item.originals is not None
+        return self._verify(item, full, generators, verdicts, base, [item.originals[i] for i in rest])
+
+    def _written(self, item: WorkItem, i: int, generators: dict[int, str]) -> Rect:
+        """The pixel rectangle face `i`'s paste writes (within its footprint; empty when it writes nothing)."""
+        x0, y0, x1, y1 = pixel_rect(footprint(item.faces[i], item.image.shape, grow=0.0))
+        x0, y0 = max(0, x0), max(0, y0)
+        pasted = self._paste(item, [i], generators)[y0:y1, x0:x1]
+        rows, cols = np.nonzero(np.any(pasted != item.image[y0:y1, x0:x1], axis=2))
+        if not len(rows):
+            return (x0, y0, x0, y0)
+        return (x0 + int(cols.min()), y0 + int(rows.min()), x0 + int(cols.max()) + 1, y0 + int(rows.max()) + 1)
+
+    def _paste(self, item: WorkItem, indices: list[int], generators: dict[int, str]) -> np.ndarray:
+        """The item's image with the crops of faces `indices` pasted (hidden or drawn, as their generator says)."""
+        return self.merger.merge(
+            item.image,
+            [item.faces[i] for i in indices],
+            [item.crops[i] for i in indices],
+            [self.hides(generators[i]) for i in indices],
+        )
+
+    def _verify(
+        self,
+        item: WorkItem,
+        active: list[int],
+        generators: dict[int, str],
+        verdicts: dict[int, FaceVerdict],
+        base: np.ndarray | None = None,
+        vouched: Sequence[IdentityEmbedding] = (),
+    ) -> np.ndarray:
+        """Fail closed over the faces this run changes (`active`); kept faces are neither pasted nor checked.
+
+        `base`: the image the faces are pasted onto (the item's own, or with vouched-for faces pasted);
+        `vouched`: those faces' identities, compared with every face found like the image's others."""
         assert item.originals is not None
         reuse = self.generator.retry_keeps_inversion
 
@@ -685,18 +767,18 @@ class FaceStream:
 
         policy = replace(
             self.fail_closed(),
-            others=self.recent.others(item),
+            others=chain(self.recent.others(item), vouched),
             kept=tuple(f.face.box for i, f in enumerate(item.faces) if i not in item.changed),
         )
         if not item.search:
             policy = replace(policy, finder=None)
         verdict = policy.enforce(
-            item.image,
+            item.image if base is None else base,
             [item.faces[i] for i in active],
             [item.crops[i] for i in active],
             pick(item.originals, active),
             [generators[i] for i in active],
-            [item.routes[i] == Route.GENERATE for i in active],
+            [i in item.drawn for i in active],
             self.merger.merge,
             regenerate,
             lambda k: self.confirmed_face(item, active[k]),
@@ -789,6 +871,12 @@ def _search_region(detector: Detector[Any], image: np.ndarray, region: Box) -> l
         max_factor=4.0,
         turns=turns,
     )
+
+
+def _filled(known: Sequence[IdentityEmbedding | None], read: Sequence[IdentityEmbedding]) -> list[IdentityEmbedding]:
+    """`known` with each None replaced, in order, by the next of `read` (a predicted face takes its track's)."""
+    fresh = iter(read)
+    return [next(fresh) if original is None else original for original in known]
 
 
 def per_item_error(exc: Exception) -> Exception:

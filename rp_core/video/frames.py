@@ -19,11 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from rp_core.config import CHEAP_IOU, CHEAP_TOLERANCE, KEYFRAME_EVERY
 from rp_core.errors import ConfigError
 from rp_core.pipeline import Pipeline
 from rp_core.stream import Candidate, FaceMemory, FaceStream, Finished, Lane, Route, WorkItem
 from rp_core.types import Face
 from rp_core.verify import FaceVerdict, FailClosed, iou
+from rp_core.video.recheck import Reference, TrackChecks
 from rp_core.video.tracks import FaceTracker, TrackedFace
 
 #: The stream's route names (one enum for photos and frames: rp_core.stream.Route).
@@ -45,6 +47,27 @@ class FrameOutcome:
     #: The faces as placed (smoothed or predicted landmarks) and their track numbers (None: untracked).
     faces: tuple[Face, ...] = ()
     tracks: tuple[int | None, ...] = ()
+    #: How each face was checked: "full" (fail closed), "cheap" (compared with its track's verified output), "".
+    checks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CheapCheck:
+    """The cheap check of a tracked face, and its keyframes (rp_core.video.recheck; docs/video.md)."""
+
+    #: Largest mean absolute difference (grey levels) of any cell of the face's aligned square from its verified
+    #: output (0: every face gets the full check).
+    tolerance: float = CHEAP_TOLERANCE
+    #: A face whose box overlaps its track's verified box less than this has moved: the full check.
+    min_iou: float = CHEAP_IOU
+    #: `video.regenerate`: "keyframes" carries a track's verified crop to its next frames, "every" draws every face.
+    regenerate: str = "keyframes"
+    #: Frames a crop is carried at most after the frame it was drawn on.
+    keyframe_every: int = KEYFRAME_EVERY
+
+    @property
+    def carry_frames(self) -> int:
+        return self.keyframe_every if self.regenerate == "keyframes" else 0
 
 
 def refuse_unsupported_selection(*, aligned: bool, faces_json: object) -> None:
@@ -61,7 +84,14 @@ def refuse_unsupported_selection(*, aligned: bool, faces_json: object) -> None:
 class FrameAnonymizer:
     """Feeds frames through one assembled pipeline; `push` returns the frames that are finished, in order."""
 
-    def __init__(self, pipeline: Pipeline, tracker: FaceTracker, verify_every: int = 1, search_every: int = 1) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        tracker: FaceTracker,
+        verify_every: int = 1,
+        search_every: int = 1,
+        cheap: CheapCheck | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.config = pipeline.config
         self.tracker = tracker
@@ -69,6 +99,9 @@ class FrameAnonymizer:
         self.search_every = max(1, search_every)
         self.stream = FaceStream(pipeline)
         self.lane = Lane(self.stream)
+        cheap = cheap or CheapCheck()
+        #: The cheap check of tracked faces unchanged since a fully verified frame (rp_core.video.recheck).
+        self.checks = TrackChecks(self.stream, cheap.tolerance, cheap.min_iou, cheap.carry_frames)
         #: One memory per track number, for the whole clip.
         self.memory: dict[int, FaceMemory] = {}
         #: (frame index, payload) of the frames in the lane, in order (frames leave in the order they came).
@@ -98,7 +131,8 @@ class FrameAnonymizer:
         start = time.perf_counter()
         tracked = self.tracker.update(found, index, time_s, image.shape)
         timings["track"] = time.perf_counter() - start
-        candidates = [self._candidate(t) for t in tracked]
+        carried: dict[int, Reference] = {}
+        candidates = [self._candidate(t, index, carried, k) for k, t in enumerate(tracked)]
         if self.pipeline.coverage is not None:
             start = time.perf_counter()
             threshold = self.config.coverage.iou
@@ -119,9 +153,11 @@ class FrameAnonymizer:
             search=index % self.search_every == 0,
         )
         item.timings.update(timings)
+        self.checks.prepared(item, [c.original is not None for c in candidates], carried)
         return item
 
-    def _candidate(self, tracked: TrackedFace) -> Candidate:
+    def _candidate(self, tracked: TrackedFace, frame: int, carried: dict[int, Reference], k: int) -> Candidate:
+        """The frame's `k`-th face; a tracked face near its keyframe carries that crop (noted in `carried`)."""
         route = Route.PREDICTED if tracked.predicted else Route.GENERATE
         track = tracked.track
         if track is None:
@@ -129,16 +165,24 @@ class FrameAnonymizer:
         memory = self.memory.get(track.number)
         if memory is None:
             memory = self.memory[track.number] = FaceMemory(track.number, track.seed)
-        return Candidate(tracked.face, route, memory=memory)
+        original = self.checks.original(track.number, tracked.predicted)
+        reference = self.checks.carry(memory, tracked.face, frame)
+        if reference is None:
+            return Candidate(tracked.face, route, memory=memory, original=original)
+        carried[k] = reference
+        return Candidate(tracked.face, Route.CARRIED, memory=memory, original=original, crop=reference.crop)
 
     # -- finished frames ------------------------------------------------------------------------
 
     def _finished(self) -> Iterator[FrameOutcome]:
         for item in self.lane.ready():
-            yield self._outcome(self.stream.finish(item))
+            yield self._outcome(self.stream.finish(item, self.checks.vouch))
 
     def _outcome(self, done: Finished) -> FrameOutcome:
         item = done.item
+        start = time.perf_counter()
+        checks = self.checks.finished(done)
+        item.timings["references"] = time.perf_counter() - start
         index, payload = self._frames.popleft()
         assert index == item.key, "frames leave the lane in the order they came"
         return FrameOutcome(
@@ -151,4 +195,5 @@ class FrameAnonymizer:
             item.timings,
             tuple(af.face for af in item.faces),
             tuple(None if m is None else m.number for m in item.memory),
+            checks,
         )

@@ -13,7 +13,7 @@ from rp_core.errors import InputError
 from rp_core.files.write import publishing
 from rp_core.pipeline import Pipeline
 from rp_core.video.codec import EncodeSettings, VideoReader, VideoWriter
-from rp_core.video.frames import COVERAGE, GENERATE, PREDICTED, FrameAnonymizer, FrameOutcome
+from rp_core.video.frames import COVERAGE, GENERATE, PREDICTED, CheapCheck, FrameAnonymizer, FrameOutcome
 from rp_core.video.probe import MUXERS, VideoInfo, probe
 from rp_core.video.tracks import FaceTracker
 
@@ -37,6 +37,8 @@ class VideoOptions:
     search_every: int = 1
     #: Progress callback period in frames.
     progress_every: int = 10
+    #: The cheap check of tracked faces unchanged since a fully verified frame (docs/video.md).
+    cheap: CheapCheck = field(default_factory=CheapCheck)
 
     @classmethod
     def from_config(cls, section: VideoSection) -> VideoOptions:
@@ -49,6 +51,7 @@ class VideoOptions:
             smooth_beta=section.smooth_beta,
             verify_every=section.verify_every,
             search_every=section.search_every,
+            cheap=CheapCheck(section.cheap_tolerance, section.cheap_iou, section.regenerate, section.keyframe_every),
         )
 
 
@@ -76,6 +79,8 @@ class VideoResult:
     last_resorts: int
     retries: int
     verified_frames: int
+    #: How the faces of verified frames were checked: {"full", "cheap", "cheap_failed"} counts.
+    checks: dict[str, int]
     tracks: tuple[dict[str, Any], ...]
     codec: str
     pix_fmt: str
@@ -97,6 +102,7 @@ class VideoResult:
             "last_resorts": self.last_resorts,
             "retries": self.retries,
             "verified_frames": self.verified_frames,
+            "checks": self.checks,
             "tracks": list(self.tracks),
             "codec": self.codec,
             "pix_fmt": self.pix_fmt,
@@ -109,7 +115,7 @@ def video_warnings(options: VideoOptions) -> list[str]:
     """Settings that weaken the fail-closed guarantee for videos (print them, keep them in the manifest)."""
     from rp_core.config import video_loosenings
 
-    return video_loosenings(options.verify_every, options.search_every)
+    return video_loosenings(options.verify_every, options.search_every, options.cheap.tolerance, options.cheap.min_iou)
 
 
 def anonymize_video(
@@ -151,7 +157,7 @@ def anonymize_video(
                 min_cutoff=options.smooth_min_cutoff,
                 beta=options.smooth_beta,
             )
-            frames = FrameAnonymizer(pipeline, tracker, options.verify_every, options.search_every)
+            frames = FrameAnonymizer(pipeline, tracker, options.verify_every, options.search_every, options.cheap)
             tally = _Tally()
             total = info.frames
             progress = _Progress(total, options.progress_every, on_event)
@@ -173,6 +179,7 @@ def anonymize_video(
                 raise InputError(f"{source}: no frame decodes")
             progress.done(tally.frames)
             tally.timings["total"] = time.perf_counter() - started
+            tally.checks = frames.checks.counts.to_dict()
             result = tally.result(
                 draft.path if staged else target,
                 info,
@@ -208,6 +215,7 @@ class _Tally:
         self.fallbacks = self.last_resorts = self.retries = self.verified = 0
         self.timings: defaultdict[str, float] = defaultdict(float)
         self.pix_fmt = ""
+        self.checks: dict[str, int] = {}
 
     def add(self, outcome: FrameOutcome, writer: VideoWriter) -> None:
         start = time.perf_counter()
@@ -220,8 +228,7 @@ class _Tally:
         self.faces += len(outcome.routes)
         self.routes.update(outcome.routes)
         self.generators.update(g for g in outcome.generators if g is not None)  # None: a kept face
-        if any(v is not None for v in outcome.verdicts) or not outcome.routes:
-            self.verified += int(bool(outcome.routes))
+        self.verified += any(outcome.checks)
         for verdict in outcome.verdicts:
             if verdict is not None:
                 self.fallbacks += verdict.fallback is not None
@@ -236,12 +243,16 @@ class _Tally:
             info=info,
             frames=self.frames,
             faces=self.faces,
-            routes={k: self.routes.get(k, 0) for k in (GENERATE, PREDICTED, COVERAGE, "small", "keep", "escalated")},
+            routes={
+                k: self.routes.get(k, 0)
+                for k in (GENERATE, PREDICTED, COVERAGE, "small", "keep", "escalated", "carried")
+            },
             generators=dict(self.generators),
             fallbacks=self.fallbacks,
             last_resorts=self.last_resorts,
             retries=self.retries,
             verified_frames=self.verified,
+            checks=self.checks,
             tracks=tuple(t.summary() for t in tracker.all_tracks()),
             codec=writer_codec[0],
             pix_fmt=self.pix_fmt,
