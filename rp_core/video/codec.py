@@ -29,6 +29,26 @@ AUTO_CODEC = {"webm": "libvpx-vp9"}
 CRF_ENCODERS = frozenset({"libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1"})
 
 
+#: x264's instruction sets capped below AVX-512: with its AVX-512 code the same frames encode to different
+#: bytes from one encode to the next (small frames, B-frames; seen on an AMD EPYC with PyAV 18.1's x264
+#: core 165: 7 versions in 8 encodes of a 320x192 clip, 1 with this cap), which would break resumed runs and
+#: Ray's byte-identical outputs. Only set on CPUs that have AVX-512 (so AVX2 is there too): x264 takes the
+#: list as given and would use instructions an older CPU lacks. Encoding speed is unchanged within noise.
+X264_DETERMINISTIC_ASM = "asm=AVX2"
+
+
+def cpu_has_avx512(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this (Linux) machine's CPU reports AVX-512 Foundation; False where that cannot be read."""
+    try:
+        with cpuinfo.open(encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                if line.startswith("flags"):
+                    return "avx512f" in line.split()
+    except OSError:
+        pass
+    return False
+
+
 @dataclass(frozen=True)
 class EncodeSettings:
     """How the anonymized video is encoded."""
@@ -154,6 +174,8 @@ class VideoWriter:
             options["crf"] = str(settings.crf)
         if codec in ("libx264", "libx265"):
             options["preset"] = settings.preset
+        if codec == "libx264" and cpu_has_avx512():
+            options["x264-params"] = X264_DETERMINISTIC_ASM
         if codec == "libvpx-vp9":
             options.update({"b": "0", "row-mt": "1"})
         self.stream.options = options
