@@ -150,8 +150,9 @@ class VerifySection(_Section):
     fallback_options: dict[str, Any] = Field(default_factory=dict, description="options of verify.fallback_generator")
     last_resort: str | None = Field(
         None,
-        description="fills a face that still matches after the fallback; unset: the installed generator that declares "
-        "itself its default (`default_for`); null (or no such generator): fail the image instead",
+        description="fills a face that still matches after the fallback (and, twice at most, a face still found "
+        "beside the fill, as a rectangle); unset: the installed generator that declares itself its default "
+        "(`default_for`); null (or no such generator): fail the image instead",
     )
     no_face: Literal["copy", "warn", "refuse"] = Field(
         "copy",

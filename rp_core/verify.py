@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rp_core.errors import VerificationError
-from rp_core.geometry import Box, centre_inside, changed_box, footprint, iou
+from rp_core.geometry import Box, box_region, centre_inside, changed_box, footprint, iou
 from rp_core.identities import LazyIdentities, chain, pick
 from rp_core.interfaces import Detector, Generator, IdentityEncoder, compare_embeddings, same_person
 from rp_core.types import AlignedFace, Face, GenerationRequest, IdentityEmbedding
@@ -33,6 +33,12 @@ if TYPE_CHECKING:
 
 #: Faces found on an output image inside a region (the search of `verify.search`).
 FaceFinder = Callable[[np.ndarray, Box], list[Face]]
+
+
+#: After the last resort, a face still found beside the fill (inside the face's search region) is covered too, this
+#: many times at most, its box grown by COVER_GROWTH x its larger side each way; what is still found then refuses.
+COVER_ROUNDS = 2
+COVER_GROWTH = 0.15
 
 
 @dataclass(frozen=True)
@@ -251,6 +257,8 @@ class FaceVerdict:
     #: The face the verifier could not confirm as a face (another detector family sees none there):
     #: it keeps one obfuscation and is not filled.
     unconfirmed: bool = False
+    #: How many times a face found beside the last resort's fill was covered too (COVER_ROUNDS at most).
+    covered: int = 0
 
     def to_dict(self, verifier: Verifier) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -271,6 +279,8 @@ class FaceVerdict:
             data["judged_by"] = (
                 "faces the detectors find in the filled region (a fill read at its landmarks is no face)"
             )
+        if self.covered:
+            data["covered_beside_fill"] = self.covered
         if self.unconfirmed:
             data["unconfirmed"] = "no detector of another family sees a face here: obfuscated once, not filled"
         return data
@@ -406,6 +416,7 @@ class FailClosed:
         fallback: list[str | None] = [None] * len(faces)
         last: list[str | None] = [None] * len(faces)
         unconfirmed = [False] * len(faces)
+        covered = [0] * len(faces)
 
         def leaking() -> list[int]:
             return [i for i, c in enumerate(checks) if c.leak]
@@ -445,25 +456,68 @@ class FailClosed:
                 crops[i] = crop
                 last[i] = generators[i] = self.last_resort.name
             merged = update(merged, stuck, on_top=True)
+
             # The fill is checked as an attacker checks it: a face any detector finds in its region (it may have
             # landed beside the face) that matches someone, or pixels left as they were, refuse the image. Read at
             # the face's own landmarks, a fill is no face: what that reading matches is the context around it (a
             # border-cut face's hair and edge read 0.48 from the person), which no detector sees as a face.
-            checks = [
-                replace(c, leak=c.unchanged or (c.found_score is not None and self.verifier.matches(c.found_score)))
-                if last[i]
-                else c
-                for i, c in enumerate(checks)
-            ]
-            checks = [replace(c, leak=False) if unconfirmed[i] else c for i, c in enumerate(checks)]
+            def judge_filled() -> list[Check]:
+                return [
+                    c
+                    if not last[i]
+                    else replace(c, leak=False)
+                    if unconfirmed[i]
+                    else replace(
+                        c, leak=c.unchanged or (c.found_score is not None and self.verifier.matches(c.found_score))
+                    )
+                    for i, c in enumerate(checks)
+                ]
+
+            checks = judge_filled()
+            for _ in range(COVER_ROUNDS):  # a face still found beside the fill is covered too, then judged again
+                beside = [
+                    (i, c.found_at) for i, c in enumerate(checks) if c.leak and last[i] and c.found_at is not None
+                ]
+                for i, box in beside:
+                    if box is not None:
+                        merged = self._cover(merged, box)
+                        covered[i] += 1
+                if not beside:
+                    break
+                check(merged, range(len(faces)))  # the cover may reach past its face's footprint
+                checks = judge_filled()
         if leaking():
             after = f"policy {cfg.policy!r}, the fallback" + (" and the last resort" if any(last) else "")
             raise VerificationError(self._leak_message(leaking(), checks, after))
         verdicts = tuple(
-            FaceVerdict(checks[i], first[i], generators[i], tries[i], fallback[i], last[i], unconfirmed[i])
+            FaceVerdict(checks[i], first[i], generators[i], tries[i], fallback[i], last[i], unconfirmed[i], covered[i])
             for i in range(len(faces))
         )
         return Verdict(merged, verdicts)
+
+    def _cover(self, merged: np.ndarray, box: Box) -> np.ndarray:
+        """The last resort over a face found beside a filled one: its box, grown by COVER_GROWTH, filled as a
+        rectangle with the last resort's output for those pixels (a face cut by the fill's edge, an ear and hair
+        read as its owner at 0.48, is covered whole)."""
+        assert self.last_resort is not None
+        x0, y0, x1, y1 = box
+        pad = COVER_GROWTH * max(x1 - x0, y1 - y0)
+        rows, cols = box_region(merged.shape, (x0 - pad, y0 - pad, x1 + pad, y1 + pad))
+        patch = merged[rows, cols]
+        if patch.size == 0:
+            return merged
+        height, width = patch.shape[:2]
+        corners = np.array([[0.3, 0.35], [0.7, 0.35], [0.5, 0.55], [0.35, 0.75], [0.65, 0.75]]) * [width, height]
+        origin = np.array([[1.0, 0.0, -cols.start], [0.0, 1.0, -rows.start]])
+        spot = Face((cols.start, rows.start, cols.stop, rows.stop), 1.0, corners + [cols.start, rows.start], "cover")
+        [filled] = self.last_resort.generate([GenerationRequest(face=AlignedFace(spot, patch, origin))])
+        if filled.shape != patch.shape:  # a last resort that draws at its own size
+            import cv2
+
+            filled = cv2.resize(np.asarray(filled, dtype=np.uint8), (width, height), interpolation=cv2.INTER_AREA)
+        out = merged.copy()
+        out[rows, cols] = filled
+        return out
 
     def _leak_message(self, leaks: list[int], checks: list[Check], after: str) -> str:
         verifier = self.verifier

@@ -125,6 +125,37 @@ def test_landmarks_displaced_by_half_a_face_in_the_faces_json(
     assert_nobody_identifiable(reidentifier, [read_image(tmp_path / "out.png")], persons)
 
 
+def test_a_face_found_beside_the_fill_is_covered_too(
+    tmp_path: Path, astronaut: np.ndarray, reidentifier, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Landmarks moved down by half a face, no coverage detector: every obfuscation, the fill included, lands
+    below the face, which the output search still finds there and reads as the astronaut. The found face is
+    covered and checked again: the image is written, and nobody in it is identifiable. Without the cover the
+    same run is refused (the cover is what made it pass)."""
+    import rp_core.verify
+
+    source = tmp_path / "astronaut.png"
+    write_image(source, astronaut)
+    assert _run("detect", str(source), "-o", str(tmp_path / "faces.json"), "--preset", "offline").exit_code == 0
+    data = json.loads((tmp_path / "faces.json").read_text())
+    for face in data["images"][0]["faces"]:
+        _, y0, _, y1 = face["box"]
+        face["landmarks"] = [[x, y + (y1 - y0) / 2] for x, y in face["landmarks"]]
+    (tmp_path / "moved.json").write_text(json.dumps(data))
+    common = ("--preset", "offline", "--mask-scale", "1.0", "--faces-json", str(tmp_path / "moved.json"))
+    common += ("--set", "coverage.detector=null")
+    covered = _run("anonymize", str(source), "-o", str(tmp_path / "out.png"), *common)
+    assert covered.exit_code == 0, covered.output
+    verdict = json.loads((tmp_path / "out.png.manifest.json").read_text())["images"][0]["faces"][0]["notes"]["verify"]
+    assert verdict["last_resort"] == "solid" and verdict["covered_beside_fill"] >= 1 and not verdict["leak"]
+    assert_nobody_identifiable(
+        reidentifier, [read_image(tmp_path / "out.png")], attacker.people(reidentifier, astronaut)
+    )
+    monkeypatch.setattr(rp_core.verify, "COVER_ROUNDS", 0)
+    refused = _run("anonymize", str(source), "-o", str(tmp_path / "refused.png"), *common)
+    assert refused.exit_code == 5 and not (tmp_path / "refused.png").exists(), refused.output
+
+
 LOOSENINGS = [
     pytest.param(("--set", "verify.enabled=false"), "verification is OFF", id="verify-off"),
     pytest.param(("--set", "verify.threshold=0.5"), "verify.threshold=0.5 is looser", id="threshold"),
