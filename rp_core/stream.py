@@ -708,7 +708,7 @@ class FaceStream:
         # pasted apart from the checked faces: their footprints meet none of those
         base = self._paste(item, rest, generators) if rest else item.image
         assert item.originals is not None
-        return self._verify(item, full, generators, verdicts, base, [item.originals[i] for i in rest])
+        return self._verify(item, full, generators, verdicts, base, pick(item.originals, rest))  # read if compared
 
     def _written(self, item: WorkItem, i: int, generators: dict[int, str]) -> Rect:
         """The pixel rectangle face `i`'s paste writes (within its footprint; empty when it writes nothing)."""

@@ -20,13 +20,14 @@ full check.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from rp_core.config import CHEAP_IOU, CHEAP_TOLERANCE
 from rp_core.geometry import Box, iou
+from rp_core.identities import Encode, LazyIdentities, face_identities
 from rp_core.stream import FaceMemory, FaceStream, Finished, Route, WorkItem
 from rp_core.types import AlignedFace, Face, IdentityEmbedding
 from rp_core.verify import FaceVerdict
@@ -167,15 +168,26 @@ class TrackChecks:
         if again and item.originals is not None:
             checker = self.stream.identity_checker()
             if checker is not None:
-                read = checker.encode(item.image, [item.faces[i].face for i in again])
-                originals = list(item.originals)  # read now if it was to be read lazily
-                for i, embedding in zip(again, read, strict=True):
-                    originals[i] = embedding
-                    memory = item.memory[i]
-                    if memory is not None:
-                        self.identities[memory.number] = embedding
-                item.originals = originals
+                item.originals = self._read_again(item, item.originals, again, checker.encode)
         return vouched
+
+    def _read_again(
+        self, item: WorkItem, given: Sequence[IdentityEmbedding], again: list[int], encode: Encode
+    ) -> LazyIdentities:
+        """`given` with faces `again` read anew on the frame, when the full check first compares something
+        (most outputs show no face to compare: then nothing is read); each read updates its track's identity."""
+        fresh = face_identities(encode, item.image, [item.faces[i].face for i in again])
+
+        def read() -> list[IdentityEmbedding]:
+            originals = list(given)
+            for i, embedding in zip(again, fresh, strict=True):
+                originals[i] = embedding
+                memory = item.memory[i]
+                if memory is not None:
+                    self.identities[memory.number] = embedding
+            return originals
+
+        return LazyIdentities(read, len(given))
 
     def _cheap(self, item: WorkItem, merged: np.ndarray, i: int) -> str | None:
         """None when face `i` passes the cheap check, else why not ("not eligible": it was never a candidate)."""
