@@ -699,7 +699,7 @@ class FaceStream:
         if all(i in vouched for i in active):
             return merged
         # faces whose pasted pixels meet are checked together (pasted apart, they would not add up to `merged`)
-        rects = [self._written(item, i, generators) for i in active]
+        rects = [self._written(item, i, merged) for i in active]
         seeds = [k for k, i in enumerate(active) if i not in vouched]
         full = [active[k] for k in overlap_group(rects, seeds)] if seeds else []
         if not full:
@@ -710,12 +710,15 @@ class FaceStream:
         assert item.originals is not None
         return self._verify(item, full, generators, verdicts, base, pick(item.originals, rest))  # read if compared
 
-    def _written(self, item: WorkItem, i: int, generators: dict[int, str]) -> Rect:
-        """The pixel rectangle face `i`'s paste writes (within its footprint; empty when it writes nothing)."""
+    def _written(self, item: WorkItem, i: int, merged: np.ndarray) -> Rect:
+        """The pixel rectangle of face `i`'s footprint where `merged` differs from the input (empty: none).
+
+        It holds what face `i`'s paste wrote and whatever a neighbour's paste wrote into its footprint, so
+        faces are grouped at least as often as their own writes meet (never checked apart when they should
+        not be), without pasting each face on its own."""
         x0, y0, x1, y1 = pixel_rect(footprint(item.faces[i], item.image.shape, grow=0.0))
         x0, y0 = max(0, x0), max(0, y0)
-        pasted = self._paste(item, [i], generators)[y0:y1, x0:x1]
-        rows, cols = np.nonzero(np.any(pasted != item.image[y0:y1, x0:x1], axis=2))
+        rows, cols = np.nonzero(np.any(merged[y0:y1, x0:x1] != item.image[y0:y1, x0:x1], axis=2))
         if not len(rows):
             return (x0, y0, x0, y0)
         return (x0 + int(cols.min()), y0 + int(rows.min()), x0 + int(cols.max()) + 1, y0 + int(rows.max()) + 1)
