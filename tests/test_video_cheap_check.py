@@ -41,6 +41,28 @@ def test_cell_difference_counts_only_written_pixels_and_catches_a_leak() -> None
     assert PROBE_SIDE % 16 == 0
 
 
+def test_pixels_now_outside_the_frame_do_not_count_and_new_ones_inside_do() -> None:
+    """A face leaving the frame: the part of its square outside shows nothing (not compared); a face entering:
+    its pixels in the frame compare against its reference's black outside (it gets the full check)."""
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    face = _aligned(frame)
+    hidden = frame.copy()
+    hidden[40:120, 40:120] = 128  # the whole face region obfuscated
+    reference = Square.of(hidden, frame, face)
+    assert reference.inside.all()
+    cut = hidden[:, :90]  # the frame now ends inside the face: the square's right part lies outside it
+    now = Square.of(cut, frame[:, :90], face)
+    assert 0 < now.inside.mean() < 1
+    assert cell_difference(now, reference) == 0.0
+    # the obfuscation dropped in the part still in the frame: caught
+    leaked = cut.copy()
+    leaked[40:120, 60:90] = frame[40:120, 60:90]
+    assert cell_difference(Square.of(leaked, frame[:, :90], face), reference) > 30
+    # entering: the reference saw only the left part; the right part, now in the frame, counts
+    assert cell_difference(reference, now) > 30
+
+
 pytest.importorskip("av")
 pytest.importorskip("trackers")
 

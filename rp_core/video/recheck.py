@@ -42,15 +42,19 @@ COVERED = 0.25
 
 @dataclass(frozen=True)
 class Square:
-    """A face's aligned square of an output (int16) and which of its pixels the merge wrote (differ from the input)."""
+    """A face's aligned square of an output (int16), which of its pixels the merge wrote (differ from the input),
+    and which lie in the frame (a face near the edge has part of its square outside: nothing is seen there)."""
 
     pixels: np.ndarray
     written: np.ndarray
+    inside: np.ndarray
 
     @classmethod
     def of(cls, output: np.ndarray, original: np.ndarray, face: AlignedFace) -> Square:
         pixels = _square(output, face)
-        return cls(pixels, np.any(pixels != _square(original, face), axis=2))
+        frame = np.full(output.shape[:2], 255, dtype=np.uint8)
+        inside = _square(frame, face) > 0  # any part of the pixel in the frame: it counts
+        return cls(pixels, np.any(pixels != _square(original, face), axis=2), inside)
 
 
 def _square(image: np.ndarray, face: AlignedFace) -> np.ndarray:
@@ -58,16 +62,19 @@ def _square(image: np.ndarray, face: AlignedFace) -> np.ndarray:
     import cv2
 
     matrix = np.asarray(face.matrix, dtype=np.float64) * (PROBE_SIDE / face.size)
-    square = cv2.warpAffine(image, matrix, (PROBE_SIDE, PROBE_SIDE), flags=cv2.INTER_AREA, borderValue=(0, 0, 0))
+    square = cv2.warpAffine(image, matrix, (PROBE_SIDE, PROBE_SIDE), flags=cv2.INTER_AREA, borderValue=0)
     return square.astype(np.int16)
 
 
 def cell_difference(now: Square, reference: Square) -> float:
     """The largest mean absolute difference (grey levels, over the colour channels) of any cell, over the pixels
-    written on either square (the obfuscated region; the rest is the input's own pixels, searched on the input).
+    written on either square (the obfuscated region; the rest is the input's own pixels, searched on the input)
+    that lie in the frame now.
 
-    A pixel written on one and not on the other compares an obfuscated pixel with an original one: it counts."""
-    union = (now.written | reference.written).astype(np.float32)
+    A pixel written on one and not on the other compares an obfuscated pixel with an original one: it counts.
+    A pixel now outside the frame shows nothing: it does not (a face leaving the frame keeps its cheap check;
+    one entering it compares its new pixels with the black outside of its reference, and gets the full check)."""
+    union = ((now.written | reference.written) & now.inside).astype(np.float32)
     diff = np.abs(now.pixels - reference.pixels).astype(np.float32).mean(axis=2) * union
     shape = (PROBE_SIDE // CELL, CELL, PROBE_SIDE // CELL, CELL)
     sums, counts = diff.reshape(shape).sum(axis=(1, 3)), union.reshape(shape).sum(axis=(1, 3))
