@@ -364,7 +364,9 @@ class FailClosed:
 
         Incremental: after a retry, fallback or last resort, only the faces whose footprint overlaps
         a changed face's are pasted again (with the faces overlapping them, so the merge equals a full
-        one) and checked again; every other face's pixels, and so its check, are what they were.
+        one) and checked again; every other face's pixels, and so its check, are what they were. A face
+        whose new crop is the one it had (a small face's pixelation is the same at every strength) is
+        neither pasted nor checked again: the same pixels give the same check, and it goes on leaking.
         """
         cfg = self.config.verify
         boxes = [af.face for af in faces]
@@ -429,18 +431,28 @@ class FailClosed:
                 generator = stronger(attempt) if retry else None
                 if generator is None:
                     break
+                changed = []
                 for i, crop in zip(retry, regenerate(retry, generator, attempt), strict=True):
-                    crops[i], tries[i] = crop, attempt
-                merged = update(merged, retry)
+                    tries[i] = attempt
+                    if not np.array_equal(crop, crops[i]):  # the same crop gives the same pixels and check
+                        crops[i] = crop
+                        changed.append(i)
+                if changed:
+                    merged = update(merged, changed)
         # a face that starts at the last resort (a video track escalated there earlier) does not step back
         filled = self.last_resort.name if self.last_resort is not None else None
         to_fallback = [i for i in leaking() if regenerable[i] or generators[i] != filled]
         if to_fallback:
             requests = [GenerationRequest(face=faces[i]) for i in to_fallback]
+            changed = []
             for i, crop in zip(to_fallback, self.fallback.generate(requests), strict=True):
-                crops[i] = crop
+                hid = generators[i] != self.synthesizer
                 fallback[i] = generators[i] = self.fallback.name
-            merged = update(merged, to_fallback)
+                if not (hid and np.array_equal(crop, crops[i])):  # same crop, same mask: same pixels and check
+                    crops[i] = crop
+                    changed.append(i)
+            if changed:
+                merged = update(merged, changed)
         stuck = leaking()
         if stuck:
             # A face no detector of another family sees in the original is likely a false detection

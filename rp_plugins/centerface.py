@@ -121,7 +121,7 @@ class CenterFaceDetector(Detector):
         assert path is not None
         backend = self.options.backend
         if backend == "auto":
-            gpu = importlib.util.find_spec("onnxruntime") is not None and _onnxruntime_on_gpu(self.providers())
+            gpu = _onnxruntime_has_cuda() and _onnxruntime_on_gpu(self.providers())
             backend = "onnxruntime" if gpu else "opencv"
         if backend == "opencv":
             key: tuple[Any, ...] = ("centerface-opencv", str(path))
@@ -236,6 +236,17 @@ class OpenCvNetwork:
             net = self._local.net = cv2.dnn.readNetFromONNX(self.path)
         net.setInput(blob)
         return list(net.forward(list(_OUTPUTS)))
+
+
+def _onnxruntime_has_cuda() -> bool:
+    """Whether the installed onnxruntime ships its CUDA provider library (onnxruntime-gpu): without it no run is on
+    a GPU, and a CPU run is spared importing onnxruntime (~0.07 s of every process) just to ask."""
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    return any(
+        any((Path(root) / "capi").glob("*onnxruntime_providers_cuda*")) for root in spec.submodule_search_locations
+    )
 
 
 def _onnxruntime_on_gpu(providers: list[Any]) -> bool:

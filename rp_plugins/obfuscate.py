@@ -19,7 +19,7 @@ from pydantic import Field
 
 from rp_core import hookimpl
 from rp_core.interfaces import ComponentOptions, Generator
-from rp_core.types import GenerationRequest
+from rp_core.types import AlignedFace, GenerationRequest
 
 Channel = Annotated[int, Field(ge=0, le=255)]
 
@@ -32,10 +32,10 @@ class _Obfuscator(Generator):
     options: PixelateOptions | BlurOptions | SolidOptions
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:
-        return [np.array(self._obfuscate(np.asarray(r.face.crop)), dtype=np.uint8) for r in requests]
+        return [np.array(self._obfuscate(r.face), dtype=np.uint8) for r in requests]
 
-    def _obfuscate(self, crop: np.ndarray) -> np.ndarray:
-        """The whole crop obfuscated (same shape, uint8)."""
+    def _obfuscate(self, face: AlignedFace) -> np.ndarray:
+        """The whole crop of `face` obfuscated (same shape, uint8)."""
         raise NotImplementedError
 
 
@@ -47,6 +47,12 @@ class PixelateOptions(ComponentOptions):
         ge=2,
         le=64,
         description="pixel blocks across the face width (fewer = stronger); 6 defeats dlib re-identification",
+    )
+    min_block: float = Field(
+        16.0,
+        ge=0.0,
+        description="smallest block side in image pixels: a smaller face gets fewer, larger blocks (never fewer "
+        "than 2 across it), as finely pixelated small faces are still found and matched; 0: always `blocks`",
     )
 
 
@@ -66,15 +72,37 @@ class Pixelate(_Obfuscator):
             return None
         return Pixelate(self.options.model_copy(update={"blocks": blocks}), self.context)
 
-    def _obfuscate(self, crop: np.ndarray) -> np.ndarray:
+    def blocks_for(self, face: AlignedFace) -> int:
+        """Blocks across this face's width: `blocks`, fewer where they would be under `min_block` image pixels."""
+        width = _face_width(face)
+        if self.options.min_block <= 0:
+            return self.options.blocks
+        return min(self.options.blocks, max(2, round(width / self.options.min_block)))
+
+    def smoothed(self, face: AlignedFace) -> bool:
+        """True for a face too small for even 2 blocks of `min_block` (under 2.5 of them wide): its mosaic is
+        smoothed, as a 2x2 mosaic's hard edges still read as a face to a detector that upsamples it."""
+        return self.options.min_block > 0 and _face_width(face) < 2.5 * self.options.min_block
+
+    def _obfuscate(self, face: AlignedFace) -> np.ndarray:
         import cv2
 
         from rp_plugins._facemask import FACE_WIDTH_FRACTION
 
+        crop = np.asarray(face.crop)
         side = crop.shape[0]
-        grid = max(2, round(self.options.blocks / FACE_WIDTH_FRACTION))
+        grid = max(2, round(self.blocks_for(face) / FACE_WIDTH_FRACTION))
         small = cv2.resize(crop, (grid, grid), interpolation=cv2.INTER_AREA)
-        return cv2.resize(small, (side, side), interpolation=cv2.INTER_NEAREST)
+        upscale = cv2.INTER_LINEAR if self.smoothed(face) else cv2.INTER_NEAREST
+        return cv2.resize(small, (side, side), interpolation=upscale)
+
+
+def _face_width(face: AlignedFace) -> float:
+    """The face's width in image pixels (the share of its crop a face spans, at the crop's scale)."""
+    from rp_plugins._facemask import FACE_WIDTH_FRACTION
+
+    crop_per_image = float(np.sqrt(abs(np.linalg.det(face.matrix[:, :2]))))
+    return FACE_WIDTH_FRACTION * face.size / crop_per_image
 
 
 class BlurOptions(ComponentOptions):
@@ -102,11 +130,12 @@ class Blur(_Obfuscator):
         strength = min(1.0, self.options.strength * factor**attempt)
         return Blur(self.options.model_copy(update={"strength": strength}), self.context)
 
-    def _obfuscate(self, crop: np.ndarray) -> np.ndarray:
+    def _obfuscate(self, face: AlignedFace) -> np.ndarray:
         import cv2
 
         from rp_plugins._facemask import FACE_WIDTH_FRACTION
 
+        crop = np.asarray(face.crop)
         side = crop.shape[0]
         sigma = self.options.strength * FACE_WIDTH_FRACTION * side
         # A wide blur loses nothing at a lower resolution: blur a copy with sigma ~4 px and scale it up.
@@ -135,8 +164,8 @@ class Solid(_Obfuscator):
     Options: ClassVar[type[ComponentOptions]] = SolidOptions
     options: SolidOptions
 
-    def _obfuscate(self, crop: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(np.array(self.options.color, dtype=np.uint8), crop.shape)
+    def _obfuscate(self, face: AlignedFace) -> np.ndarray:
+        return np.broadcast_to(np.array(self.options.color, dtype=np.uint8), face.crop.shape)
 
 
 @hookimpl

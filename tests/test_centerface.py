@@ -177,3 +177,24 @@ def test_dlib_models_load_once_per_process() -> None:
     c.load()
     d.load()
     assert c._model is d._model
+
+
+def test_a_cpu_run_finds_faces_without_importing_onnxruntime() -> None:
+    """`backend = "auto"` asks onnxruntime for a GPU only where its CUDA provider is installed (onnxruntime-gpu);
+    with the CPU-only wheel the detector runs in OpenCV and onnxruntime is never imported."""
+    import subprocess
+    import sys
+
+    from rp_plugins.centerface import _onnxruntime_has_cuda
+
+    if _onnxruntime_has_cuda():
+        pytest.skip("this onnxruntime ships its CUDA provider: auto asks it")
+    script = (
+        "import sys, numpy as np\n"
+        "from skimage import data\n"
+        "from rp_plugins.centerface import CenterFaceDetector\n"
+        "faces = CenterFaceDetector().detect(np.ascontiguousarray(data.astronaut()[:, :, :3]))\n"
+        "print(len(faces), 'onnxruntime' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["1", "False"], done.stdout + done.stderr

@@ -24,7 +24,7 @@ from rp_core.pipeline import assemble
 from rp_core.plugins import PluginHost
 from rp_core.stream import FaceStream
 from rp_core.types import AlignedFace, GenerationRequest, Inversion
-from rp_core.verify import footprint, pixel_rect, rects_meet
+from rp_core.verify import FailClosed, Regenerate, Verdict, footprint, pixel_rect, rects_meet
 
 
 def _hidden(face: AlignedFace) -> np.ndarray:
@@ -35,19 +35,30 @@ def _hidden(face: AlignedFace) -> np.ndarray:
     return crop
 
 
-def test_only_faces_overlapping_a_changed_face_are_checked_again_and_the_image_equals_a_full_merge(
-    host: PluginHost, t1: np.ndarray
-) -> None:
+def _t1_with_one_face_left(host: PluginHost, t1: np.ndarray) -> tuple[FaceStream, list[AlignedFace], list[np.ndarray]]:
+    """The offline stream, t1's faces, and their crops: face 0 handed back as it was (it leaks), the others
+    hidden (most pass as they are)."""
     pipeline = assemble(resolve_config(host, preset="offline", environ={}), host)
     pipeline.load()
     stream = FaceStream(pipeline)
     faces = align_faces(t1, stream.detect(t1), pipeline.config.align.face_image_size)
     assert len(faces) == 6
-    # face 0 handed back as it was (it goes to the fallback); the others hidden (most pass as they are)
-    crops = [np.array(f.crop) if i == 0 else _hidden(f) for i, f in enumerate(faces)]
+    return stream, faces, [np.array(f.crop) if i == 0 else _hidden(f) for i, f in enumerate(faces)]
+
+
+def _enforce(
+    stream: FaceStream,
+    policy: FailClosed,
+    t1: np.ndarray,
+    faces: list[AlignedFace],
+    crops: list[np.ndarray],
+    regenerate: Regenerate,
+    stronger: Callable[[int], Generator[Any] | None],
+) -> tuple[Verdict, list[int]]:
+    """`policy` on t1 with the real check, and how many faces each of its calls checked."""
     verifier = stream.verifier
     with patch.object(verifier, "check", wraps=verifier.check) as spied:  # the real check, its calls recorded
-        verdict = stream.fail_closed().enforce(
+        verdict = policy.enforce(
             t1,
             faces,
             crops,
@@ -55,11 +66,18 @@ def test_only_faces_overlapping_a_changed_face_are_checked_again_and_the_image_e
             ["leak"] * len(faces),
             [True] * len(faces),
             stream.merger.merge,
-            lambda indices, generator, attempt: [],
+            regenerate,
             lambda i: True,
-            lambda attempt: None,
+            stronger,
         )
-    checked = [len(call.args[2]) for call in spied.call_args_list]  # faces per check
+    return verdict, [len(call.args[2]) for call in spied.call_args_list]
+
+
+def test_only_faces_overlapping_a_changed_face_are_checked_again_and_the_image_equals_a_full_merge(
+    host: PluginHost, t1: np.ndarray
+) -> None:
+    stream, faces, crops = _t1_with_one_face_left(host, t1)
+    verdict, checked = _enforce(stream, stream.fail_closed(), t1, faces, crops, lambda i, g, a: [], lambda a: None)
     fallen = [i for i, v in enumerate(verdict.faces) if v.fallback]
     assert 0 in fallen and len(fallen) < 6 and not any(v.last_resort or v.check.leak for v in verdict.faces)
     rects = [pixel_rect(footprint(f, t1.shape)) for f in faces]
@@ -71,6 +89,43 @@ def test_only_faces_overlapping_a_changed_face_are_checked_again_and_the_image_e
         final[i] = crop
     hidden = [True] * len(faces)  # the offline generators hide faces: pasted with the whole-head mask
     np.testing.assert_array_equal(verdict.image, stream.merger.merge(t1, faces, final, hidden))  # a full re-merge
+
+
+class Unchanged(Generator):
+    """Hands every face back the crop it has: a stronger step that changes nothing (a small face's pixelation)."""
+
+    name = "unchanged"
+    crops: ClassVar[dict[int, np.ndarray]] = {}  # id of the aligned face -> the crop it has
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:
+        return [np.array(self.crops[id(r.face)]) for r in requests]
+
+
+def test_a_step_that_hands_back_the_same_crop_is_not_checked_again_and_the_face_still_goes_to_the_fill(
+    host: PluginHost, t1: np.ndarray
+) -> None:
+    """Retries and a fallback that give a face the crop it had leave the same pixels: they are not pasted or
+    checked again (the check would say the same), and the face, still leaking, is filled."""
+    from dataclasses import replace
+
+    stream, faces, crops = _t1_with_one_face_left(host, t1)
+    Unchanged.crops = {id(f): crop for f, crop in zip(faces, crops, strict=True)}
+    asked: list[int] = []
+
+    def regenerate(indices: list[int], generator: Generator[Any], attempt: int) -> list[np.ndarray]:
+        asked.append(attempt)
+        return [np.array(crops[i]) for i in indices]
+
+    policy = replace(stream.fail_closed(), fallback=Unchanged())
+    verdict, checked = _enforce(stream, policy, t1, faces, crops, regenerate, lambda attempt: stream.generator)
+    filled = [i for i, v in enumerate(verdict.faces) if v.last_resort]
+    assert 0 in filled and not any(v.check.leak for v in verdict.faces)
+    assert asked == [1, 2] and all(verdict.faces[i].retries == 2 for i in filled)
+    assert all(verdict.faces[i].fallback == "unchanged" and verdict.faces[i].last_resort == "solid" for i in filled)
+    rects = [pixel_rect(footprint(f, t1.shape)) for f in faces]
+    touched = [j for j in range(6) if any(rects_meet(rects[j], rects[i]) for i in filled)]
+    # the first look, then only the fill's: neither retry nor the fallback changed a pixel
+    assert checked == [6, len(touched)]
 
 
 class WeakOptions(ComponentOptions):

@@ -164,3 +164,59 @@ def test_faces_of_a_rotated_photo_are_pixelated_like_their_neighbours(host, t1) 
     assert result.face_count == 6
     assert [r.generator for r in result.records] == ["pixelate"] * 6
     assert not any(r.notes.get("verify", {}).get("last_resort") for r in result.records)
+
+
+def _scaled(image: np.ndarray, factor: float) -> np.ndarray:
+    import cv2
+
+    return np.ascontiguousarray(cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA))
+
+
+def test_small_faces_get_fewer_larger_blocks_and_the_smallest_a_smoothed_mosaic(t1: np.ndarray) -> None:
+    """Blocks never under `min_block` image pixels: t1's ~100-px faces keep 6 blocks, the same faces at a third
+    of the size get 2 (at least) and, too small for two such blocks, a smoothed mosaic; `min_block=0` always
+    gives `blocks`."""
+    from rp_plugins.centerface import CenterFaceDetector
+
+    pixelate, fixed = Pixelate(), Pixelate(PixelateOptions(min_block=0))
+    for factor, smallest, largest in ((1.0, 6, 6), (0.5, 3, 4), (0.3, 2, 2)):
+        image = _scaled(t1, factor)
+        faces = [align_face(image, f, 256) for f in CenterFaceDetector().detect(image)]
+        assert len(faces) == 6
+        blocks = [pixelate.blocks_for(f) for f in faces]
+        assert smallest <= min(blocks) and max(blocks) <= largest, (factor, blocks)
+        assert all(fixed.blocks_for(f) == 6 for f in faces)
+        crops = pixelate.generate([GenerationRequest(face=f) for f in faces])
+        for face, crop, count in zip(faces, crops, blocks, strict=True):
+            grid = max(2, round(count / 0.6))
+            row_changes = int((np.diff(crop.astype(int), axis=0) != 0).any(axis=(1, 2)).sum())
+            if pixelate.smoothed(face):  # a gradient between the block colours: no hard edges left
+                assert factor < 1 and row_changes > 4 * grid
+            else:  # a mosaic: the colour changes only between blocks
+                assert row_changes <= grid - 1
+
+
+@pytest.mark.parametrize("factor", [0.33, 0.2, 0.125])
+def test_small_faces_are_hidden_at_the_first_obfuscation(factor: float, host, t1, reidentifier) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18: t1 at a third, a fifth and an eighth of its size (faces ~40, ~24 and ~15 px). Pixelated in 6
+    blocks, such faces were found again by the check and read (a third and a fifth: 3 of 6 each), and some
+    still matched (an eighth: 4 retried, two of them filled black after the fallback); with blocks of at least `min_block` pixels
+    the first obfuscation holds: the check finds no face on the output, no face needs a retry, the fallback or
+    the fill, and the independent attacker, who identifies the people of the unprotected photo, identifies
+    nobody. (At a quarter, a neck beside two faces is still found and sent to the fill: benchmarks/RESULTS.md.)"""
+    image = _scaled(t1, factor)
+    originals = reidentifier.descriptors(t1)
+    if factor > 0.2:  # at an eighth, faces of ~15 px are too small for the attacker's HOG even unprotected
+        unprotected = reidentifier.descriptors(image, upsample=2)
+        assert sum(min(np.linalg.norm(o - d) for o in originals) < reidentifier.threshold for d in unprotected) >= 5
+    result = Anonymizer(offline_config(host, "pixelate"), host).anonymize(image)
+    assert result.face_count == 6
+    for record in result.records:
+        verify = record.notes["verify"]
+        assert record.generator == "pixelate"
+        assert (verify["retries"], verify["fallback"], verify["last_resort"]) == (0, None, None), verify
+        assert "score_found" not in verify, verify  # nothing on the output a detector reads as a face
+    found = reidentifier.descriptors(result.image, upsample=2)
+    for original in originals:
+        distances = [float(np.linalg.norm(original - d)) for d in found]
+        assert min(distances, default=np.inf) > reidentifier.threshold, distances
