@@ -508,13 +508,15 @@ class FailClosed:
         return Verdict(merged, verdicts)
 
     def _cover(self, merged: np.ndarray, box: Box) -> np.ndarray:
-        """The last resort over a face found beside a filled one: its box, grown by COVER_GROWTH, filled as a
-        rectangle with the last resort's output for those pixels (a face cut by the fill's edge, an ear and hair
-        read as its owner at 0.48, is covered whole)."""
+        """The last resort over a face found beside a filled one: the square around its box, grown by
+        COVER_GROWTH, filled with the last resort's output for those pixels (a face cut by the fill's edge, an ear
+        and hair read as its owner at 0.48, is covered whole). Square, as generators expect their crops (the
+        image's edge may cut it: a crop drawn at another shape is resized to it)."""
         assert self.last_resort is not None
         x0, y0, x1, y1 = box
-        pad = COVER_GROWTH * max(x1 - x0, y1 - y0)
-        rows, cols = box_region(merged.shape, (x0 - pad, y0 - pad, x1 + pad, y1 + pad))
+        half = (0.5 + COVER_GROWTH) * max(x1 - x0, y1 - y0)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        rows, cols = box_region(merged.shape, (cx - half, cy - half, cx + half, cy + half))
         patch = merged[rows, cols]
         if patch.size == 0:
             return merged
