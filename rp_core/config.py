@@ -151,7 +151,7 @@ class VerifySection(_Section):
     last_resort: str | None = Field(
         None,
         description="fills a face that still matches after the fallback (and, twice at most, a face still found "
-        "beside the fill, as a rectangle); unset: the installed generator that declares itself its default "
+        "beside the fill, the square around it); unset: the installed generator that declares itself its default "
         "(`default_for`); null (or no such generator): fail the image instead",
     )
     no_face: Literal["copy", "warn", "refuse"] = Field(
