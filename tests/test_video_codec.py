@@ -13,7 +13,7 @@ from rp_core.config import resolve_config  # noqa: E402
 from rp_core.pipeline import assemble  # noqa: E402
 from rp_core.plugins import PluginHost  # noqa: E402
 from rp_core.video import anonymize_video  # noqa: E402
-from rp_core.video.codec import EncodeSettings, VideoReader, VideoWriter, cpu_has_avx512  # noqa: E402
+from rp_core.video.codec import EncodeSettings, VideoReader, VideoWriter, cpuinfo_has_avx512  # noqa: E402
 from rp_core.video.samples import pan_zoom_clip  # noqa: E402
 
 
@@ -44,9 +44,16 @@ def test_the_same_frames_encode_to_the_same_bytes(tmp_path: Path, t1: np.ndarray
     assert len(outputs) == 1, f"{len(outputs)} different files from 12 encodes"
 
 
-def test_avx512_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
+def test_avx512_is_read_from_the_cpu_flags_where_numpy_does_not_tell(tmp_path: Path) -> None:
     (tmp_path / "with").write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw\n")
     (tmp_path / "without").write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512_bf16x\n")
-    assert cpu_has_avx512(tmp_path / "with")
-    assert not cpu_has_avx512(tmp_path / "without")
-    assert not cpu_has_avx512(tmp_path / "missing")
+    assert cpuinfo_has_avx512(tmp_path / "with")
+    assert not cpuinfo_has_avx512(tmp_path / "without")
+    assert not cpuinfo_has_avx512(tmp_path / "missing")
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="Linux: /proc/cpuinfo")
+def test_numpys_runtime_check_agrees_with_the_cpu_flags() -> None:
+    from rp_core.video.codec import cpu_has_avx512
+
+    assert cpu_has_avx512() == cpuinfo_has_avx512()

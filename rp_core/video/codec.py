@@ -31,14 +31,26 @@ CRF_ENCODERS = frozenset({"libx264", "libx265", "libvpx-vp9", "libaom-av1", "lib
 
 #: x264's instruction sets capped below AVX-512: with its AVX-512 code the same frames encode to different
 #: bytes from one encode to the next (small frames, B-frames; seen on an AMD EPYC with PyAV 18.1's x264
-#: core 165: 7 versions in 8 encodes of a 320x192 clip, 1 with this cap), which would break resumed runs and
+#: core 165: 11 versions in 12 encodes of a 320x192 clip, 1 with this cap), which would break resumed runs and
 #: Ray's byte-identical outputs. Only set on CPUs that have AVX-512 (so AVX2 is there too): x264 takes the
 #: list as given and would use instructions an older CPU lacks. Encoding speed is unchanged within noise.
 X264_DETERMINISTIC_ASM = "asm=AVX2"
 
 
-def cpu_has_avx512(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether this (Linux) machine's CPU reports AVX-512 Foundation; False where that cannot be read."""
+def cpu_has_avx512() -> bool:
+    """Whether this CPU (and its OS) runs AVX-512 Foundation code: numpy's own runtime check where it exposes
+    one (any OS), else the flags of /proc/cpuinfo (Linux); False where neither tells."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy < 2, or a build without the table
+        __cpu_features__ = {}
+    if "AVX512F" in __cpu_features__:
+        return bool(__cpu_features__["AVX512F"])
+    return cpuinfo_has_avx512()
+
+
+def cpuinfo_has_avx512(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether a Linux /proc/cpuinfo lists AVX-512 Foundation; False where it cannot be read."""
     try:
         with cpuinfo.open(encoding="utf-8", errors="replace") as lines:
             for line in lines:
