@@ -23,6 +23,7 @@ import numpy as np
 
 from rp_core.align import align_faces
 from rp_core.errors import RpError
+from rp_core.geometry import changed_pixels, clipped_window
 from rp_core.identities import LazyIdentities, chain, face_identities, pick
 from rp_core.interfaces import Component, Detector, Generator, IdentityEncoder, Inverter, Merger
 from rp_core.selection import References, encode_references, kept_faces, match_references
@@ -38,7 +39,6 @@ from rp_core.verify import (
     iou,
     missed_faces,
     overlap_group,
-    pixel_rect,
     verifier_of,
 )
 
@@ -716,12 +716,9 @@ class FaceStream:
         It holds what face `i`'s paste wrote and whatever a neighbour's paste wrote into its footprint, so
         faces are grouped at least as often as their own writes meet (never checked apart when they should
         not be), without pasting each face on its own."""
-        x0, y0, x1, y1 = pixel_rect(footprint(item.faces[i], item.image.shape, grow=0.0))
-        x0, y0 = max(0, x0), max(0, y0)
-        rows, cols = np.nonzero(np.any(merged[y0:y1, x0:x1] != item.image[y0:y1, x0:x1], axis=2))
-        if not len(rows):
-            return (x0, y0, x0, y0)
-        return (x0 + int(cols.min()), y0 + int(rows.min()), x0 + int(cols.max()) + 1, y0 + int(rows.max()) + 1)
+        window = clipped_window(footprint(item.faces[i], item.image.shape, grow=0.0), item.image.shape)
+        changed = changed_pixels(item.image, merged, window)
+        return changed if changed is not None else (window[0], window[1], window[0], window[1])
 
     def _paste(self, item: WorkItem, indices: list[int], generators: dict[int, str]) -> np.ndarray:
         """The item's image with the crops of faces `indices` pasted (hidden or drawn, as their generator says)."""
