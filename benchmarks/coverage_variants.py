@@ -154,12 +154,12 @@ class Attacker:
         self.predictor = dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat"))
         self.model = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
 
-    def detect(self, image: np.ndarray) -> list[Face]:
+    def detect(self, image: np.ndarray, upsample: int = 1) -> list[Face]:
         import dlib
 
         image = np.ascontiguousarray(image)
         faces = []
-        for rect in self.hog(image, 1):
+        for rect in self.hog(image, upsample):
             shape = self.predictor(image, rect)
             points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
             box = (rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1)

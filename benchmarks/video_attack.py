@@ -2,8 +2,8 @@
 
     python -m benchmarks.video_attack PHOTO CLIP [CLIP ...] [--every N] [--upsample 0|1]
 
-The attacker is the fail-closed tests' (tests/helpers/attacker.py), built straight from dlib and
-face_recognition_models, not through rp: HOG (upsampled `--upsample` times: 1 finds faces from ~40 px, 0 from
+The attacker is offline_vs_deface's (benchmarks/coverage_variants.py's `Attacker`, as the fail-closed tests'),
+built straight from dlib and face_recognition_models, not through rp: HOG (upsampled `--upsample` times: 1 finds faces from ~40 px, 0 from
 ~80 px at a quarter of the time, enough for video_speed's 720p clip, whose faces are 100 px and more), 68 points,
 the 128-d descriptor at dlib's 0.6.
 It searches each frame whole, turned by 0/90/180/270 degrees and each mirrored, and compares every face
@@ -21,39 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-#: dlib's own threshold for "the same person" with its 128-d descriptor.
-THRESHOLD = 0.6
+from benchmarks.coverage_variants import Attacker
 
 
-class Attacker:
-    """dlib HOG + 68 points + 128-d descriptor, loaded once."""
-
-    def __init__(self) -> None:
-        import dlib
-
-        from rp_plugins.dlib_faces import package_models_dir
-
-        models = package_models_dir()
-        if models is None:
-            raise SystemExit("needs face_recognition_models (pip install face_recognition_models)")
-        self.detector = dlib.get_frontal_face_detector()
-        self.predictor = dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat"))
-        self.model = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
-
-    def descriptors(self, image: np.ndarray, upsample: int) -> list[np.ndarray]:
-        image = np.ascontiguousarray(image)
-        return [
-            np.array(self.model.compute_face_descriptor(image, self.predictor(image, rect)))
-            for rect in self.detector(image, upsample)
-        ]
-
-    def seen(self, image: np.ndarray, upsample: int) -> list[np.ndarray]:
-        """Every face found in any of the 8 views (quarter turns, each mirrored)."""
-        found: list[np.ndarray] = []
-        for k in range(4):
-            turned = np.rot90(image, k)
-            found += self.descriptors(turned, upsample) + self.descriptors(turned[:, ::-1], upsample)
-        return found
+def seen(attacker: Attacker, image: np.ndarray, upsample: int) -> list[np.ndarray]:
+    """Every face's descriptor found in any of the 8 views (quarter turns, each mirrored)."""
+    found: list[np.ndarray] = []
+    for k in range(4):
+        turned = np.rot90(image, k)
+        for view in (turned, turned[:, ::-1]):
+            view = np.ascontiguousarray(view)
+            found += attacker.descriptors(view, attacker.detect(view, upsample))
+    return found
 
 
 def attack(attacker: Attacker, persons: list[np.ndarray], clip: Path, every: int, upsample: int) -> dict[str, object]:
@@ -67,8 +46,10 @@ def attack(attacker: Attacker, persons: list[np.ndarray], clip: Path, every: int
             if frame.index % every:
                 continue
             searched += 1
-            found = attacker.seen(frame.image, upsample)
-            who = {p for p, person in enumerate(persons) for d in found if np.linalg.norm(person - d) < THRESHOLD}
+            found = seen(attacker, frame.image, upsample)
+            who = {
+                p for p, person in enumerate(persons) for d in found if np.linalg.norm(person - d) < attacker.threshold
+            }
             frames_with_someone += bool(who)
             identified |= who
             distances = [float(np.linalg.norm(p - d)) for p in persons for d in found]
@@ -94,7 +75,8 @@ def main() -> None:
     from rp_core.io import read_image
 
     attacker = Attacker()
-    persons = attacker.descriptors(read_image(args.photo), 1)
+    photo = read_image(args.photo)
+    persons = attacker.descriptors(photo, attacker.detect(photo, 1))
     print(json.dumps({"photo": args.photo.name, "people": len(persons)}), flush=True)
     for clip in args.clips:
         print(json.dumps(attack(attacker, persons, clip, max(1, args.every), args.upsample)), flush=True)
