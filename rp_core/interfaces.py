@@ -137,6 +137,9 @@ class Detector(Component[OptionsT]):
     #: Place in the `coverage.detector = "auto"` choice, lower first (None: auto never picks it). Auto takes the
     #: first installed one that is not the main detector; two detectors with the same place are an error.
     coverage_priority: ClassVar[int | None] = None
+    #: True when `detect` may run on two threads at once (each thread its own network, or a stateless call):
+    #: a video then searches its next frame while this one is verified (rp_core.video.frames). False by default.
+    concurrent: ClassVar[bool] = False
 
     @abstractmethod
     def detect(self, image: np.ndarray) -> list[Face]:

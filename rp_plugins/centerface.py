@@ -86,6 +86,8 @@ class CenterFaceDetector(Detector):
     #: 24 leaves a margin, so the verifier searches an output's regions of ~100-px faces at their own size.
     smallest_face: ClassVar[float] = 24.0
     recall_option: ClassVar[str | None] = "threshold"
+    #: OpenCV's network is one per thread (OpenCvNetwork), onnxruntime's session runs calls concurrently.
+    concurrent: ClassVar[bool] = True
 
     def model_files(self) -> list[ModelFile]:
         if self.options.onnx_path:

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from rp_core.types import Face
 from rp_core.verify import FaceVerdict, FailClosed, iou
 from rp_core.video.recheck import Reference, TrackChecks
 from rp_core.video.tracks import FaceTracker, TrackedFace
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 #: The stream's route names (one enum for photos and frames: rp_core.stream.Route).
 GENERATE, COVERAGE, SMALL, PREDICTED, KEEP = Route.GENERATE, Route.COVERAGE, Route.SMALL, Route.PREDICTED, Route.KEEP
@@ -106,6 +109,9 @@ class FrameAnonymizer:
         self.memory: dict[int, FaceMemory] = {}
         #: (frame index, payload) of the frames in the lane, in order (frames leave in the order they came).
         self._frames: deque[tuple[int, Any]] = deque()
+        #: Searches of frames not yet prepared, running on `_ahead` (`search_ahead`).
+        self._searches: dict[int, Future[tuple[list[Face], list[Face], dict[str, float]]]] = {}
+        self._ahead: ThreadPoolExecutor | None = None
 
     # -- feeding --------------------------------------------------------------------------------
 
@@ -113,9 +119,46 @@ class FrameAnonymizer:
         self.lane.add(self._prepare(index, image, time_s, payload))
         yield from self._finished()
 
+    def search_ahead(self, index: int, image: np.ndarray) -> None:
+        """Start searching frame `index` for faces on a worker thread, so the search of the next frame runs while
+        this one is verified (both use the cores: a search is mostly the detector's network). Only when every
+        detector of the search may run on two threads at once (`Detector.concurrent`); the search is the one
+        `_prepare` runs (it depends on the image alone), so outputs are the same either way."""
+        if not self._concurrent_search():
+            return
+        if self._ahead is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rp-search")
+        self._searches[index] = self._ahead.submit(self._search, image)
+
     def flush(self) -> Iterator[FrameOutcome]:
         self.lane.drain()
         yield from self._finished()
+
+    def close(self) -> None:
+        """Stop the look-ahead thread (a search still running is waited for, its result dropped)."""
+        self._searches.clear()
+        if self._ahead is not None:
+            self._ahead.shutdown(wait=True, cancel_futures=True)
+            self._ahead = None
+
+    def _concurrent_search(self) -> bool:
+        coverage = self.stream.coverage_detector if self.pipeline.coverage is not None else None
+        return self.stream.detector.concurrent and (coverage is None or coverage.concurrent)
+
+    def _search(self, image: np.ndarray) -> tuple[list[Face], list[Face], dict[str, float]]:
+        """The frame's faces (detector) and the coverage search's faces none of them covers, with their seconds."""
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        found = self.stream.detect(image)
+        timings["detect"] = time.perf_counter() - start
+        missed: list[Face] = []
+        if self.pipeline.coverage is not None:
+            start = time.perf_counter()
+            missed = self.stream.coverage_faces(image, found)  # the same thread as `detect`: no second search
+            timings["coverage"] = time.perf_counter() - start
+        return found, missed, timings
 
     def fail_closed(self) -> FailClosed:
         """The pipeline's policy, as for photos (its output search runs each distinct detector once)."""
@@ -124,26 +167,21 @@ class FrameAnonymizer:
     # -- per frame ------------------------------------------------------------------------------
 
     def _prepare(self, index: int, image: np.ndarray, time_s: float, payload: Any) -> WorkItem:
-        timings: dict[str, float] = {}
-        start = time.perf_counter()
-        found = self.stream.detect(image)
-        timings["detect"] = time.perf_counter() - start
+        ahead = self._searches.pop(index, None)
+        # the photo path's detection and coverage step (same detectors, same passes): videos get what photos get
+        found, missed, timings = ahead.result() if ahead is not None else self._search(image)
         start = time.perf_counter()
         tracked = self.tracker.update(found, index, time_s, image.shape)
         timings["track"] = time.perf_counter() - start
         carried: dict[int, Reference] = {}
         candidates = [self._candidate(t, index, carried, k) for k, t in enumerate(tracked)]
-        if self.pipeline.coverage is not None:
-            start = time.perf_counter()
-            threshold = self.config.coverage.iou
-            # the photo path's coverage step (same detector, same passes), so videos get whatever photos get
-            for face in self.stream.coverage_faces(image, found):
-                # a real detection where a lost track was predicted replaces the prediction (current landmarks)
-                candidates = [
-                    c for c in candidates if not (c.route == Route.PREDICTED and iou(c.face.box, face.box) >= threshold)
-                ]
-                candidates.append(Candidate(face, Route.COVERAGE))
-            timings["coverage"] = time.perf_counter() - start
+        threshold = self.config.coverage.iou
+        for face in missed:
+            # a real detection where a lost track was predicted replaces the prediction (current landmarks)
+            candidates = [
+                c for c in candidates if not (c.route == Route.PREDICTED and iou(c.face.box, face.box) >= threshold)
+            ]
+            candidates.append(Candidate(face, Route.COVERAGE))
         self._frames.append((index, payload))
         item = self.stream.prepare(
             index,

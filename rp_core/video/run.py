@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rp_core.errors import InputError
 from rp_core.files.write import publishing
 from rp_core.pipeline import Pipeline
-from rp_core.video.codec import EncodeSettings, VideoReader, VideoWriter
+from rp_core.video.codec import DecodedFrame, EncodeSettings, VideoReader, VideoWriter
 from rp_core.video.frames import COVERAGE, GENERATE, PREDICTED, CheapCheck, FrameAnonymizer, FrameOutcome
 from rp_core.video.probe import MUXERS, VideoInfo, probe
 from rp_core.video.tracks import FaceTracker
@@ -147,6 +147,7 @@ def anonymize_video(
     pipeline.load()
     reader = VideoReader(source)
     writer: VideoWriter | None = None
+    frames: FrameAnonymizer | None = None
     try:
         with publishing(target, staged=staged) as draft:  # synced and renamed over `target` only if the block completes
             writer = VideoWriter(draft.path, muxer, reader, options.encode)
@@ -161,13 +162,16 @@ def anonymize_video(
             tally = _Tally()
             total = info.frames
             progress = _Progress(total, options.progress_every, on_event)
-            decode_start = time.perf_counter()
-            for frame in reader.frames():
-                tally.timings["decode"] += time.perf_counter() - decode_start
+            decoded = _timed(reader.frames(), tally.timings)
+            frame = next(decoded, None)
+            while frame is not None:
+                following = next(decoded, None)  # decoded one ahead: its search runs while this frame is verified
+                if following is not None:
+                    frames.search_ahead(following.index, following.image)
                 for outcome in frames.push(frame.index, frame.image, frame.time_s, frame):
                     tally.add(outcome, writer)
                     progress.tick(tally.frames)
-                decode_start = time.perf_counter()
+                frame = following
             for outcome in frames.flush():
                 tally.add(outcome, writer)
                 progress.tick(tally.frames)
@@ -194,8 +198,21 @@ def anonymize_video(
             writer.abort()
         raise
     finally:
+        if frames is not None:
+            frames.close()
         reader.close()
     return result
+
+
+def _timed(source: Iterator[DecodedFrame], timings: defaultdict[str, float]) -> Iterator[DecodedFrame]:
+    """`source`'s frames, the seconds spent decoding each added to `timings["decode"]`."""
+    while True:
+        start = time.perf_counter()
+        frame = next(source, None)
+        timings["decode"] += time.perf_counter() - start
+        if frame is None:
+            return
+        yield frame
 
 
 def frames_codec(muxer: str, options: VideoOptions) -> tuple[str, str]:
