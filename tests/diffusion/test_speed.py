@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from rp_core.interfaces import RuntimeContext
@@ -145,7 +146,13 @@ def test_fp8_swaps_the_per_pixel_linears_for_one_module_type_that_computes_them_
     from rp_plugins.diffusion.fp8 import FP8_ROWWISE_LAYERS, RowwiseFp8Linear
     from rp_plugins.diffusion.speed import quantize_linear_fp8_rowwise
 
-    unet = UNet2DConditionModel.from_pretrained(tiny_models[0] / "unet")
+    # where the lever runs (cuBLAS fp8 on a GPU of compute capability 8.9 or more), else the CPU, whose row-scaled
+    # fp8 matmul only newer torch builds have (2.11's CPU backend takes per-tensor scales alone)
+    fp8_gpu = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
+    device = torch.device("cuda" if fp8_gpu else "cpu")
+    if not fp8_gpu and not _cpu_has_rowwise_fp8():
+        pytest.skip(f"torch {torch.__version__}'s CPU backend has no row-scaled fp8 matmul, and no fp8 GPU is here")
+    unet = UNet2DConditionModel.from_pretrained(tiny_models[0] / "unet").to(device)
     linears = {name: module for name, module in unet.named_modules() if isinstance(module, torch.nn.Linear)}
     assert quantize_linear_fp8_rowwise(unet, fast_accumulation=True) > 0
     swapped = {name: m for name, m in unet.named_modules() if type(m).__name__ == RowwiseFp8Linear.__name__}
@@ -155,9 +162,20 @@ def test_fp8_swaps_the_per_pixel_linears_for_one_module_type_that_computes_them_
     assert not any(name.endswith(("attn2.to_k", "attn2.to_v")) for name in swapped)  # 77 text tokens: stay 16-bit
     generator = torch.Generator().manual_seed(0)
     for name, module in swapped.items():
-        x = torch.randn(2, 9, module.in_features, generator=generator)
+        x = torch.randn(2, 9, module.in_features, generator=generator).to(device)
         exact = linears[name](x).detach()
         assert (module(x) - exact).abs().max() <= 0.1 * exact.abs().max()
+
+
+def _cpu_has_rowwise_fp8() -> bool:
+    probe = torch.zeros(16, 16).to(torch.float8_e4m3fn)
+    try:
+        torch._scaled_mm(
+            probe, probe.t(), scale_a=torch.ones(16, 1), scale_b=torch.ones(1, 16), out_dtype=torch.float32
+        )
+    except RuntimeError:
+        return False
+    return True
 
 
 def test_compiled_kernels_are_kept_beside_the_models_unless_the_user_chose_a_place(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
