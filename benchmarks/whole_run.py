@@ -103,7 +103,19 @@ def _anonymize(
             "run_s": total - load, "gpu_s": gpu}  # fmt: skip
 
 
-def run(bench: Path, steps: int, gpus: int) -> None:
+def first_images(bench: Path, limit: int | None) -> Path:
+    """The folder of the run: all images, or the first `limit` of them (by name) linked into their own folder."""
+    if limit is None:
+        return bench / "images"
+    folder = bench / f"images-first{limit}"
+    folder.mkdir(exist_ok=True)
+    for path in sorted((bench / "images").glob("*.png"))[:limit]:
+        if not (folder / path.name).exists():
+            (folder / path.name).symlink_to(path.resolve())
+    return folder
+
+
+def run(bench: Path, steps: int, gpus: int, limit: int | None = None) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import write_random_arcface
 
@@ -112,14 +124,15 @@ def run(bench: Path, steps: int, gpus: int) -> None:
     ensure_random_models(bench / "models")
     if not (bench / "arcface.onnx").exists():
         write_random_arcface(bench / "arcface.onnx")
-    one = _anonymize(bench, bench / "images", bench / "out1", steps, {"CUDA_VISIBLE_DEVICES": "0"})
+    images = first_images(bench, limit)
+    one = _anonymize(bench, images, bench / "out1", steps, {"CUDA_VISIBLE_DEVICES": "0"})
     report(f"1 GPU, {steps} steps", one)
     if gpus < 2:
         return
     halves = [bench / f"half{k}" for k in range(2)]
     for k, half in enumerate(halves):
         half.mkdir(exist_ok=True)
-        for i, path in enumerate(sorted((bench / "images").glob("*.png"))):
+        for i, path in enumerate(sorted(images.glob("*.png"))):
             if i % 2 == k and not (half / path.name).exists():
                 (half / path.name).symlink_to(path.resolve())
     start = time.perf_counter()
@@ -157,6 +170,7 @@ def main() -> None:
     r.add_argument("--bench", type=Path, default=ROOT / "build" / "bench")
     r.add_argument("--steps", type=int, default=20)
     r.add_argument("--gpus", type=int, default=1)
+    r.add_argument("--limit", type=int, default=None, help="only the first N images (by name), e.g. at 100 steps")
     o = sub.add_parser("one")  # one process on one GPU, for --gpus 2
     o.add_argument("--bench", type=Path, required=True)
     o.add_argument("--images", type=Path, required=True)
@@ -166,7 +180,7 @@ def main() -> None:
     if args.step == "prepare":
         prepare(args.out)
     elif args.step == "run":
-        run(args.bench.resolve(), args.steps, args.gpus)
+        run(args.bench.resolve(), args.steps, args.gpus, args.limit)
     else:
         result = _anonymize(args.bench, args.images, args.bench / f"out-gpu{args.gpu}", args.steps,
                             {"CUDA_VISIBLE_DEVICES": str(args.gpu)})  # fmt: skip
