@@ -63,7 +63,8 @@ def test_help_and_plugins_import_nothing_heavy(args: tuple[str, ...]) -> None:
 
 def test_the_offline_preset_imports_no_heavy_library(tmp_path: Path) -> None:
     """The cause of a fast one-photo run on a CPU (no wall time): neither SciPy (scikit-image's transforms), nor
-    `onnx` (its ml_dtypes import alone is ~0.8 s), nor torch is imported to anonymize a photo offline."""
+    `onnx` (its ml_dtypes import alone is ~0.8 s), nor torch, nor multiprocessing (only a folder's worker processes
+    need it, ~30 ms) is imported to anonymize a photo offline."""
     import skimage.data
 
     photo = tmp_path / "astronaut.png"
@@ -79,7 +80,7 @@ def test_the_offline_preset_imports_no_heavy_library(tmp_path: Path) -> None:
     assert done.stdout.strip().endswith("HEAVY:"), done.stdout[-300:]
 
 
-HEAVY_FOR_A_PHOTO = '("torch", "diffusers", "insightface", "scipy", "skimage", "onnx", "ml_dtypes")'
+HEAVY_FOR_A_PHOTO = '("torch", "diffusers", "insightface", "scipy", "skimage", "onnx", "ml_dtypes", "multiprocessing")'
 
 
 def test_plugins_json_lists_every_builtin_plugin() -> None:

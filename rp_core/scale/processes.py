@@ -16,17 +16,19 @@ its own image's people too. Videos and `--in-place` runs stay in this process.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from typing import TYPE_CHECKING, Any
 
 from rp_core.errors import RpError
 from rp_core.executor import Executor, LocalExecutor, WorkSpec
 from rp_core.manifest import ImageEntry
 from rp_core.run_options import Event
 from rp_core.work import FileNames, Outcome
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 #: A folder smaller than this runs in this process: starting a worker (imports, models) costs ~1-2 s.
 MIN_PHOTOS = 8
@@ -90,6 +92,9 @@ class ProcessExecutor(Executor):
             plugins_dir=spec.pipeline.host.plugins_dir,
         )
         on_event(Event("info", f"{count} worker processes (runtime.cpu_workers), each loading the models once"))
+        import multiprocessing  # here, not at the top: a run of one photo never imports it (~30 ms)
+        from concurrent.futures import ProcessPoolExecutor
+
         self._pool = ProcessPoolExecutor(
             max_workers=count,
             mp_context=multiprocessing.get_context("spawn"),  # no fork of a process holding threads and models
