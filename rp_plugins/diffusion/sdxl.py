@@ -7,9 +7,8 @@ located first (model_files.py) so a missing model fails fast with a clear messag
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from rp_core.devices import resolve_torch_device
 from rp_core.errors import DeviceError, MissingModelsError
 from rp_core.interfaces import RuntimeContext
 from rp_plugins.diffusion import fused_cache, prompt_cache
+from rp_plugins.diffusion.distributions import scan_distributions_once
 from rp_plugins.diffusion.model_files import SDXL_SCHEDULER_CONFIG, is_full_size, sdxl_model_files
 from rp_plugins.diffusion.options import SdxlOptions
 from rp_plugins.diffusion.speed import (
@@ -309,7 +309,7 @@ def _load(
     With a `cache_dir`, the merge is read from there when an earlier process saved it (fused_cache.py), and
     saved there otherwise: the same weights either way, bit for bit.
     """
-    with scan_distributions_once():
+    with scan_distributions_once(cache_dir):
         import torch
         from diffusers import StableDiffusionXLPipeline
         from diffusers.utils import logging as diffusers_logging
@@ -396,22 +396,3 @@ def _read_faceid(faceid_file: Path) -> dict[str, dict[str, Any]]:
 def _attach_faceid(pipe: Any, state: dict[str, dict[str, Any]]) -> None:
     """Load FaceID's image projection and attention processors (and its LoRA, when `state` has it) into the UNet."""
     pipe.load_ip_adapter(state, subfolder=None, weight_name="", image_encoder_folder=None)
-
-
-@contextlib.contextmanager
-def scan_distributions_once() -> Iterator[None]:
-    """While diffusers and transformers are imported, list the installed distributions only once.
-
-    Each calls importlib.metadata.packages_distributions() at import, a walk over every installed package's
-    file list (0.7 s each on the GPU box, 1 s on a 2-core CPU, measured); the answer cannot change between
-    the two calls, so the second one reuses the first. The original function is restored afterwards.
-    """
-    import functools
-    import importlib.metadata as metadata
-
-    original = metadata.packages_distributions
-    metadata.packages_distributions = functools.cache(original)  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        metadata.packages_distributions = original  # type: ignore[assignment]
