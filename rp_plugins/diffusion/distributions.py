@@ -31,11 +31,13 @@ def installed_fingerprint(paths: list[str] | None = None) -> str:
         try:
             with os.scandir(entry or ".") as found:
                 names = sorted(e.name for e in found if e.name.endswith((".dist-info", ".egg-info")))
-        except OSError:  # not a folder (a zip, a missing path): nothing importlib.metadata finds there either
+        except NotADirectoryError:  # a zip or egg on the path: its own modification time stands for its contents
+            names = [""]
+        except OSError:  # a missing path: nothing importlib.metadata finds there either
             continue
         for name in names:
             try:
-                stamp = os.stat(os.path.join(entry or ".", name)).st_mtime_ns
+                stamp = os.stat(os.path.join(entry or ".", name) if name else entry).st_mtime_ns
             except OSError:
                 continue
             digest.update(f"{entry}\0{name}\0{stamp}\n".encode())
@@ -69,7 +71,7 @@ def _save(path: Path, answer: Packages) -> None:
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, json.dumps(answer, sort_keys=True).encode("utf-8"))
+        atomic_write_bytes(path, json.dumps(answer).encode("utf-8"))  # in the order computed, as a scan gives it
     except OSError:
         pass
 

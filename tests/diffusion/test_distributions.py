@@ -12,13 +12,14 @@ from rp_plugins.diffusion.distributions import installed_fingerprint, remembered
 def test_the_kept_map_is_the_standard_librarys_and_a_later_process_reads_it_without_a_scan(tmp_path: Path) -> None:
     truth = metadata.packages_distributions()
     first = remembered(metadata.packages_distributions, tmp_path)()
-    assert first == truth  # the very answer diffusers and transformers would compute themselves
+    assert first == truth and list(first) == list(truth)  # the very answer (and order) a fresh scan gives
     assert len(list(tmp_path.glob("distributions-*.json"))) == 1
 
     def no_scan() -> dict[str, list[str]]:
         raise AssertionError("scanned again although the same packages are installed")
 
-    assert remembered(no_scan, tmp_path)() == truth  # the cause of the speed: read back, not walked again
+    again = remembered(no_scan, tmp_path)()  # the cause of the speed: read back, not walked again
+    assert again == truth and list(again) == list(truth)
 
 
 def test_within_a_process_the_second_caller_reuses_the_first_answer() -> None:
@@ -45,6 +46,11 @@ def test_installing_upgrading_or_reinstalling_a_package_changes_the_fingerprint(
     reinstalled = installed_fingerprint([str(site)])
     assert len({empty, installed, upgraded, reinstalled}) == 4
     assert installed_fingerprint([str(tmp_path / "missing"), str(site)]) == reinstalled  # a missing path adds nothing
+    archive = tmp_path / "packages.zip"  # a zip on the path: its modification time stands for its contents
+    archive.write_bytes(b"PK")
+    zipped = installed_fingerprint([str(archive)])
+    os.utime(archive, ns=(2, 2))
+    assert installed_fingerprint([str(archive)]) != zipped
 
 
 def test_an_unreadable_kept_map_is_computed_again_and_the_function_is_restored(tmp_path: Path) -> None:
