@@ -13,6 +13,7 @@ top, the same on every run and in any input order.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -103,50 +104,80 @@ class AffineMerger(Merger):
             raise ValueError(f"merge got {len(faces)} faces but {len(hides)} hidden flags")
         out = np.array(image, dtype=np.uint8, copy=True)
         order = sorted(range(len(faces)), key=lambda i: (_image_side(faces[i]), faces[i].index, i))
+        warps: dict[int, _Warp | None] = {}
         for i in order:
             crop = np.asarray(crops[i])
             if crop.dtype != np.uint8 or crop.shape != faces[i].crop.shape:
                 raise ValueError(
                     f"crop {i} must be uint8 {faces[i].crop.shape} like the aligned face, got {crop.dtype} {crop.shape}"
                 )
-            self._paste(out, faces[i], crop, hidden=hides[i])
+            warps[i] = _warp(faces[i], crop, out.shape)
+            self._paste(out, faces[i], warps[i], hidden=hides[i])
         if self.options.region == "crop" or any(hides):
             # a whole square (or head) also carries its neighbours' original pixels: give every face
             # region back its own crop, so no face is restored by a larger face's mask pasted over it
+            # (the same crop through the same matrix: its warp is reused, only the mask differs)
             for i in order:
-                self._paste(out, faces[i], np.asarray(crops[i]), region="face")
+                self._paste(out, faces[i], warps[i], region="face")
         return out
 
     def _paste(
-        self, out: np.ndarray, face: AlignedFace, crop: np.ndarray, region: str | None = None, hidden: bool = False
+        self, out: np.ndarray, face: AlignedFace, warp: _Warp | None, region: str | None = None, hidden: bool = False
     ) -> None:
-        """Blend one crop into `out` in place, working only inside the footprint's bounding box."""
+        """Blend one warped crop into `out` in place, with this region's feathered mask, inside its window only."""
         import cv2
 
         from rp_core.align import warp_to_image
 
-        bounds = _footprint_bounds(face.matrix, face.size, out.shape)
-        if bounds is None:
+        if warp is None:
             return
-        x0, y0, x1, y1 = bounds
-        # the same matrix for a window whose origin is (x0, y0) in the image
-        matrix = face.matrix.copy()
-        matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
-        window_shape = (y1 - y0, x1 - x0)
-        warped = warp_to_image(crop, matrix, window_shape).astype(np.float32)
-        alpha = warp_to_image(self.alpha(face, region, hidden), matrix, window_shape, interpolation=cv2.INTER_LINEAR)
+        (x0, y0, x1, y1), matrix = warp.bounds, warp.matrix
+        alpha = warp_to_image(
+            self.alpha(face, region, hidden), matrix, (y1 - y0, x1 - x0), interpolation=cv2.INTER_LINEAR
+        )
         alpha = np.clip(alpha, 0.0, 1.0)
         alpha[alpha < _ALPHA_FLOOR] = 0.0
-        # never past the crop's own footprint, whatever the interpolation did at its border
-        square = np.ones((face.size, face.size), dtype=np.uint8)
-        alpha[warp_to_image(square, matrix, window_shape, interpolation=cv2.INTER_NEAREST) == 0] = 0.0
+        alpha[~warp.footprint] = (
+            0.0  # never past the crop's own footprint, whatever the interpolation did at its border
+        )
         touched = alpha > 0
         if not touched.any():
             return
         window = out[y0:y1, x0:x1]
         base = window.astype(np.float32)
-        blended = base + (warped - base) * alpha[:, :, None]
+        blended = base + (warp.pixels - base) * alpha[:, :, None]
         window[touched] = np.clip(np.rint(blended[touched]), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class _Warp:
+    """One crop warped back into its window of the image: the window, the matrix for it, the pixels (float32),
+    and which of them the crop square covers."""
+
+    bounds: tuple[int, int, int, int]
+    matrix: np.ndarray
+    pixels: np.ndarray
+    footprint: np.ndarray
+
+
+def _warp(face: AlignedFace, crop: np.ndarray, shape: tuple[int, ...]) -> _Warp | None:
+    """`crop` warped into the bounding box of its footprint (None when the square lies off the image)."""
+    import cv2
+
+    from rp_core.align import warp_to_image
+
+    bounds = _footprint_bounds(face.matrix, face.size, shape)
+    if bounds is None:
+        return None
+    x0, y0, x1, y1 = bounds
+    # the same matrix for a window whose origin is (x0, y0) in the image
+    matrix = face.matrix.copy()
+    matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
+    window_shape = (y1 - y0, x1 - x0)
+    pixels = warp_to_image(crop, matrix, window_shape).astype(np.float32)
+    square = np.ones((face.size, face.size), dtype=np.uint8)
+    footprint = warp_to_image(square, matrix, window_shape, interpolation=cv2.INTER_NEAREST) != 0
+    return _Warp(bounds, matrix, pixels, footprint)
 
 
 def _image_side(face: AlignedFace) -> float:
