@@ -137,22 +137,21 @@ class AffineMerger(Merger):
         )
         alpha = np.clip(alpha, 0.0, 1.0)
         alpha[alpha < _ALPHA_FLOOR] = 0.0
-        alpha[~warp.footprint] = (
-            0.0  # never past the crop's own footprint, whatever the interpolation did at its border
-        )
+        # never past the crop's own footprint, whatever the interpolation did at its border
+        alpha[~warp.footprint] = 0.0
         touched = alpha > 0
         if not touched.any():
             return
         window = out[y0:y1, x0:x1]
         base = window.astype(np.float32)
-        blended = base + (warp.pixels - base) * alpha[:, :, None]
+        blended = base + (warp.pixels.astype(np.float32) - base) * alpha[:, :, None]
         window[touched] = np.clip(np.rint(blended[touched]), 0, 255).astype(np.uint8)
 
 
 @dataclass(frozen=True)
 class _Warp:
-    """One crop warped back into its window of the image: the window, the matrix for it, the pixels (float32),
-    and which of them the crop square covers."""
+    """One crop warped back into its window of the image: the window, the matrix for it, the pixels (uint8, as
+    the crop: a merge holds one per face), and which of them the crop square covers."""
 
     bounds: tuple[int, int, int, int]
     matrix: np.ndarray
@@ -174,7 +173,7 @@ def _warp(face: AlignedFace, crop: np.ndarray, shape: tuple[int, ...]) -> _Warp 
     matrix = face.matrix.copy()
     matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
     window_shape = (y1 - y0, x1 - x0)
-    pixels = warp_to_image(crop, matrix, window_shape).astype(np.float32)
+    pixels = warp_to_image(crop, matrix, window_shape)
     square = np.ones((face.size, face.size), dtype=np.uint8)
     footprint = warp_to_image(square, matrix, window_shape, interpolation=cv2.INTER_NEAREST) != 0
     return _Warp(bounds, matrix, pixels, footprint)
