@@ -107,9 +107,13 @@ def first_images(bench: Path, limit: int | None) -> Path:
     """The folder of the run: all images, or the first `limit` of them (by name) linked into their own folder."""
     if limit is None:
         return bench / "images"
-    folder = bench / f"images-first{limit}"
+    return linked(bench / f"images-first{limit}", sorted((bench / "images").glob("*.png"))[:limit])
+
+
+def linked(folder: Path, paths: list[Path]) -> Path:
+    """`folder` holding a link to each of `paths` (made once)."""
     folder.mkdir(exist_ok=True)
-    for path in sorted((bench / "images").glob("*.png"))[:limit]:
+    for path in paths:
         if not (folder / path.name).exists():
             (folder / path.name).symlink_to(path.resolve())
     return folder
@@ -129,12 +133,8 @@ def run(bench: Path, steps: int, gpus: int, limit: int | None = None) -> None:
     report(f"1 GPU, {steps} steps", one)
     if gpus < 2:
         return
-    halves = [bench / f"half{k}" for k in range(2)]
-    for k, half in enumerate(halves):
-        half.mkdir(exist_ok=True)
-        for i, path in enumerate(sorted(images.glob("*.png"))):
-            if i % 2 == k and not (half / path.name).exists():
-                (half / path.name).symlink_to(path.resolve())
+    files = sorted(images.glob("*.png"))
+    halves = [linked(bench / f"half{k}", files[k::2]) for k in range(2)]
     start = time.perf_counter()
     with_env = [
         subprocess.Popen([sys.executable, "-m", "benchmarks.whole_run", "one", "--bench", str(bench),
