@@ -108,9 +108,10 @@ class Verifier:
         (this image's and `others`), so a crop swapped in from another face of the image or replayed
         from an earlier image is caught; the worst score counts for each face whose region holds it,
         and a face where nothing is found reads as no face (score None). A found face where a face
-        of `faces` was is also read on `original` at the same landmarks and compared with that: a
-        face the merger missed (landmarks displaced, the fill beside it) is still there, as it was,
-        and matches itself. Without a `finder`, each face is read on `output` at its original
+        of `faces` was, and matches none of the identities, is also read on `original` at the same
+        landmarks and compared with that: a face the merger missed (landmarks displaced, the fill
+        beside it) is still there, as it was, and matches itself. (A face that already matches
+        someone leaks whatever that reading says; its score is then the identities'.) Without a `finder`, each face is read on `output` at its original
         landmarks and compared with its own identity. Faces found on a `kept` face (left unchanged
         on purpose) are skipped. A face whose pixels did not change at all leaks either way.
         """
@@ -134,7 +135,9 @@ class Verifier:
                 if identities is None:  # read the originals only now: most outputs show no face to compare
                     identities = _Identities([*before, *others], self.metric)
                 score = identities.worst(embedding)
-                if any(iou(face.box, f.box) > 0.1 for f in faces):  # where a face was: still there, as it was?
+                # where a face was: still there, as it was? (Not asked when the face already matches someone: it
+                # leaks either way, and the reading of the original would cost one more descriptor.)
+                if not self.matches(score) and any(iou(face.box, f.box) > 0.1 for f in faces):
                     [there_before] = self._encode_found(original, [face])
                     own = score if there_before is None else compare_embeddings(there_before, embedding, self.metric)
                     score = own if self.worse(own, score) else score

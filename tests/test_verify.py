@@ -252,41 +252,75 @@ def test_geometry_helpers() -> None:
     assert region_unchanged(image, changed, (0, 0, 10, 10)) and not region_unchanged(image, changed, (10, 10, 20, 20))
 
 
+class _T1Check:
+    """dlib's verifier and detector on t1, its faces and identities, and a finder searching face 0's region."""
+
+    def __init__(self, host, t1: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+        from rp_core.coverage import search_region
+        from rp_core.verify import Verifier
+
+        self.verifier = Verifier(host.get("identity_encoder", "dlib").cls())
+        detector = host.get("detector", "dlib").cls()
+        self.faces = detector.detect(t1)
+        self.identities = self.verifier.encode(t1, self.faces)
+        self.box = x0, y0, x1, y1 = tuple(int(v) for v in self.faces[0].box)
+        self.region = [(x0 - 40.0, y0 - 40.0, x1 + 40.0, y1 + 40.0)]
+        self.finder = lambda image, region: search_region(detector.detect, image, region, margin=0.0)
+
+
 def test_every_face_is_compared_with_every_identity_of_the_image_and_the_recent_ones(host, t1) -> None:  # type: ignore[no-untyped-def]
     """Another person's face does not pass because it is not the person who was there."""
-    from rp_core.coverage import search_region
-    from rp_core.verify import RecentIdentities, Verifier
+    from rp_core.verify import RecentIdentities
 
-    verifier = Verifier(host.get("identity_encoder", "dlib").cls())
-    detector = host.get("detector", "dlib").cls()
-    faces = detector.detect(t1)
-    identities = verifier.encode(t1, faces)
+    s = _T1Check(host, t1)
     # as if face 0's place had held nobody (grey) and the generator pasted person 0 there: a crop of another face
-    x0, y0, x1, y1 = (int(v) for v in faces[0].box)
+    x0, y0, x1, y1 = s.box
     before = t1.copy()
     before[y0:y1, x0:x1] = 128
-
-    def finder(image: np.ndarray, region: tuple[float, float, float, float]) -> list[Face]:
-        return search_region(detector.detect, image, region, margin=0.0)
-
-    region = [(x0 - 40.0, y0 - 40.0, x1 + 40.0, y1 + 40.0)]
-    [alone] = verifier.check(before, t1, faces[:1], identities[1:2], region, finder)
-    [recent] = verifier.check(before, t1, faces[:1], identities[1:2], region, finder, others=identities[:1])
-    image = verifier.check(before, t1, faces[:2], [identities[1], identities[0]], [*region, *region], finder)
+    [alone] = s.verifier.check(before, t1, s.faces[:1], s.identities[1:2], s.region, s.finder)
+    [recent] = s.verifier.check(before, t1, s.faces[:1], s.identities[1:2], s.region, s.finder, others=s.identities[:1])
+    image = s.verifier.check(
+        before, t1, s.faces[:2], [s.identities[1], s.identities[0]], [*s.region, *s.region], s.finder
+    )
     assert not alone.leak  # only person 1 looked for
     assert recent.leak and image[0].leak and recent.found_at is not None
-    assert recent.score == image[0].score < verifier.threshold
+    assert recent.score == image[0].score < s.verifier.threshold
     # without the output search, a face is compared with its own identity at its landmarks only
-    [unsearched] = verifier.check(before, t1, faces[:1], identities[1:2], others=identities[:1])
+    [unsearched] = s.verifier.check(before, t1, s.faces[:1], s.identities[1:2], others=s.identities[:1])
     assert not unsearched.leak
 
     window = RecentIdentities(images=2)
     first, second, third = object(), object(), object()
-    window.add(first, identities[:2])
-    window.add(second, identities[2:3])
-    assert list(window.others(second)) == identities[:2]
-    window.add(third, identities[3:4])  # the oldest image leaves the window
-    assert list(window.others(third)) == identities[2:3]
+    window.add(first, s.identities[:2])
+    window.add(second, s.identities[2:3])
+    assert list(window.others(second)) == s.identities[:2]
+    window.add(third, s.identities[3:4])  # the oldest image leaves the window
+    assert list(window.others(third)) == s.identities[2:3]
+
+
+def test_a_found_face_is_read_on_the_original_only_when_it_matches_no_identity(host, t1) -> None:  # type: ignore[no-untyped-def]
+    """The reading of the original at a found face's landmarks catches a face the merger missed while the identities
+    were read at the wrong place; a face that already matches someone leaks without it (one descriptor less)."""
+    s = _T1Check(host, t1)
+    x0, y0 = s.box[:2]
+    output = t1.copy()
+    output[y0, x0] ^= 1  # one pixel changed: the face is still there, as it was
+    reads: list[bool] = []
+    encode = s.verifier.encoder.encode
+
+    def counted(image: np.ndarray, found: Sequence[Face]):  # type: ignore[no-untyped-def]
+        reads.append(image is t1)  # True: a reading of the original
+        return encode(image, found)
+
+    s.verifier.encoder.encode = counted  # type: ignore[method-assign]
+    [own] = s.verifier.check(t1, output, s.faces[:1], s.identities[:1], s.region, s.finder)
+    assert own.leak and own.score is not None and own.score < s.verifier.threshold
+    assert reads == [False]  # the face on the output, matched to its identity: the original is not read
+    reads.clear()
+    # the identity read at the wrong place (another person's): only the reading of the original catches the face
+    [missed] = s.verifier.check(t1, output, s.faces[:1], s.identities[1:2], s.region, s.finder)
+    assert missed.leak and missed.score is not None and missed.score < s.verifier.threshold
+    assert reads == [False, True]
 
 
 def test_faces_cut_by_the_border_are_obfuscated_and_written_not_refused(host, t1, reidentifier, tmp_path) -> None:  # type: ignore[no-untyped-def]
