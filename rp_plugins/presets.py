@@ -28,9 +28,8 @@ DEFAULT: dict[str, Any] = {}
 #: measured with real weights, so keep verification on.
 FAST = {"inverter": {"name": "ledits_sdxl", "options": {"num_inversion_steps": 50}}}
 
-#: For large batch jobs: whole-UNet torch.compile + 8 faces per batch: 6.2-6.3 s/face on an H200 against 6.65 s for
-#: the default (which compiles only the transformer blocks, ~10 s), for ~2 min of compiling at start (cached by torch).
-THROUGHPUT = {"runtime": {"compile": True, "batch_size": 8}}
+#: There is no `throughput` preset: a whole-UNet torch.compile (`runtime.compile`) measured 6.2-6.3 s/face on an H200
+#: against 6.65-6.85 s for the default, ~6 % for ~2 min of compiling at start; it stays a setting.
 
 
 @hookimpl
@@ -42,8 +41,7 @@ def rp_register_presets(register: Callable[[str, dict[str, Any], str], None]) ->
     )
     register("fast", FAST, "Half the diffusion steps (50): ~2x faster per face; effect on the result unmeasured.")
     register(
-        "throughput",
-        THROUGHPUT,
-        "Whole-UNet compile, 8 faces per batch: ~5% faster per face than the default, ~2 min compile at start.",
+        "offline",
+        OFFLINE,
+        "Runs anywhere with no downloads: CenterFace finds faces, pixelation, dlib re-checks the outputs.",
     )
-    register("offline", OFFLINE, "Runs anywhere with no downloads: CenterFace finds faces, pixelation, dlib re-checks the outputs.")

@@ -91,8 +91,7 @@ def test_plugins_json_lists_every_builtin_plugin() -> None:
         "default",
         "fast",
         "offline",
-        "throughput",
-    ]  # fp8 removed: not faster
+    ]  # fp8 removed: not faster; throughput removed: ~6 % faster for ~2 min of compiling
     assert all({"name", "version", "hooks", "provides"} <= set(p) for p in plugins.values())
 
 
