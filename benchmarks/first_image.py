@@ -6,7 +6,9 @@ On the GPU box, after `python -m benchmarks.whole_run prepare` here (the photos 
 
 Each run is a fresh `python -m rp_core.cli anonymize` process (the real session, orchestrator, fail-closed check
 and writing) over one photo, default settings (100 steps, batch 8), full-size random SDXL + FaceID loaded from disk
-through the product's loader, with the benchmark detector and ArcFace of benchmarks/bench_plugins. The models
+through the product's loader, with the benchmark detector and ArcFace of benchmarks/bench_plugins. Each process
+starts in the bench folder: `python -m` puts the current folder first on the path, so started in a checkout it would
+run the checkout's code whatever PYTHONPATH says; from there it runs the installed rp (PYTHONPATH, site-packages). The models
 folder (`--models`) starts without a cache folder, so the first process is a first run (it merges FaceID's LoRA and
 saves the merge) and later ones are second runs. Prints wall seconds per process, and with --import-profile the
 import time of the modules the run loads (`python -X importtime`, the slowest top-level ones).
@@ -44,7 +46,7 @@ def timed_run(command: list[str], output: Path, env: dict[str, str]) -> float:
     """Wall seconds from starting the process to its exit, with the output file checked to exist."""
     output.unlink(missing_ok=True)
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=output.parent)
     wall = time.perf_counter() - start
     if done.returncode != 0 or not output.is_file():
         raise SystemExit(f"rp anonymize failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -54,7 +56,9 @@ def timed_run(command: list[str], output: Path, env: dict[str, str]) -> float:
 def import_profile(command: list[str], output: Path, env: dict[str, str], top: int = 15) -> None:
     """The run's slowest imports (cumulative, top-level modules of each import chain)."""
     output.unlink(missing_ok=True)
-    done = subprocess.run([command[0], "-X", "importtime", *command[1:]], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [command[0], "-X", "importtime", *command[1:]], capture_output=True, text=True, env=env, cwd=output.parent
+    )
     rows = []
     for line in done.stderr.splitlines():
         if line.startswith("import time:") and "self [us]" not in line:
@@ -74,7 +78,9 @@ def load_profile(command: list[str], output: Path, env: dict[str, str], save: Pa
 
     output.unlink(missing_ok=True)
     stats = save or output.with_suffix(".prof")
-    subprocess.run([command[0], "-m", "cProfile", "-o", str(stats), *command[1:]], capture_output=True, env=env)
+    subprocess.run(
+        [command[0], "-m", "cProfile", "-o", str(stats), *command[1:]], capture_output=True, env=env, cwd=output.parent
+    )
     pstats.Stats(str(stats)).sort_stats("cumulative").print_stats(top)
 
 
