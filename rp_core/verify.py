@@ -111,9 +111,10 @@ class Verifier:
         of `faces` was, and matches none of the identities, is also read on `original` at the same
         landmarks and compared with that: a face the merger missed (landmarks displaced, the fill
         beside it) is still there, as it was, and matches itself. (A face that already matches
-        someone leaks whatever that reading says; its score is then the identities'.) Without a `finder`, each face is read on `output` at its original
-        landmarks and compared with its own identity. Faces found on a `kept` face (left unchanged
-        on purpose) are skipped. A face whose pixels did not change at all leaks either way.
+        someone leaks whatever that reading says; its score is then the identities'.) Without a
+        `finder`, each face is read on `output` at its original landmarks and compared with its own
+        identity. Faces found on a `kept` face (left unchanged on purpose) are skipped. A face whose
+        pixels did not change at all leaks either way.
         """
         scores: list[float | None] = [None] * len(faces)
         if finder is None:
