@@ -217,6 +217,8 @@ class RayExecutor(Executor):
         assert self._spec is not None and self._names is not None
         jobs = self._spec.plan.jobs
         lost = [i for i in task.indices if i not in task.received]
+        if not lost:  # every file of the task was reported before the worker died: nothing to hand out again
+            return
         again = []
         for i in lost:
             for temporary in temporary_files_for(jobs[i].target):  # the dead worker's half-written file
