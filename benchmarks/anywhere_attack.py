@@ -85,12 +85,17 @@ class AnywhereAttacker:
         self.dlib = Attacker()
         self.centerface = CenterFaceDetector(CenterFaceOptions(threshold=CENTERFACE_THRESHOLD))
 
-    def faces(self, image: np.ndarray, centerface_at_least: float = 0.0) -> list[Face]:
-        """HOG's faces and CenterFace's (at least that score), each with dlib's 68 landmarks."""
+    def faces(self, image: np.ndarray) -> list[Face]:
+        """HOG's faces and CenterFace's, each with dlib's 68 landmarks."""
+        image = np.ascontiguousarray(image)
+        return self.dlib.detect(image, 1) + self.centerface_faces(image)
+
+    def centerface_faces(self, image: np.ndarray, centerface_at_least: float = 0.0) -> list[Face]:
+        """CenterFace's faces (at least that score) with dlib's 68 landmarks fitted in each box."""
         import dlib
 
         image = np.ascontiguousarray(image)
-        found = self.dlib.detect(image, 1)
+        found: list[Face] = []
         for face in self.centerface.detect(image):
             if face.score < centerface_at_least:
                 continue
@@ -104,7 +109,7 @@ class AnywhereAttacker:
     def people(self, image: np.ndarray) -> list[np.ndarray]:
         """One descriptor per person of the original: faces both detectors see, or CenterFace at >= 0.5."""
         hog = self.dlib.detect(image, 1)
-        sure = self.faces(image, centerface_at_least=0.5)[len(hog) :]
+        sure = self.centerface_faces(image, centerface_at_least=0.5)
         faces = [f for f in hog if any(iou(f.box, c.box) > 0.3 for c in sure)]
         faces += [c for c in sure if all(iou(f.box, c.box) <= 0.3 for f in faces)]
         return self.dlib.descriptors(image, faces) if faces else []
