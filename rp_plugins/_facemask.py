@@ -22,6 +22,8 @@ ELLIPSE_CENTRE = (0.50, 0.52)
 ELLIPSE_AXES = (0.34, 0.43)
 #: Share of the crop side the face spans horizontally (for sizes given "per face").
 FACE_WIDTH_FRACTION = 0.6
+#: Growth of the face region that covers the whole head (hair line, ears, jaw), like deface's default mask.
+HEAD_SCALE = 1.3
 #: Forehead points: brow points moved up by this share of the chin-to-brow distance.
 FOREHEAD_RAISE = 0.35
 #: Landmark hull grown around its centroid by this factor so the jaw line is covered.

@@ -29,7 +29,7 @@ class _Obfuscator(Generator):
 
     needs_identity: ClassVar[bool] = False
     needs_inversion: ClassVar[bool] = False
-    options: PixelateOptions | BlurOptions | SolidOptions
+    options: PixelateOptions | BlurOptions | BoxBlurOptions | SolidOptions
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:
         return [np.array(self._obfuscate(r.face), dtype=np.uint8) for r in requests]
@@ -149,6 +149,57 @@ class Blur(_Obfuscator):
         return np.asarray(blurred, dtype=np.uint8)
 
 
+class BoxBlurOptions(ComponentOptions):
+    """Options of the boxblur generator."""
+
+    kernel: float = Field(
+        0.5,
+        ge=0.1,
+        le=1.0,
+        description="box filter side as a share of the whole head's window (deface's blur: 0.5); 1: nearly flat",
+    )
+
+
+class BoxBlur(_Obfuscator):
+    """deface's blur: a box filter half as wide as the head, over the head's window only.
+
+    deface averages each face box with a box filter half the box's size, using nothing from outside the
+    box, so the head becomes a smooth oval. This does the same in the aligned crop, over the window of the
+    whole-head region (`HEAD_SCALE`); the rest of the crop is box-blurred too, so the whole crop is
+    obfuscated whatever mask the merger pastes. With the merger's `erode` and `feather` at 0 the oval's
+    edge is hard, as in deface.
+    """
+
+    name: ClassVar[str] = "boxblur"
+    Options: ClassVar[type[ComponentOptions]] = BoxBlurOptions
+    options: BoxBlurOptions
+
+    def stronger(self, attempt: int, factor: float) -> BoxBlur | None:
+        """A wider box (kernel x factor**attempt, at most 1) for fail-closed retry `attempt`; None past the widest."""
+        if self.options.kernel >= 1.0:
+            return None
+        kernel = min(1.0, self.options.kernel * factor**attempt)
+        return BoxBlur(self.options.model_copy(update={"kernel": kernel}), self.context)
+
+    def _obfuscate(self, face: AlignedFace) -> np.ndarray:
+        import cv2
+
+        from rp_plugins._facemask import HEAD_SCALE, face_region
+
+        crop = np.asarray(face.crop)
+        rows, cols = np.nonzero(face_region(face, scale=HEAD_SCALE))
+        if rows.size == 0:  # no head in the crop at all: treat the whole crop as the window
+            top, bottom, left, right = 0, crop.shape[0], 0, crop.shape[1]
+        else:
+            top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        kernel = self.options.kernel
+        size = (max(1, round((right - left) * kernel)), max(1, round((bottom - top) * kernel)))
+        out = np.array(cv2.blur(crop, size, borderType=cv2.BORDER_REFLECT), dtype=np.uint8)
+        window = np.ascontiguousarray(crop[top:bottom, left:right])
+        out[top:bottom, left:right] = cv2.blur(window, size, borderType=cv2.BORDER_REFLECT)
+        return out
+
+
 class SolidOptions(ComponentOptions):
     """Options of the solid generator."""
 
@@ -172,4 +223,5 @@ class Solid(_Obfuscator):
 def rp_register_generators(register: Callable[[type], None]) -> None:
     register(Pixelate)
     register(Blur)
+    register(BoxBlur)
     register(Solid)

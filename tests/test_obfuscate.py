@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -9,11 +11,20 @@ from rp_core.align import align_face
 from rp_core.config import resolve_config
 from rp_core.orchestrator import Anonymizer
 from rp_core.types import GenerationRequest
-from rp_plugins._facemask import face_region
+from rp_plugins._facemask import HEAD_SCALE, face_region
 from rp_plugins.dlib_faces import DlibDetector
-from rp_plugins.obfuscate import Blur, BlurOptions, Pixelate, PixelateOptions, Solid, SolidOptions
+from rp_plugins.obfuscate import (
+    Blur,
+    BlurOptions,
+    BoxBlur,
+    BoxBlurOptions,
+    Pixelate,
+    PixelateOptions,
+    Solid,
+    SolidOptions,
+)
 
-GENERATORS = ["pixelate", "blur", "solid"]
+GENERATORS = ["pixelate", "blur", "boxblur", "solid"]
 
 
 def offline_config(host, generator: str):  # type: ignore[no-untyped-def]
@@ -66,6 +77,8 @@ def request_(astronaut: np.ndarray) -> GenerationRequest:
         Pixelate(PixelateOptions(blocks=12)),
         Blur(),
         Blur(BlurOptions(strength=0.05)),
+        BoxBlur(),
+        BoxBlur(BoxBlurOptions(kernel=0.2)),
         Solid(),
         Solid(SolidOptions(color=(255, 0, 0))),
     ],
@@ -79,6 +92,34 @@ def test_the_whole_crop_is_obfuscated(generator, request_: GenerationRequest) ->
     head = face_region(request_.face, scale=1.3)
     assert (new[head] != crop[head]).any(axis=1).mean() > 0.5
     assert not generator.needs_identity and not generator.needs_inversion
+
+
+def test_boxblur_averages_the_head_over_its_own_window(request_: GenerationRequest) -> None:
+    """deface's blur: the head's window is averaged from its own pixels only (nothing of the hair or background
+    around it bleeds in), into a far smoother patch than the face was."""
+    face = request_.face
+    rows, cols = np.nonzero(face_region(face, scale=HEAD_SCALE))
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    (new,) = BoxBlur().generate([request_])
+    painted = np.array(face.crop)
+    outside = np.ones(painted.shape[:2], dtype=bool)
+    outside[top:bottom, left:right] = False
+    painted[outside] = 255
+    (new_painted,) = BoxBlur().generate([GenerationRequest(face=replace(face, crop=painted))])
+    assert np.array_equal(new[top:bottom, left:right], new_painted[top:bottom, left:right])
+    assert not np.array_equal(new[outside], new_painted[outside]), "outside the window the crop is blurred too"
+    window, blurred = face.crop[top:bottom, left:right].astype(float), new[top:bottom, left:right].astype(float)
+    roughness = [np.abs(np.diff(w, axis=0)).mean() + np.abs(np.diff(w, axis=1)).mean() for w in (window, blurred)]
+    assert roughness[1] < 0.1 * roughness[0], roughness
+
+
+def test_boxblur_widens_for_each_retry_up_to_the_whole_window() -> None:
+    kernels = []
+    for attempt in (1, 2, 3):
+        stronger = BoxBlur().stronger(attempt, 1.5)
+        kernels.append(None if stronger is None else stronger.options.kernel)
+    assert kernels == [0.75, 1.0, 1.0]
+    assert BoxBlur(BoxBlurOptions(kernel=1.0)).stronger(1, 1.5) is None
 
 
 def test_solid_fills_with_its_colour(request_: GenerationRequest) -> None:
@@ -98,6 +139,8 @@ def test_options_are_validated() -> None:
         SolidOptions.model_validate({"color": [0, 0, 300]})
     with pytest.raises(ValueError):
         BlurOptions(strength=0)
+    with pytest.raises(ValueError):
+        BoxBlurOptions(kernel=0.05)
     with pytest.raises(ValueError):  # the merger owns the mask: one --mask-scale for every generator
         PixelateOptions.model_validate({"mask_scale": 1.3})
 
