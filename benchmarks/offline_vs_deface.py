@@ -9,7 +9,7 @@ descriptor at 0.6, compared with the faces of the original photo.
 Each command runs under `/usr/bin/time -v`: the table gives wall seconds, CPU seconds (user + system: the figure
 to trust on a shared machine) and peak memory (maximum RSS) of every process.
 
-Run: python -m benchmarks.offline_vs_deface
+Run: python -m benchmarks.offline_vs_deface [--set KEY=VALUE ...]   (settings passed on to rp)
 """
 
 from __future__ import annotations
@@ -56,10 +56,15 @@ def cost_cell(cost: Cost) -> str:
 
 
 def main() -> None:
+    import argparse
+
     from rp_core.coverage import merge_faces
     from rp_plugins.centerface import CenterFaceDetector
     from rp_plugins.dlib_faces import DlibDetector
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed on to rp (repeatable)")
+    settings = [arg for setting in parser.parse_args().set for arg in ("--set", setting)]
     attacker = Attacker()
     truth_detectors = (DlibDetector(), CenterFaceDetector())  # ground truth as in coverage_variants
     header = ROW.format(
@@ -89,7 +94,7 @@ def main() -> None:
             sources.append(source)
             rp_out, deface_out = root / f"rp{k}.png", root / f"deface{k}.png"
             rp = timed([sys.executable, "-m", "rp_core.cli", "anonymize", str(source), "-o", str(rp_out),
-                        "--preset", "offline", "-q"])  # fmt: skip
+                        "--preset", "offline", "-q", *settings])  # fmt: skip
             deface = timed(["deface", str(source), "-o", str(deface_out)])
             rp_total, deface_total = rp_total + rp, deface_total + deface
             identifiable = attacker.identifiable(variant, originals)
@@ -107,7 +112,7 @@ def main() -> None:
                                    counts["rp"], counts["deface"], cost_cell(rp), cost_cell(deface)))  # fmt: skip
             print(rows[-1], flush=True)
         folder_cost = timed([sys.executable, "-m", "rp_core.cli", "anonymize", str(root / "in"), "-o",
-                             str(root / "all"), "--preset", "offline", "-q"])  # fmt: skip
+                             str(root / "all"), "--preset", "offline", "-q", *settings])  # fmt: skip
         for source, (variant, originals) in zip(sources, variants, strict=True):
             out = read_image(root / "all" / source.name)
             identifiable = attacker.identifiable(variant, originals)
