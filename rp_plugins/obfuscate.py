@@ -12,7 +12,7 @@ re-identify the faces of t1.jpg and astronaut (tests/test_obfuscate.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Self
 
 import numpy as np
 from pydantic import Field
@@ -33,6 +33,14 @@ class _Obfuscator(Generator):
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:
         return [np.array(self._obfuscate(r.face), dtype=np.uint8) for r in requests]
+
+    def _widened(self, key: str, attempt: int, factor: float) -> Self | None:
+        """This generator with option `key` (a share, at most 1) x factor**attempt, for fail-closed retry
+        `attempt`; None when it is already at 1."""
+        value = float(getattr(self.options, key))
+        if value >= 1.0:
+            return None
+        return type(self)(self.options.model_copy(update={key: min(1.0, value * factor**attempt)}), self.context)
 
     def _obfuscate(self, face: AlignedFace) -> np.ndarray:
         """The whole crop of `face` obfuscated (same shape, uint8)."""
@@ -125,10 +133,7 @@ class Blur(_Obfuscator):
 
     def stronger(self, attempt: int, factor: float) -> Blur | None:
         """A wider blur (sigma x factor**attempt) for fail-closed retry `attempt`; None past the widest."""
-        if self.options.strength >= 1.0:
-            return None
-        strength = min(1.0, self.options.strength * factor**attempt)
-        return Blur(self.options.model_copy(update={"strength": strength}), self.context)
+        return self._widened("strength", attempt, factor)
 
     def _obfuscate(self, face: AlignedFace) -> np.ndarray:
         import cv2
@@ -176,10 +181,7 @@ class BoxBlur(_Obfuscator):
 
     def stronger(self, attempt: int, factor: float) -> BoxBlur | None:
         """A wider box (kernel x factor**attempt, at most 1) for fail-closed retry `attempt`; None past the widest."""
-        if self.options.kernel >= 1.0:
-            return None
-        kernel = min(1.0, self.options.kernel * factor**attempt)
-        return BoxBlur(self.options.model_copy(update={"kernel": kernel}), self.context)
+        return self._widened("kernel", attempt, factor)
 
     def _obfuscate(self, face: AlignedFace) -> np.ndarray:
         import cv2
