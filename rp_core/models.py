@@ -6,6 +6,8 @@ and the missing-model error all speak about the same files in the same words.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 from collections.abc import Callable, Hashable, Sequence
@@ -60,6 +62,21 @@ def require_present(files: Sequence[ModelFile]) -> None:
 def models_dir_from_env() -> Path | None:
     value = os.environ.get(MODELS_DIR_ENV)
     return Path(value).expanduser() if value else None
+
+
+def default_cache_dir(models_dir: Path | None) -> Path:
+    """Where files derived from weights are kept (`<models_dir>/cache`, else ~/.cache/rp): made once, read later."""
+    if models_dir is not None:
+        return Path(models_dir) / "cache"
+    return Path(os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))).expanduser() / "rp"
+
+
+def digest(sources: Sequence[Path], *more: Any) -> str:
+    """A short hash of the files' paths, sizes and modification times and of `more`: a cache file's name part,
+    so a changed input is never served a stale derived file."""
+    stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in sources]
+    key = json.dumps([stats, *map(str, more)])
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
 class ModelPool:

@@ -10,22 +10,15 @@ so a changed input is never served a stale merge: it gets a new file.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from rp_core.models import digest
+
 #: Key prefixes in the cache file: merged UNet weights, then FaceID's two state-dict parts as diffusers names them.
 FUSED, PARTS = "fused.", ("image_proj", "ip_adapter")
-
-
-def default_cache_dir(models_dir: Path | None) -> Path:
-    """`<models_dir>/cache` when a models folder is set, else the user's cache folder (~/.cache/rp)."""
-    if models_dir is not None:
-        return Path(models_dir) / "cache"
-    return Path(os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))).expanduser() / "rp"
 
 
 def cache_file(cache_dir: Path, sdxl_dir: Path, faceid_file: Path, dtype: Any) -> Path:
@@ -39,13 +32,6 @@ def cache_file(cache_dir: Path, sdxl_dir: Path, faceid_file: Path, dtype: Any) -
         *sorted((sdxl_dir / "unet").glob("*.bin")),
     ]
     return cache_dir / f"faceid-fused-{digest(sources, dtype, diffusers.__version__, peft.__version__)}.safetensors"
-
-
-def digest(sources: list[Path], *more: Any) -> str:
-    """A short hash of the files' paths, sizes and modification times and of `more`: a cache file's name part."""
-    stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in sources]
-    key = json.dumps([stats, *map(str, more)])
-    return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
 def split_faceid(state: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:

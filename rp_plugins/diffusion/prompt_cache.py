@@ -4,7 +4,7 @@ Every face is inverted, and without an attribute prompt also regenerated, with t
 prompt: its embeddings are a constant of SDXL's two text encoders (0.8 B parameters, 1.6 GB in fp16). The first
 process saves the four tensors `encode_prompt` returns; later ones read them back bit for bit and skip loading
 the encoders, which are loaded only when a run asks for an attribute prompt. The file's name holds a digest of
-the encoders' and tokenizers' files, the dtype and the library versions (fused_cache.digest).
+the encoders' and tokenizers' files, the dtype and the library versions (rp_core.models.digest).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rp_core.models import digest
 from rp_plugins.diffusion import fused_cache
 
 #: The pipeline components that only encode prompts.
@@ -26,7 +27,7 @@ def cache_file(cache_dir: Path, sdxl_dir: Path, dtype: Any) -> Path:
     import transformers
 
     sources = sorted(f for part in TEXT_COMPONENTS for f in (sdxl_dir / part).glob("*") if f.is_file())
-    name = fused_cache.digest(sources, dtype, diffusers.__version__, transformers.__version__)
+    name = digest(sources, dtype, diffusers.__version__, transformers.__version__)
     return cache_dir / f"empty-prompt-{name}.safetensors"
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from rp_core.devices import resolve_torch_device
 from rp_core.errors import DeviceError, MissingModelsError
 from rp_core.interfaces import RuntimeContext
+from rp_core.models import default_cache_dir
 from rp_plugins.diffusion import fused_cache, prompt_cache
 from rp_plugins.diffusion.distributions import scan_distributions_once
 from rp_plugins.diffusion.model_files import SDXL_SCHEDULER_CONFIG, is_full_size, sdxl_model_files
@@ -284,7 +285,7 @@ def load_bundle(options: SdxlOptions, context: RuntimeContext) -> SdxlBundle:
     key += (("cuda_graphs", context.cuda_graphs), ("fp8", context.fp8), ("compiled_blocks", regional))
 
     # merges and compiled kernels kept between processes, for the GPU runs they speed up (not for CPU tests)
-    cache_dir = fused_cache.default_cache_dir(context.models_dir) if device.type == "cuda" else None
+    cache_dir = default_cache_dir(context.models_dir) if device.type == "cuda" else None
 
     def build() -> SdxlBundle:
         bundle = _load(sdxl_dir, faceid_file, device, dtype, fuse, cache_dir)
