@@ -166,7 +166,7 @@ def test_dlib_models_load_once_per_process() -> None:
     """Two pools (two Anonymizers, or a test's own pool) share the read-only dlib models."""
     from rp_core.interfaces import RuntimeContext
     from rp_core.models import ModelPool
-    from rp_plugins.dlib_faces import DlibDetector, DlibEncoder
+    from rp_plugins.dlib_faces import DlibDetector, DlibEncoder, DlibEncoderOptions
 
     first, second = (RuntimeContext(pool=ModelPool()) for _ in range(2))
     a, b = DlibDetector(context=first), DlibDetector(context=second)
@@ -176,7 +176,12 @@ def test_dlib_models_load_once_per_process() -> None:
     c, d = DlibEncoder(context=first), DlibEncoder(context=second)
     c.load()
     d.load()
-    assert c._model is d._model
+    assert c._network is d._network is not None  # the descriptor's network, run by onnxruntime
+    slow = DlibEncoderOptions(backend="dlib")
+    e, f = DlibEncoder(slow, context=first), DlibEncoder(slow, context=second)
+    e.load()
+    f.load()
+    assert e._model is f._model
 
 
 def test_a_cpu_run_finds_faces_without_importing_onnxruntime() -> None:
