@@ -88,6 +88,14 @@ def test_lossless_round_trip(tmp_path: Path, ext: str) -> None:
     assert np.array_equal(read_image(write_image(tmp_path / f"x{ext}", array)), array)
 
 
+def test_png_is_written_at_zlibs_fastest_level(tmp_path: Path, astronaut: np.ndarray) -> None:
+    """The cause of a fast PNG write: the image data's zlib header says "fastest" (level 1), not the default 6."""
+    data = write_image(tmp_path / "x.png", astronaut).read_bytes()
+    at = data.index(b"IDAT") + 4
+    assert data[at] & 0x0F == 8 and (data[at + 1] >> 6) == 0  # deflate, FLEVEL 0 (level 1); level 6 gives 2
+    assert np.array_equal(read_image(tmp_path / "x.png"), astronaut)
+
+
 @pytest.mark.parametrize("ext", [".jpg", ".jpeg", ".webp"])
 def test_lossy_round_trip_is_close(tmp_path: Path, ext: str) -> None:
     array = _left_red_right_blue(64, 32)

@@ -22,6 +22,10 @@ from rp_core.files.write import atomic_write_bytes
 
 #: Quality of lossy outputs whose input gives no better hint (a PNG written as JPEG, any WebP output).
 JPEG_QUALITY = 95
+#: zlib level of PNG outputs. PNG is lossless at every level; level 1 encodes a 1280x886 photo ~3x faster than
+#: Pillow's default 6 (86 against 255-325 ms, on a CPU core where that is an eighth of a photo's time) for a file
+#: ~12 % larger.
+PNG_COMPRESS_LEVEL = 1
 
 
 def write_image(
@@ -101,6 +105,7 @@ def _save_options(
         options["quality"] = quality if quality is not None else JPEG_QUALITY
     elif fmt == "PNG":
         options["optimize"] = False
+        options["compress_level"] = PNG_COMPRESS_LEVEL
     if kept is None or fmt == "BMP":
         return options
     if kept.icc_profile:
