@@ -1,5 +1,7 @@
 """dlib's face detector (HOG or MMOD), 68-point shape predictor and 128-d face descriptor.
 
+The descriptor's network runs in onnxruntime by default, read from dlib's own .dat (dlib_resnet_onnx.py).
+
 Runs anywhere with no downloads: the weights ship in the `face_recognition_models`
 package. It is the offline detector and the independent recognizer that measures
 whether an anonymized face can still be re-identified (design section 4).
@@ -337,12 +339,22 @@ def _onnx_network(dat: Path, models_dir: Path | None, threads: int) -> Any:
     """An onnxruntime session of dlib's ResNet read from `dat` (converted once, then from the cache folder)."""
     import onnxruntime
 
-    model = converted(dat, default_cache_dir(models_dir))
-    options = onnxruntime.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    source = str(model) if isinstance(model, Path) else model
-    return onnxruntime.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+    def session(model: Path | bytes) -> Any:
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        source = str(model) if isinstance(model, Path) else model
+        return onnxruntime.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+
+    cache = default_cache_dir(models_dir)
+    model = converted(dat, cache)
+    if not isinstance(model, Path):
+        return session(model)
+    try:
+        return session(model)
+    except Exception:  # a damaged cache file (written atomically, but disks and people fail): convert it again
+        model.unlink(missing_ok=True)
+        return session(converted(dat, cache))
 
 
 def _fit_upright(predictor: Any, image: np.ndarray, face: Face) -> Any:

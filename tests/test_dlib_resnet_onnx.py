@@ -92,6 +92,16 @@ def test_an_unwritable_cache_still_reads_faces_from_memory(
     assert isinstance(converted(_dat(RESNET), blocked / "cache"), bytes)
 
 
+def test_a_damaged_cache_file_is_converted_again(people: list[tuple[np.ndarray, list[Face]]], tmp_path: Path) -> None:
+    cached = converted(_dat(RESNET), tmp_path / "cache")
+    assert isinstance(cached, Path)
+    cached.write_bytes(b"not an onnx model")
+    image, faces = people[1]
+    again = _encoder("onnxruntime", tmp_path).encode(image, faces)
+    assert np.abs(again[0].vector - _encoder("dlib", tmp_path).encode(image, faces)[0].vector).max() < 1e-5
+    assert cached.stat().st_size > 20_000_000  # rewritten whole
+
+
 @pytest.mark.parametrize("cut", [None, 0.5])
 def test_a_file_that_is_not_the_resnet_is_refused_with_what_to_do(cut: float | None) -> None:
     data = _dat(SHAPE_68).read_bytes() if cut is None else _dat(RESNET).read_bytes()
