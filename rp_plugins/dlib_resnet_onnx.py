@@ -225,8 +225,10 @@ class _Stream:
         return found.group()[2:].decode()
 
     def integer(self) -> int:
+        _expect(self.at < len(self.data), "the file ends inside a layer")
         head = self.data[self.at]
         size = head & 0x0F
+        _expect(size <= 8 and self.at + 1 + size <= len(self.data), "the file ends inside a layer")
         value = int.from_bytes(self.data[self.at + 1 : self.at + 1 + size], "little")
         self.at += 1 + size
         return -value if head & 0x80 else value

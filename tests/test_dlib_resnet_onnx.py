@@ -102,10 +102,12 @@ def test_a_damaged_cache_file_is_converted_again(people: list[tuple[np.ndarray, 
     assert cached.stat().st_size > 20_000_000  # rewritten whole
 
 
-@pytest.mark.parametrize("cut", [None, 0.5])
-def test_a_file_that_is_not_the_resnet_is_refused_with_what_to_do(cut: float | None) -> None:
+@pytest.mark.parametrize("cut", [None, 0.5, "after a tag"])
+def test_a_file_that_is_not_the_resnet_is_refused_with_what_to_do(cut: float | str | None) -> None:
     data = _dat(SHAPE_68).read_bytes() if cut is None else _dat(RESNET).read_bytes()
-    if cut is not None:
+    if isinstance(cut, float):
         data = data[: int(len(data) * cut)]
+    elif cut is not None:
+        data = data[: data.index(b"con_4") + 5]  # ends right where the first layer's weights would start
     with pytest.raises(RpError, match="backend to dlib"):
         read_network(data)
