@@ -348,11 +348,11 @@ def _onnx_network(dat: Path, models_dir: Path | None, threads: int) -> Any:
 
     cache = default_cache_dir(models_dir)
     model = converted(dat, cache)
-    if not isinstance(model, Path):
-        return session(model)
     try:
         return session(model)
     except Exception:  # a damaged cache file (written atomically, but disks and people fail): convert it again
+        if not isinstance(model, Path):
+            raise
         model.unlink(missing_ok=True)
         return session(converted(dat, cache))
 
