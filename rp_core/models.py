@@ -79,6 +79,39 @@ def digest(sources: Sequence[Path], *more: Any) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
+def derived_model(
+    cache_dir: Path | None, name: str, build: Callable[[], bytes], load: Callable[[Path | bytes], Any]
+) -> Any:
+    """`load` of the file `name` derived from weights by `build`: read from `cache_dir` when a process wrote it
+    before (only the first process pays for `build`, and imports what it needs), else built and written there
+    atomically. An unwritable cache loads the built bytes from memory; a cached file that does not load (disks
+    and people fail) is built and written again, once."""
+
+    def made() -> Path | bytes:
+        cached = cache_dir / name if cache_dir is not None else None
+        if cached is not None and cached.is_file():
+            return cached
+        data = build()
+        if cached is None:
+            return data
+        from rp_core.files.write import atomic_write_bytes
+
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            return atomic_write_bytes(cached, data)
+        except OSError:  # a read-only or full cache: this process runs from memory, the next one tries again
+            return data
+
+    model = made()
+    try:
+        return load(model)
+    except Exception:
+        if not isinstance(model, Path):
+            raise
+        model.unlink(missing_ok=True)
+        return load(made())
+
+
 class ModelPool:
     """Process-wide cache of loaded models keyed by (model, dtype, device, ...).
 

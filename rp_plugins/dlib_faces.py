@@ -22,9 +22,9 @@ from pydantic import Field
 from rp_core import hookimpl
 from rp_core.errors import RpError
 from rp_core.interfaces import ComponentOptions, Detector, IdentityEncoder, RuntimeContext, cli_flag
-from rp_core.models import ModelFile, default_cache_dir, first_existing, require_present
+from rp_core.models import ModelFile, default_cache_dir, derived_model, first_existing, require_present
 from rp_core.types import Face, IdentityEmbedding
-from rp_plugins.dlib_resnet_onnx import CHIP_SIZE, INPUT, OUTPUT, chip_blob, converted
+from rp_plugins.dlib_resnet_onnx import CHIP_SIZE, INPUT, OUTPUT, build, cache_name, chip_blob
 
 SHAPE_68 = "shape_predictor_68_face_landmarks.dat"
 SHAPE_5 = "shape_predictor_5_face_landmarks.dat"
@@ -346,15 +346,7 @@ def _onnx_network(dat: Path, models_dir: Path | None, threads: int) -> Any:
         source = str(model) if isinstance(model, Path) else model
         return onnxruntime.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
 
-    cache = default_cache_dir(models_dir)
-    model = converted(dat, cache)
-    try:
-        return session(model)
-    except Exception:  # a damaged cache file (written atomically, but disks and people fail): convert it again
-        if not isinstance(model, Path):
-            raise
-        model.unlink(missing_ok=True)
-        return session(converted(dat, cache))
+    return derived_model(default_cache_dir(models_dir), cache_name(dat), lambda: build(dat), session)
 
 
 def _fit_upright(predictor: Any, image: np.ndarray, face: Face) -> Any:

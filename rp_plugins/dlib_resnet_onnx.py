@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from rp_core.errors import RpError
-from rp_core.models import digest
+from rp_core.models import derived_model, digest
 
 #: Bumped whenever the graph built here changes, so no process loads an older conversion from the cache.
 CONVERTER_VERSION = 1
@@ -166,22 +166,20 @@ def onnx_model(convolutions: list[Convolution], matrix: np.ndarray) -> bytes:
     return bytes(model.SerializeToString())
 
 
+def cache_name(dat: Path) -> str:
+    """The converted graph's file name in the cache folder: changes with the .dat and with this converter."""
+    return f"dlib-resnet-{digest([dat], CONVERTER_VERSION)}.onnx"
+
+
 def converted(dat: Path, cache_dir: Path | None) -> Path | bytes:
     """The ONNX model of `dat`: a file in `cache_dir`, written by the first process that needs it (only that one
     imports `onnx` and reads the .dat), or the model's bytes where the cache cannot be written."""
-    cached = cache_dir / f"dlib-resnet-{digest([dat], CONVERTER_VERSION)}.onnx" if cache_dir is not None else None
-    if cached is not None and cached.is_file():
-        return cached
-    model = onnx_model(*read_network(dat.read_bytes()))
-    if cached is None:
-        return model
-    from rp_core.files.write import atomic_write_bytes
+    return derived_model(cache_dir, cache_name(dat), lambda: build(dat), lambda model: model)
 
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        return atomic_write_bytes(cached, model)
-    except OSError:  # a read-only or full cache: this process runs from memory, the next one tries again
-        return model
+
+def build(dat: Path) -> bytes:
+    """The ONNX model of dlib's .dat file."""
+    return onnx_model(*read_network(dat.read_bytes()))
 
 
 def _pooled(side: int, window: int) -> int:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -184,22 +188,50 @@ def test_dlib_models_load_once_per_process() -> None:
     assert e._model is f._model
 
 
-def test_a_cpu_run_finds_faces_without_importing_onnxruntime() -> None:
-    """`backend = "auto"` asks onnxruntime for a GPU only where its CUDA provider is installed (onnxruntime-gpu);
-    with the CPU-only wheel the detector runs in OpenCV and onnxruntime is never imported."""
-    import subprocess
-    import sys
+@pytest.mark.parametrize("photo", ["t1", "astronaut"])
+def test_onnxruntime_and_opencv_find_the_same_faces(photo: str, request: pytest.FixtureRequest) -> None:
+    """The default backend (onnxruntime, on the any-size file) runs the network OpenCV runs: same faces, scores
+    to float rounding, boxes and landmarks to a thousandth of a pixel."""
+    image = request.getfixturevalue(photo)
+    ours = CenterFaceDetector().detect(image)
+    opencv = CenterFaceDetector(CenterFaceOptions(backend="opencv")).detect(image)
+    assert len(ours) == len(opencv) >= 1
+    for a, b in zip(sorted(ours, key=lambda f: f.box), sorted(opencv, key=lambda f: f.box), strict=True):
+        assert abs(a.score - b.score) < 1e-4
+        assert np.abs(np.subtract(a.box, b.box)).max() < 1e-3
+        assert np.abs(a.landmarks - b.landmarks).max() < 1e-3
 
-    from rp_plugins.centerface import _onnxruntime_has_cuda
 
-    if _onnxruntime_has_cuda():
-        pytest.skip("this onnxruntime ships its CUDA provider: auto asks it")
+def test_a_later_process_loads_the_any_size_file_without_importing_onnx(tmp_path: Path) -> None:
+    """Only the first process imports `onnx` (~0.8 s) to make the file any-size; it writes it to the cache folder,
+    and every later process loads it from there."""
     script = (
         "import sys, numpy as np\n"
         "from skimage import data\n"
+        "from rp_core.interfaces import RuntimeContext\n"
         "from rp_plugins.centerface import CenterFaceDetector\n"
-        "faces = CenterFaceDetector().detect(np.ascontiguousarray(data.astronaut()[:, :, :3]))\n"
-        "print(len(faces), 'onnxruntime' in sys.modules)\n"
+        "detector = CenterFaceDetector(context=RuntimeContext(models_dir=sys.argv[1]))\n"
+        "faces = detector.detect(np.ascontiguousarray(data.astronaut()[:, :, :3]))\n"
+        "print(len(faces), 'onnx' in sys.modules)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["1", "False"], done.stdout + done.stderr
+    runs = [
+        subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True)
+        for _ in range(2)
+    ]
+    assert [r.stdout.split() for r in runs] == [["1", "True"], ["1", "False"]]
+    assert len(list((tmp_path / "cache").glob("centerface-*.onnx"))) == 1
+
+
+def test_a_damaged_any_size_file_is_made_again(tmp_path: Path, astronaut: np.ndarray) -> None:
+    from rp_core.interfaces import RuntimeContext
+    from rp_core.models import ModelPool
+
+    def detector() -> CenterFaceDetector:  # a pool of its own: the session is loaded again, from the file
+        return CenterFaceDetector(context=RuntimeContext(models_dir=tmp_path, pool=ModelPool()))
+
+    detector().load()
+    [cached] = (tmp_path / "cache").glob("centerface-*.onnx")
+    size = cached.stat().st_size
+    cached.write_bytes(b"not an onnx model")
+    assert len(detector().detect(astronaut)) == 1
+    assert cached.stat().st_size == size  # written whole again
