@@ -283,22 +283,25 @@ def search_faces(detect: DetectFn, image: np.ndarray, passes: SearchPasses = DEF
     if mode == "off" or (mode == "if_none" and found):
         return merge_faces(found, passes.iou, passes.containment)
     upright = merge_faces(found, passes.iou, passes.containment)
+    probing = mode == "probe" and bool(upright)  # with nothing upright, search every rotation fully, as "if_none"
+    factor = min(passes.probe_scale, passes.probe_side / float(max(image.shape[:2])))
+    thumbnail = resize(image, factor) if probing else image  # made once, turned for each probe
     for degrees in passes.angles:
         if _quarter_turns(degrees) == 0:
             continue
         tag = f"rot{degrees % 360}"
         back = _rotation_back(degrees, image.shape)
-        turned = rotate_image(image, degrees)
-        if mode == "probe" and upright:  # with nothing upright, search every rotation fully, as "if_none"
-            factor = min(passes.probe_scale, passes.probe_side / float(max(image.shape[:2])))
-            probe = detect(resize(turned, factor))
-            probe_back = scale_and_shift(resize_factor(turned.shape, factor))
+        if probing:
+            turned_shape = (image.shape[1], image.shape[0]) if _quarter_turns(degrees) % 2 else image.shape[:2]
+            probe = detect(rotate_image(thumbnail, degrees))
+            probe_back = scale_and_shift(resize_factor(turned_shape, factor))
             seen = [map_face(map_face(f, probe_back), back, tag) for f in probe]
             if factor == 1.0:  # the probe was the full search of this rotation
                 found += seen
                 continue
             if not _probe_finds_more(seen, upright):
                 continue  # the probe is only a trigger: the full-size pass below decides what is kept
+        turned = rotate_image(image, degrees)
         found += [map_face(f, back) for f in _upright(detect, turned, passes, tag)]
     return merge_faces(found, passes.iou, passes.containment)
 
