@@ -88,6 +88,14 @@ class RuntimeSection(_Section):
         "the offline preset): each loads the models once and takes shares of the folder; null: one per CPU core "
         "for 8 photos or more; 1: this process only. The GPU pipeline always runs in this process",
     )
+    cpu_threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="threads one network call may use on the CPU (onnxruntime's intra-op threads, where a component "
+        "leaves its own `threads` option at 0); null: the library's default (one per core), and for a folder's "
+        "worker processes the cores shared out among them",
+    )
     overlap: bool = Field(
         True,
         description="read, detect, align and encode the next images, and merge, verify and write finished ones, on "
@@ -332,6 +340,7 @@ class RunConfig(_Section):
             compile_blocks=rt.compile_blocks,
             cuda_graphs=rt.cuda_graphs,
             fp8=rt.fp8,
+            cpu_threads=rt.cpu_threads,
         )
         if pool is not None:
             ctx.pool = pool

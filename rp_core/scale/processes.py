@@ -30,6 +30,8 @@ from rp_core.work import FileNames, Outcome
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
 
+    from rp_core.config import RunConfig
+
 #: A folder smaller than this runs in this process: starting a worker (imports, models) costs ~1-2 s.
 MIN_PHOTOS = 8
 
@@ -63,6 +65,15 @@ def cpu_workers(configured: int | None) -> int:
     return len(available) if available else os.cpu_count() or 1
 
 
+def worker_config(config: RunConfig, workers: int) -> RunConfig:
+    """The config each of `workers` processes runs: the cores shared out among them (`runtime.cpu_threads`), not
+    every core to each, whose threads would then outnumber the cores and wait for each other; a set value stays."""
+    if config.runtime.cpu_threads is not None:
+        return config
+    share = max(1, cpu_workers(None) // workers)
+    return config.model_copy(update={"runtime": config.runtime.model_copy(update={"cpu_threads": share})})
+
+
 class ProcessExecutor(Executor):
     """The photos of a plan on `workers` local processes; anything else (videos, in place, a few photos) here."""
 
@@ -85,7 +96,7 @@ class ProcessExecutor(Executor):
             self._local.start(spec, todo, on_event)
             return
         worker_spec = WorkerSpec(
-            config=spec.pipeline.config.model_dump(mode="json"),
+            config=worker_config(spec.pipeline.config, count).model_dump(mode="json"),
             plan=spec.plan,
             options=spec.options,
             environ=dict(spec.pipeline.host.environ),
