@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -251,20 +252,13 @@ class OpenCvNetwork:
 
 def _session(path: Path, cache_dir: Path, providers: list[Any], threads: int) -> Any:
     """An onnxruntime session of the CenterFace file made any-size (`any_size_model`, written once to the cache
-    folder, so later processes never import `onnx`). Memory patterns are off: their buffers fit one input size,
-    and a photo's passes and regions come in many."""
-    import onnxruntime
-
-    def session(model: Path | bytes) -> Any:
-        options = onnxruntime.SessionOptions()
-        options.enable_mem_pattern = False
-        if threads:
-            options.intra_op_num_threads = threads
-        source = str(model) if isinstance(model, Path) else model
-        return onnxruntime.InferenceSession(source, sess_options=options, providers=providers)
+    folder, so later processes never import `onnx`). Memory patterns are off: a photo's passes and regions come in
+    many sizes."""
+    from rp_plugins._onnx import onnx_session
 
     name = f"centerface-{digest([path], ANY_SIZE_VERSION)}.onnx"
-    return derived_model(cache_dir, name, lambda: any_size_model(path), session)
+    load = partial(onnx_session, providers=providers, threads=threads, memory_patterns=False)
+    return derived_model(cache_dir, name, lambda: any_size_model(path), load)
 
 
 def any_size_model(path: Path) -> bytes:

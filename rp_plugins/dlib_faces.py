@@ -13,6 +13,7 @@ import importlib.util
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -337,16 +338,10 @@ class DlibEncoder(IdentityEncoder):
 
 def _onnx_network(dat: Path, models_dir: Path | None, threads: int) -> Any:
     """An onnxruntime session of dlib's ResNet read from `dat` (converted once, then from the cache folder)."""
-    import onnxruntime
+    from rp_plugins._onnx import onnx_session
 
-    def session(model: Path | bytes) -> Any:
-        options = onnxruntime.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        source = str(model) if isinstance(model, Path) else model
-        return onnxruntime.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
-
-    return derived_model(default_cache_dir(models_dir), cache_name(dat), lambda: build(dat), session)
+    load = partial(onnx_session, providers=["CPUExecutionProvider"], threads=threads)
+    return derived_model(default_cache_dir(models_dir), cache_name(dat), lambda: build(dat), load)
 
 
 def _fit_upright(predictor: Any, image: np.ndarray, face: Face) -> Any:
