@@ -131,11 +131,15 @@ def rotated_to_original(points: np.ndarray, degrees: int, shape: tuple[int, ...]
 
 def original_to_rotated(points: np.ndarray, degrees: int, shape: tuple[int, ...]) -> np.ndarray:
     """Map (N, 2) points of the original of `shape` into the image turned clockwise by `degrees`."""
-    height, width = shape[:2]
     turns = _quarter_turns(degrees)
-    rotated_shape = (width, height) if turns % 2 else (height, width)
     # turning clockwise by d is undone by turning clockwise by 360 - d
-    return rotated_to_original(points, (360 - 90 * turns) % 360, rotated_shape)
+    return rotated_to_original(points, (360 - 90 * turns) % 360, rotated_shape(shape, degrees))
+
+
+def rotated_shape(shape: tuple[int, ...], degrees: int) -> tuple[int, int]:
+    """(height, width) of an image of `shape` turned clockwise by `degrees` (a multiple of 90)."""
+    height, width = shape[:2]
+    return (width, height) if _quarter_turns(degrees) % 2 else (height, width)
 
 
 def _quarter_turns(degrees: int) -> int:
@@ -292,9 +296,8 @@ def search_faces(detect: DetectFn, image: np.ndarray, passes: SearchPasses = DEF
         tag = f"rot{degrees % 360}"
         back = _rotation_back(degrees, image.shape)
         if probing:
-            turned_shape = (image.shape[1], image.shape[0]) if _quarter_turns(degrees) % 2 else image.shape[:2]
             probe = detect(rotate_image(thumbnail, degrees))
-            probe_back = scale_and_shift(resize_factor(turned_shape, factor))
+            probe_back = scale_and_shift(resize_factor(rotated_shape(image.shape, degrees), factor))
             seen = [map_face(map_face(f, probe_back), back, tag) for f in probe]
             if factor == 1.0:  # the probe was the full search of this rotation
                 found += seen

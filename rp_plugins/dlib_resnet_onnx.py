@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from rp_core.errors import RpError
-from rp_core.models import derived_model, digest
+from rp_core.models import digest
 
 #: Bumped whenever the graph built here changes, so no process loads an older conversion from the cache.
 CONVERTER_VERSION = 1
@@ -169,12 +169,6 @@ def onnx_model(convolutions: list[Convolution], matrix: np.ndarray) -> bytes:
 def cache_name(dat: Path) -> str:
     """The converted graph's file name in the cache folder: changes with the .dat and with this converter."""
     return f"dlib-resnet-{digest([dat], CONVERTER_VERSION)}.onnx"
-
-
-def converted(dat: Path, cache_dir: Path | None) -> Path | bytes:
-    """The ONNX model of `dat`: a file in `cache_dir`, written by the first process that needs it (only that one
-    imports `onnx` and reads the .dat), or the model's bytes where the cache cannot be written."""
-    return derived_model(cache_dir, cache_name(dat), lambda: build(dat), lambda model: model)
 
 
 def build(dat: Path) -> bytes:

@@ -11,10 +11,10 @@ import pytest
 
 from rp_core.errors import RpError
 from rp_core.interfaces import RuntimeContext
-from rp_core.models import ModelPool
+from rp_core.models import ModelPool, derived_model
 from rp_core.types import Face
 from rp_plugins.dlib_faces import RESNET, SHAPE_68, DlibDetector, DlibEncoder, DlibEncoderOptions, package_models_dir
-from rp_plugins.dlib_resnet_onnx import converted, read_network
+from rp_plugins.dlib_resnet_onnx import build, cache_name, read_network
 
 
 def _dat(name: str) -> Path:
@@ -77,6 +77,11 @@ print("onnx" in sys.modules, embedding.vector.shape)
     )
     assert [r.stdout.split() for r in runs] == [["True", "(128,)"], ["False", "(128,)"]]
     assert len(list((tmp_path / "cache").glob("dlib-resnet-*.onnx"))) == 1
+
+
+def converted(dat: Path, cache_dir: Path) -> Path | bytes:
+    """What the encoder loads: the cached file, written by the first call, or the bytes where it cannot be written."""
+    return derived_model(cache_dir, cache_name(dat), lambda: build(dat), lambda model: model)
 
 
 def test_an_unwritable_cache_still_reads_faces_from_memory(
