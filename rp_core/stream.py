@@ -705,10 +705,17 @@ class FaceStream:
         if not full:
             return merged
         rest = [i for i in active if i not in full]
-        # pasted apart from the checked faces: their footprints meet none of those
-        base = self._paste(item, rest, generators) if rest else item.image
+        # the output without the checked faces: their written rectangles given back their input pixels (no other
+        # face changed a pixel there, or its rectangle would meet theirs and it would be checked with them)
+        base = merged.copy()
+        for k, i in enumerate(active):
+            if i in full:
+                x0, y0, x1, y1 = rects[k]
+                base[y0:y1, x0:x1] = item.image[y0:y1, x0:x1]
         assert item.originals is not None
-        return self._verify(item, full, generators, verdicts, base, pick(item.originals, rest))  # read if compared
+        return self._verify(
+            item, full, generators, verdicts, base, pick(item.originals, rest), pasted=merged
+        )  # rest's identities are read only if compared
 
     def _written(self, item: WorkItem, i: int, merged: np.ndarray) -> Rect:
         """The pixel rectangle of face `i`'s footprint where `merged` differs from the input (empty: none).
@@ -737,11 +744,13 @@ class FaceStream:
         verdicts: dict[int, FaceVerdict],
         base: np.ndarray | None = None,
         vouched: Sequence[IdentityEmbedding] = (),
+        pasted: np.ndarray | None = None,
     ) -> np.ndarray:
         """Fail closed over the faces this run changes (`active`); kept faces are neither pasted nor checked.
 
         `base`: the image the faces are pasted onto (the item's own, or with vouched-for faces pasted);
-        `vouched`: those faces' identities, compared with every face found like the image's others."""
+        `vouched`: those faces' identities, compared with every face found like the image's others;
+        `pasted`: `active`'s crops already pasted onto `base` (not pasted again)."""
         assert item.originals is not None
         reuse = self.generator.retry_keeps_inversion
 
@@ -783,6 +792,7 @@ class FaceStream:
             regenerate,
             lambda k: self.confirmed_face(item, active[k]),
             stronger,
+            pasted=pasted,
         )
         for i, face_verdict in zip(active, verdict.faces, strict=True):
             generators[i] = face_verdict.generator

@@ -363,8 +363,13 @@ class FailClosed:
         regenerate: Regenerate,
         confirm: Confirm,
         stronger: Callable[[int], Generator[Any] | None],
+        *,
+        pasted: np.ndarray | None = None,
     ) -> Verdict:
         """Verify, then retry/fall back/fill per policy; raise VerificationError if a face still leaks.
+
+        `pasted`: `crops` already merged onto `image` (a caller that pasted them to decide what to check), so
+        they are not pasted again; what is verified and returned starts from it.
 
         Incremental: after a retry, fallback or last resort, only the faces whose footprint overlaps
         a changed face's are pasted again (with the faces overlapping them, so the merge equals a full
@@ -415,7 +420,7 @@ class FailClosed:
             return out
 
         checks: list[Check] = [Check(None, False, False)] * len(faces)
-        merged = paste(image, range(len(faces)))
+        merged = paste(image, range(len(faces))) if pasted is None else pasted
         check(merged, range(len(faces)))
         first = [c.score for c in checks]
         tries = [0] * len(faces)
