@@ -8,6 +8,8 @@ The same matrix, inverted, pastes the face back.
 
 from __future__ import annotations
 
+from functools import partial
+
 import cv2
 import numpy as np
 
@@ -162,13 +164,16 @@ def crop_footprint(matrix: np.ndarray, size: int, image_shape: tuple[int, ...]) 
     return warp_to_image(square, matrix, image_shape, interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
-def align_face(image: np.ndarray, face: Face, size: int, index: int = 0) -> AlignedFace:
+def align_face(image: np.ndarray, face: Face, size: int, index: int = 0, deferred: bool = False) -> AlignedFace:
+    """The face's aligned crop; `deferred`: warped only when first read (the image must not change until then)."""
     matrix = estimate_matrix(face.landmarks, size)
+    if deferred:
+        return AlignedFace.deferred(face, matrix, size, partial(warp_to_crop, image, matrix, size), index)
     return AlignedFace(face=face, crop=warp_to_crop(image, matrix, size), matrix=matrix, index=index)
 
 
-def align_faces(image: np.ndarray, faces: list[Face], size: int) -> list[AlignedFace]:
-    return [align_face(image, face, size, i) for i, face in enumerate(faces)]
+def align_faces(image: np.ndarray, faces: list[Face], size: int, deferred: bool = False) -> list[AlignedFace]:
+    return [align_face(image, face, size, i, deferred) for i, face in enumerate(faces)]
 
 
 def aligned_input(image: np.ndarray, size: int, face: Face | None = None) -> AlignedFace:

@@ -383,8 +383,10 @@ class FaceStream:
         generate wait for their batch (`Lane`).
         """
         start = time.perf_counter()
+        image = read_only(image)  # the faces' deferred crops read it when first needed
         if faces is None:
-            faces = align_faces(image, [c.face for c in candidates], self.config.align.face_image_size)
+            size = self.config.align.face_image_size
+            faces = align_faces(image, [c.face for c in candidates], size, deferred=True)
         min_size = self.config.coverage.min_face_size
         routes = [
             Route.SMALL if c.route == Route.GENERATE and af.face.size < min_size else c.route
@@ -881,6 +883,13 @@ def _search_region(detector: Detector[Any], image: np.ndarray, region: Box) -> l
         max_factor=4.0,
         turns=turns,
     )
+
+
+def read_only(image: np.ndarray) -> np.ndarray:
+    """A view of `image` no stage can write through."""
+    view = image.view()
+    view.setflags(write=False)
+    return view
 
 
 def _filled(known: Sequence[IdentityEmbedding | None], read: Sequence[IdentityEmbedding]) -> list[IdentityEmbedding]:

@@ -107,9 +107,9 @@ class AffineMerger(Merger):
         warps: dict[int, _Warp | None] = {}
         for i in order:
             crop = np.asarray(crops[i])
-            if crop.dtype != np.uint8 or crop.shape != faces[i].crop.shape:
+            if crop.dtype != np.uint8 or crop.shape != faces[i].crop_shape:
                 raise ValueError(
-                    f"crop {i} must be uint8 {faces[i].crop.shape} like the aligned face, got {crop.dtype} {crop.shape}"
+                    f"crop {i} must be uint8 {faces[i].crop_shape} like the aligned face, got {crop.dtype} {crop.shape}"
                 )
             warps[i] = _warp(faces[i], crop, out.shape)
             self._paste(out, faces[i], warps[i], hidden=hides[i])

@@ -50,6 +50,35 @@ def test_crop_is_square_uint8_and_read_only(astronaut: np.ndarray) -> None:
     assert not aligned.crop.flags.writeable
 
 
+def test_a_deferred_crop_is_the_crop_made_once_when_first_read(astronaut: np.ndarray) -> None:
+    import dataclasses
+    import pickle
+
+    from rp_core.types import AlignedFace
+
+    face = DlibDetector().detect(astronaut)[0]
+    eager = align_face(astronaut, face, 256)
+    calls = []
+
+    def make() -> np.ndarray:
+        calls.append(1)
+        return np.asarray(align_face(astronaut, face, 256).crop)
+
+    deferred = AlignedFace.deferred(face, eager.matrix, 256, make)
+    assert deferred.size == 256 and deferred.crop_shape == (256, 256, 3) and not calls  # known without the warp
+    np.testing.assert_array_equal(deferred.crop, eager.crop)
+    np.testing.assert_array_equal(deferred.crop, align_face(astronaut, face, 256, deferred=True).crop)
+    assert len(calls) == 1 and not deferred.crop.flags.writeable
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        deferred.crop = eager.crop  # type: ignore[misc]
+    again = AlignedFace.deferred(face, eager.matrix, 256, make)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(again)).crop, eager.crop)  # travels made
+    assert dataclasses.replace(AlignedFace.deferred(face, eager.matrix, 256, make), index=3).index == 3
+    wrong = AlignedFace.deferred(face, eager.matrix, 128, make)
+    with pytest.raises(ValueError, match="side 128"):
+        _ = wrong.crop
+
+
 def test_umeyama_fit_agrees_with_scikit_image() -> None:
     """The similarity fit is written in numpy (scikit-image's import pulls in SciPy, ~0.4 s a process): it must
     give scikit-image's answer, on landmark-like point sets at every scale, turned and mirrored."""
