@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from rp_core.cores import shared_threads
 from rp_core.models import DEFAULT_POOL, ModelFile, ModelPool
 from rp_core.types import AlignedFace, Face, GenerationRequest, IdentityEmbedding, Inversion
 
@@ -67,6 +68,11 @@ class RuntimeContext:
     #: Threads one network call may use on the CPU (None: the library's default); `runtime.cpu_threads`.
     cpu_threads: int | None = None
     pool: ModelPool = field(default_factory=lambda: DEFAULT_POOL)
+
+    def call_threads(self) -> int | None:
+        """Threads a network call made now, on this thread, may use: `cpu_threads` when set, else this thread's
+        share of the cores while several threads run CPU work (`rp_core.cores.sharing_cores`), else None."""
+        return shared_threads(self.cpu_threads)
 
 
 class Component(ABC, Generic[OptionsT]):  # noqa: B024 (abstract by kind: the five subclasses declare the methods)

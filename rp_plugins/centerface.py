@@ -69,7 +69,7 @@ class CenterFaceOptions(ComponentOptions):
         0,
         ge=0,
         le=256,
-        description="onnxruntime intra-op threads; 0: `runtime.cpu_threads`, else onnxruntime's default",
+        description="onnxruntime intra-op threads; 0: `runtime.cpu_threads`, else the call's share of the cores",
     )
     backend: Literal["auto", "opencv", "onnxruntime"] = Field(
         "auto",
@@ -138,11 +138,19 @@ class CenterFaceDetector(Detector):
             self._run = self.context.pool.get(key, lambda: OpenCvNetwork(path))
             return
         providers = self.providers()
-        threads = self.options.threads or self.context.cpu_threads or 0
-        key = ("centerface", str(path), repr(providers), threads)
         cache = default_cache_dir(self.context.models_dir)
-        self._session = session = self.context.pool.get(key, lambda: _session(path, cache, providers, threads))
-        self._run = lambda blob: session.run(list(_OUTPUTS), {_INPUT: blob})
+
+        def session_of(threads: int) -> Any:
+            key = ("centerface", str(path), repr(providers), threads)
+            return self.context.pool.get(key, lambda: _session(path, cache, providers, threads))
+
+        self._session = session_of(self._threads())
+        # the threads of each call: a video's look-ahead thread and its checks share the cores (rp_core.cores)
+        self._run = lambda blob: session_of(self._threads()).run(list(_OUTPUTS), {_INPUT: blob})
+
+    def _threads(self) -> int:
+        """onnxruntime's intra-op threads for a call made now (0: its default, one per core)."""
+        return self.options.threads or self.context.call_threads() or 0
 
     def version(self) -> str:
         return "centerface-1"

@@ -47,6 +47,29 @@ def test_worker_processes_share_the_cores_out() -> None:
     assert detector._session.get_session_options().intra_op_num_threads == 1
 
 
+def test_threads_that_run_at_once_share_the_cores(astronaut: np.ndarray) -> None:
+    """A video's look-ahead search and its checks run CenterFace at once: each call then takes its share of the
+    cores (`rp_core.cores.sharing_cores`), not every core; alone, onnxruntime's default; a set value always."""
+    from rp_core.cores import sharing_cores, usable_cores
+    from rp_core.interfaces import RuntimeContext
+    from rp_core.models import ModelPool
+    from rp_plugins.centerface import CenterFaceDetector
+
+    pool = ModelPool()
+    detector = CenterFaceDetector(context=RuntimeContext(pool=pool))
+    detector.load()
+    assert detector._threads() == 0  # alone: every core
+    share = max(1, usable_cores() // 2)
+    with sharing_cores(2):
+        assert detector._threads() == share
+        assert detector.detect(astronaut)  # runs on a session of its share
+    sessions = [key for key in pool._items if key[0] == "centerface"]
+    assert sorted(key[-1] for key in sessions) == sorted({0, share})
+    chosen = CenterFaceDetector(context=RuntimeContext(cpu_threads=3, pool=pool))
+    with sharing_cores(2):
+        assert chosen._threads() == 3
+
+
 @pytest.mark.e2e  # starts two worker processes, each importing rp and loading the models
 def test_a_folder_on_two_worker_processes_matches_one_process(
     tmp_path: Path, t1: np.ndarray, astronaut: np.ndarray, reidentifier

@@ -410,3 +410,35 @@ def test_videos_in_a_folder_are_announced_before_any_work(tmp_path: Path, clip: 
     frames = probe(clip).frames
     assert announced and f"1 video(s) among the inputs: {frames} frames" in announced[0]
     assert "1 photo(s) besides" in announced[0]
+
+
+FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG), as on a full disk
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from rp_core.cli import main
+main(sys.argv[2:])
+"""
+
+
+def test_a_full_disk_mid_video_publishes_nothing_and_says_so(tmp_path: Path, t1: np.ndarray) -> None:
+    """The encoder writes on its own thread (rp_core.video.background): a write that fails there (the disk fills
+    after a few frames, for real: a file-size limit) stops the run with one line and exit 4, nothing published."""
+    import os
+    import subprocess
+    import sys
+
+    # x264 holds ~40 frames before its first packet: the limit is reached while later frames are still queued
+    clip = pan_zoom_clip(t1, tmp_path / "clip.mp4", frames=64, size=(320, 192), tone_hz=None)
+    target = tmp_path / "out.mp4"
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, "6000", "anonymize", str(clip), "-o", str(target), "--preset", "offline"],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
+    assert done.returncode == 4, done.stderr
+    assert "Traceback" not in done.stderr and "File too large" in done.stderr
+    assert not target.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".json")) == ["clip.mp4"]

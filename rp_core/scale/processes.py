@@ -16,11 +16,11 @@ its own image's people too. Videos and `--in-place` runs stay in this process.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import TYPE_CHECKING, Any
 
+from rp_core.cores import usable_cores
 from rp_core.errors import RpError
 from rp_core.executor import Executor, LocalExecutor, WorkSpec
 from rp_core.manifest import ImageEntry
@@ -59,10 +59,7 @@ def _run(indices: list[int]) -> list[dict[str, Any]]:
 
 def cpu_workers(configured: int | None) -> int:
     """How many processes `runtime.cpu_workers` asks for (null: the cores this process may use)."""
-    if configured is not None:
-        return configured
-    available = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    return len(available) if available else os.cpu_count() or 1
+    return configured if configured is not None else usable_cores()
 
 
 def worker_config(config: RunConfig, workers: int) -> RunConfig:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rp_core.config import CHEAP_IOU, CHEAP_TOLERANCE, KEYFRAME_EVERY
+from rp_core.cores import sharing_cores
 from rp_core.errors import ConfigError
 from rp_core.pipeline import Pipeline
 from rp_core.stream import Candidate, FaceMemory, FaceStream, Finished, Lane, Route, WorkItem
@@ -130,7 +131,15 @@ class FrameAnonymizer:
             from concurrent.futures import ThreadPoolExecutor
 
             self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rp-search")
-        self._searches[index] = self._ahead.submit(self._search, image)
+        self._searches[index] = self._ahead.submit(self._search_beside, image)
+
+    def threads_at_once(self) -> int:
+        """Threads of this video run that do CPU work at once: the look-ahead search's and the checks' (2), or 1."""
+        return 2 if self._concurrent_search() else 1
+
+    def _search_beside(self, image: np.ndarray) -> tuple[list[Face], list[Face], dict[str, float]]:
+        with sharing_cores(2):  # the checks of earlier frames run beside it
+            return self._search(image)
 
     def flush(self) -> Iterator[FrameOutcome]:
         self.lane.drain()

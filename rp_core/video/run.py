@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rp_core.cores import sharing_cores
 from rp_core.errors import InputError
 from rp_core.files.write import publishing
 from rp_core.pipeline import Pipeline
+from rp_core.video.background import WriterThread
 from rp_core.video.codec import DecodedFrame, EncodeSettings, VideoReader, VideoWriter
 from rp_core.video.frames import COVERAGE, GENERATE, PREDICTED, CheapCheck, FrameAnonymizer, FrameOutcome
 from rp_core.video.probe import MUXERS, VideoInfo, probe
 from rp_core.video.tracks import FaceTracker
+
+#: Frames decoded, and searched on the look-ahead thread, beyond the one being verified: a frame whose faces get
+#: the full check takes longer than its search, one whose faces are all carried far less, so a few frames of
+#: slack keep both threads busy (one frame ahead, the 720p clip's checks waited 7-8 s of ~28 s for searches while
+#: the search thread idled; 8 ahead, ~2 s). Costs that many decoded frames of memory (720p: 2.7 MB each).
+SEARCH_AHEAD = 8
 
 if TYPE_CHECKING:
     from rp_core.config import VideoSection
@@ -146,11 +154,11 @@ def anonymize_video(
     info = probe(source)
     pipeline.load()
     reader = VideoReader(source)
-    writer: VideoWriter | None = None
+    writer: WriterThread | None = None
     frames: FrameAnonymizer | None = None
     try:
         with publishing(target, staged=staged) as draft:  # synced and renamed over `target` only if the block completes
-            writer = VideoWriter(draft.path, muxer, reader, options.encode)
+            writer = WriterThread(VideoWriter(draft.path, muxer, reader, options.encode))  # encodes beside the checks
             tracker = FaceTracker(
                 fps=float(reader.rate),
                 seed=pipeline.config.runtime.seed,
@@ -163,18 +171,28 @@ def anonymize_video(
             total = info.frames
             progress = _Progress(total, options.progress_every, on_event)
             decoded = _timed(reader.frames(), tally.timings)
-            frame = next(decoded, None)
-            while frame is not None:
-                following = next(decoded, None)  # decoded one ahead: its search runs while this frame is verified
-                if following is not None:
-                    frames.search_ahead(following.index, following.image)
-                for outcome in frames.push(frame.index, frame.image, frame.time_s, frame):
+            upcoming: deque[DecodedFrame] = deque()
+
+            def decode_ahead() -> None:
+                """Keep SEARCH_AHEAD frames decoded and their searches queued beyond the one being verified."""
+                while len(upcoming) <= SEARCH_AHEAD:
+                    frame = next(decoded, None)
+                    if frame is None:
+                        return
+                    frames.search_ahead(frame.index, frame.image)
+                    upcoming.append(frame)
+
+            with sharing_cores(frames.threads_at_once()):  # this thread's network calls leave the search its cores
+                decode_ahead()
+                while upcoming:
+                    frame = upcoming.popleft()
+                    decode_ahead()
+                    for outcome in frames.push(frame.index, frame.image, frame.time_s, frame):
+                        tally.add(outcome, writer)
+                        progress.tick(tally.frames)
+                for outcome in frames.flush():
                     tally.add(outcome, writer)
                     progress.tick(tally.frames)
-                frame = following
-            for outcome in frames.flush():
-                tally.add(outcome, writer)
-                progress.tick(tally.frames)
             start = time.perf_counter()
             writer.close()
             writer = None
@@ -234,7 +252,7 @@ class _Tally:
         self.pix_fmt = ""
         self.checks: dict[str, int] = {}
 
-    def add(self, outcome: FrameOutcome, writer: VideoWriter) -> None:
+    def add(self, outcome: FrameOutcome, writer: WriterThread) -> None:
         start = time.perf_counter()
         writer.write(outcome.payload, outcome.image)
         self.pix_fmt = writer.pix_fmt
