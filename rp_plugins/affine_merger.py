@@ -73,8 +73,8 @@ class AffineMerger(Merger):
     options: AffineMergerOptions
 
     def version(self) -> str:
-        """2: hidden faces are pasted with the whole-head mask."""
-        return "2"
+        """2: hidden faces are pasted with the whole-head mask; 3: and warped back with cubic interpolation."""
+        return "3"
 
     def alpha(self, face: AlignedFace, region: str | None = None, hidden: bool = False) -> np.ndarray:
         """The feathered blend mask of one face, float32 in crop space (whole head when `hidden`)."""
@@ -111,7 +111,7 @@ class AffineMerger(Merger):
                 raise ValueError(
                     f"crop {i} must be uint8 {faces[i].crop_shape} like the aligned face, got {crop.dtype} {crop.shape}"
                 )
-            warps[i] = _warp(faces[i], crop, out.shape)
+            warps[i] = _warp(faces[i], crop, out.shape, hides[i])
             self._paste(out, faces[i], warps[i], hidden=hides[i])
         if self.options.region == "crop" or any(hides):
             # a whole square (or head) also carries its neighbours' original pixels: give every face
@@ -159,8 +159,10 @@ class _Warp:
     footprint: np.ndarray
 
 
-def _warp(face: AlignedFace, crop: np.ndarray, shape: tuple[int, ...]) -> _Warp | None:
-    """`crop` warped into the bounding box of its footprint (None when the square lies off the image)."""
+def _warp(face: AlignedFace, crop: np.ndarray, shape: tuple[int, ...], hidden: bool = False) -> _Warp | None:
+    """`crop` warped into the bounding box of its footprint (None when the square lies off the image): Lanczos for
+    a drawn face (its detail), cubic for an obfuscation (blocks, blur or a fill have no detail to keep; a quarter of
+    Lanczos's time, which was a tenth of a video frame's checks on a CPU)."""
     import cv2
 
     from rp_core.align import warp_to_image
@@ -173,7 +175,7 @@ def _warp(face: AlignedFace, crop: np.ndarray, shape: tuple[int, ...]) -> _Warp 
     matrix = face.matrix.copy()
     matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
     window_shape = (y1 - y0, x1 - x0)
-    pixels = warp_to_image(crop, matrix, window_shape)
+    pixels = warp_to_image(crop, matrix, window_shape, interpolation=cv2.INTER_CUBIC if hidden else cv2.INTER_LANCZOS4)
     square = np.ones((face.size, face.size), dtype=np.uint8)
     footprint = warp_to_image(square, matrix, window_shape, interpolation=cv2.INTER_NEAREST) != 0
     return _Warp(bounds, matrix, pixels, footprint)
