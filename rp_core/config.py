@@ -93,8 +93,8 @@ class RuntimeSection(_Section):
         ge=1,
         le=256,
         description="threads one network call may use on the CPU (onnxruntime's intra-op threads, where a component "
-        "leaves its own `threads` option at 0); null: the library's default (one per core), and for a folder's "
-        "worker processes the cores shared out among them",
+        "leaves its own `threads` option at 0); null: the library's default (one per core), and the cores shared "
+        "out where work runs side by side (a folder's worker processes; a video's look-ahead search and its checks)",
     )
     overlap: bool = Field(
         True,

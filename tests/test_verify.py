@@ -179,14 +179,14 @@ def test_a_fallback_that_still_leaks_gets_the_last_resort_or_fails(
     assert verify["score_final"] is None or verify["score_final"] >= verify["threshold"]
     _assert_nobody_recognised(reidentifier, result.image, originals["astronaut"])
     anonymizer = Anonymizer(_config(leak_host, "verify.fallback_generator=leak", "verify.last_resort=null"), leak_host)
-    with pytest.raises(VerificationError, match="face 0: distance 0.0"):
+    with pytest.raises(VerificationError, match=r"face 0: distance 0\.[0-2]"):  # the leaked face, resampled
         anonymizer.anonymize(astronaut)
 
 
 def test_a_last_resort_that_still_matches_refuses_the_image(leak_host, astronaut) -> None:  # type: ignore[no-untyped-def]
     """The last resort's result is checked like any other: never marked safe while it still matches."""
     overrides = ("verify.fallback_generator=leak", "verify.last_resort=leak")
-    with pytest.raises(VerificationError, match="and the last resort: face 0: distance 0.0"):
+    with pytest.raises(VerificationError, match=r"and the last resort: face 0: distance 0\.[0-2]"):
         Anonymizer(_config(leak_host, *overrides), leak_host).anonymize(astronaut)
 
 
