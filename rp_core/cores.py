@@ -35,10 +35,15 @@ def sharing_cores(ways: int) -> Iterator[None]:
         _SHARE.ways = before
 
 
+def cores_each(ways: int) -> int:
+    """Each one's share of the cores when `ways` threads or processes run CPU work at once (at least one)."""
+    return max(1, usable_cores() // max(1, ways))
+
+
 def shared_threads(configured: int | None) -> int | None:
     """Threads for one call on this thread: `configured` when set; else this thread's share of the cores while
     threads share them (`sharing_cores`); else None (the library's own default, every core)."""
     if configured:
         return configured
     ways = getattr(_SHARE, "ways", 1)
-    return max(1, usable_cores() // ways) if ways > 1 else None
+    return cores_each(ways) if ways > 1 else None

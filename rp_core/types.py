@@ -85,9 +85,7 @@ class AlignedFace:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "crop", _crop_array(self.crop))
-        object.__setattr__(self, "matrix", _frozen_array(self.matrix, np.float64))
-        if self.matrix.shape != (2, 3):
-            raise ValueError(f"matrix must be a 2x3 affine matrix, got {self.matrix.shape}")
+        object.__setattr__(self, "matrix", _affine_matrix(self.matrix))
 
     @classmethod
     def deferred(
@@ -95,9 +93,7 @@ class AlignedFace:
     ) -> AlignedFace:
         """An aligned face whose `size` x `size` crop is `make()`, called once, when the crop is first read."""
         aligned = cls.__new__(cls)
-        frozen = _frozen_array(matrix, np.float64)
-        if frozen.shape != (2, 3):
-            raise ValueError(f"matrix must be a 2x3 affine matrix, got {frozen.shape}")
+        frozen = _affine_matrix(matrix)
         for name, value in (("face", face), ("matrix", frozen), ("index", index), ("_make", (make, int(size)))):
             object.__setattr__(aligned, name, value)
         return aligned
@@ -131,6 +127,13 @@ class AlignedFace:
             return tuple(made.shape)
         side = int(self.__dict__["_make"][1])
         return (side, side, 3)
+
+
+def _affine_matrix(value: Any) -> np.ndarray:
+    matrix = _frozen_array(value, np.float64)
+    if matrix.shape != (2, 3):
+        raise ValueError(f"matrix must be a 2x3 affine matrix, got {matrix.shape}")
+    return matrix
 
 
 def _crop_array(value: Any) -> np.ndarray:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import TYPE_CHECKING, Any
 
-from rp_core.cores import usable_cores
+from rp_core.cores import cores_each, usable_cores
 from rp_core.errors import RpError
 from rp_core.executor import Executor, LocalExecutor, WorkSpec
 from rp_core.manifest import ImageEntry
@@ -67,7 +67,7 @@ def worker_config(config: RunConfig, workers: int) -> RunConfig:
     every core to each, whose threads would then outnumber the cores and wait for each other; a set value stays."""
     if config.runtime.cpu_threads is not None:
         return config
-    share = max(1, cpu_workers(None) // workers)
+    share = cores_each(workers)
     return config.model_copy(update={"runtime": config.runtime.model_copy(update={"cpu_threads": share})})
 
 

@@ -138,7 +138,7 @@ class FrameAnonymizer:
         return 2 if self._concurrent_search() else 1
 
     def _search_beside(self, image: np.ndarray) -> tuple[list[Face], list[Face], dict[str, float]]:
-        with sharing_cores(2):  # the checks of earlier frames run beside it
+        with sharing_cores(self.threads_at_once()):  # the checks of earlier frames run beside it
             return self._search(image)
 
     def flush(self) -> Iterator[FrameOutcome]:
