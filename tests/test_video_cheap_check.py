@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
+from rp_core.config import CHEAP_TOLERANCE
 from rp_core.types import AlignedFace, Face, GenerationRequest
 from rp_core.video.recheck import PROBE_SIDE, Square, cell_difference
 
@@ -39,6 +40,29 @@ def test_cell_difference_counts_only_written_pixels_and_catches_a_leak() -> None
     half[60:80, 60:100] = frame[60:80, 60:100]
     assert cell_difference(Square.of(half, frame, face), reference) > 30
     assert PROBE_SIDE % 16 == 0
+
+
+def test_the_edge_of_a_written_region_is_not_compared_but_its_inside_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same obfuscation a pixel further along, over a background that moved: only the ring at its edge
+    differs (frame pixels where the reference's obfuscation was, and back), and that ring is not compared;
+    the face left in a strip inside the region still is."""
+    from rp_core.video import recheck
+
+    rng = np.random.default_rng(2)
+    before, after = (rng.integers(0, 255, (200, 200, 3), dtype=np.uint8) for _ in range(2))
+    face = _aligned(before)
+    hidden = before.copy()
+    hidden[68:108, 68:108] = 128  # its edge crosses cells of the probe square, as a face's does
+    reference = Square.of(hidden, before, face)
+    carried = after.copy()
+    carried[69:109, 69:109] = 128
+    assert cell_difference(Square.of(carried, after, face), reference) == 0.0
+    with monkeypatch.context() as patch:
+        patch.setattr(recheck, "EDGE", 0)
+        assert cell_difference(Square.of(carried, after, face), reference) > CHEAP_TOLERANCE
+    leaked = carried.copy()
+    leaked[75:105, 78:90] = after[75:105, 78:90]  # 12 px of the face, 9 px inside the region's edge
+    assert cell_difference(Square.of(leaked, after, face), reference) > CHEAP_TOLERANCE
 
 
 def test_pixels_now_outside_the_frame_do_not_count_and_new_ones_inside_do() -> None:
