@@ -12,6 +12,7 @@ their public `tracks` list to learn which detection started which track and wher
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,14 +121,22 @@ class FaceTracker:
     _tracker: Any = None
 
     def __post_init__(self) -> None:
-        from trackers import ByteTrackTracker
+        if importlib.util.find_spec("trackers") is None:  # say so before the first frame, as the import would
+            raise ModuleNotFoundError("No module named 'trackers'", name="trackers")
 
-        self._tracker = ByteTrackTracker(
-            lost_track_buffer=self.lost_frames,
-            frame_rate=30.0,  # the buffer is then counted in our frames, whatever the clip's rate
-            minimum_consecutive_frames=1,
-            minimum_iou_threshold=self.min_iou,
-        )
+    def _bytetrack(self) -> Any:
+        """The ByteTrack tracker, made on the first frame: importing `trackers` takes ~0.9 s (it imports SciPy),
+        which then runs beside the look-ahead search of the first frames instead of before it."""
+        if self._tracker is None:
+            from trackers import ByteTrackTracker
+
+            self._tracker = ByteTrackTracker(
+                lost_track_buffer=self.lost_frames,
+                frame_rate=30.0,  # the buffer is then counted in our frames, whatever the clip's rate
+                minimum_consecutive_frames=1,
+                minimum_iou_threshold=self.min_iou,
+            )
+        return self._tracker
 
     def update(
         self, faces: list[Face], frame: int, time_s: float, shape: tuple[int, ...] | None = None
@@ -135,14 +144,15 @@ class FaceTracker:
         """The frame's detected faces (each once, in input order) and then the predicted faces of lost tracks."""
         import supervision as sv
 
+        bytetrack = self._bytetrack()
         out: list[TrackedFace | None] = [None] * len(faces)
         matched: set[int] = set()
-        if faces or self._tracker.tracks:
+        if faces or bytetrack.tracks:
             boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
             detections = sv.Detections(xyxy=boxes, data={"face": np.arange(len(faces))})
-            result = self._tracker.update(detections)
-            by_id = {t.tracker_id: t for t in self._tracker.tracks if t.tracker_id != -1}
-            spawned = [t for t in self._tracker.tracks if t.tracker_id == -1 and t.time_since_update == 0]
+            result = bytetrack.update(detections)
+            by_id = {t.tracker_id: t for t in bytetrack.tracks if t.tracker_id != -1}
+            spawned = [t for t in bytetrack.tracks if t.tracker_id == -1 and t.time_since_update == 0]
             for index, tracker_id in zip(result.data.get("face", []), result.tracker_id, strict=True):
                 face = faces[int(index)]
                 tracklet = by_id.get(int(tracker_id)) if tracker_id != -1 else _spawned_for(spawned, face.box)
@@ -153,7 +163,7 @@ class FaceTracker:
                 matched.add(id(track))
                 out[int(index)] = TrackedFace(self._smoothed(track, face, frame, time_s), track)
         tracked = [t if t is not None else TrackedFace(f, None) for t, f in zip(out, faces, strict=True)]
-        alive = {id(t) for t in self._tracker.tracks}
+        alive = {id(t) for t in bytetrack.tracks}
         for key, track in list(self.tracks.items()):
             if id(track.tracklet) not in alive:
                 self.ended.append(self.tracks.pop(key))
