@@ -442,3 +442,24 @@ def test_a_full_disk_mid_video_publishes_nothing_and_says_so(tmp_path: Path, t1:
     assert "Traceback" not in done.stderr and "File too large" in done.stderr
     assert not target.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".json")) == ["clip.mp4"]
+
+
+def test_a_video_without_the_trackers_package_says_what_to_install(
+    tmp_path: Path, t1: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ByteTrack is made on the first frame, not at the start: a missing `trackers` is still told in one line, with
+    what to install, and nothing is published."""
+    import sys
+
+    from click.testing import CliRunner
+
+    from rp_core.cli import create_cli
+
+    clip = pan_zoom_clip(t1, tmp_path / "clip.mp4", frames=4, tone_hz=None, span=0.05, size=(320, 192))
+    monkeypatch.setitem(sys.modules, "trackers", None)  # not importable, as where it is not installed
+    target = tmp_path / "out.mp4"
+    result = CliRunner().invoke(create_cli(), ["anonymize", str(clip), "-o", str(target), "--preset", "offline"])
+    assert result.exit_code != 0
+    assert "videos need trackers: pip install 'rp-anonymize[video]'" in result.output
+    assert "Traceback" not in result.output
+    assert not target.exists()
