@@ -32,6 +32,9 @@ from rp_core.video.tracks import FaceTracker, TrackedFace
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
+#: A frame's search: the detector's faces, the coverage search's faces none of them covers, and their seconds.
+Searched = tuple[list[Face], list[Face], dict[str, float]]
+
 #: The stream's route names (one enum for photos and frames: rp_core.stream.Route).
 GENERATE, COVERAGE, SMALL, PREDICTED, KEEP = Route.GENERATE, Route.COVERAGE, Route.SMALL, Route.PREDICTED, Route.KEEP
 
@@ -110,8 +113,8 @@ class FrameAnonymizer:
         self.memory: dict[int, FaceMemory] = {}
         #: (frame index, payload) of the frames in the lane, in order (frames leave in the order they came).
         self._frames: deque[tuple[int, Any]] = deque()
-        #: Searches of frames not yet prepared, running on `_ahead` (`search_ahead`).
-        self._searches: dict[int, Future[tuple[list[Face], list[Face], dict[str, float]]]] = {}
+        #: Searches of frames not yet prepared, queued or running on `_ahead` (`search_ahead`), with their images.
+        self._searches: dict[int, tuple[Future[Searched], np.ndarray]] = {}
         self._ahead: ThreadPoolExecutor | None = None
 
     # -- feeding --------------------------------------------------------------------------------
@@ -131,15 +134,46 @@ class FrameAnonymizer:
             from concurrent.futures import ThreadPoolExecutor
 
             self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rp-search")
-        self._searches[index] = self._ahead.submit(self._search_beside, image)
+        self._searches[index] = (self._ahead.submit(self._search_beside, image), image)
 
     def threads_at_once(self) -> int:
         """Threads of this video run that do CPU work at once: the look-ahead search's and the checks' (2), or 1."""
         return 2 if self._concurrent_search() else 1
 
-    def _search_beside(self, image: np.ndarray) -> tuple[list[Face], list[Face], dict[str, float]]:
+    def _search_beside(self, image: np.ndarray) -> Searched:
         with sharing_cores(self.threads_at_once()):  # the checks of earlier frames run beside it
             return self._search(image)
+
+    def _searched(self, index: int, image: np.ndarray) -> Searched:
+        """Frame `index`'s search: the look-ahead's result, or the search run here when there was none.
+
+        While the look-ahead thread is still on this frame, this thread would only wait: it runs the search of
+        the next frame still queued instead (taken off the queue), so both threads search. On the 720p clip the
+        checks waited for the search for 1-1.5 s at a time, every few seconds, with one of two cores idle. A
+        search depends on its image alone: the output is the same whichever thread ran it."""
+        ahead = self._searches.pop(index, None)
+        if ahead is None:
+            return self._search(image)
+        future = ahead[0]
+        while not future.done() and self._search_one_queued():
+            pass
+        return future.result()
+
+    def _search_one_queued(self) -> bool:
+        """Run, on this thread, the earliest search still waiting in the look-ahead's queue; False if none was."""
+        from concurrent.futures import Future
+
+        for index in sorted(self._searches):
+            queued, image = self._searches[index]
+            if queued.cancel():  # not started: the look-ahead thread will skip it
+                done: Future[Searched] = Future()
+                try:
+                    done.set_result(self._search(image))
+                except Exception as exc:  # raised when that frame is prepared, as from the look-ahead thread
+                    done.set_exception(exc)
+                self._searches[index] = (done, image)
+                return True
+        return False
 
     def flush(self) -> Iterator[FrameOutcome]:
         self.lane.drain()
@@ -156,7 +190,7 @@ class FrameAnonymizer:
         coverage = self.stream.coverage_detector if self.pipeline.coverage is not None else None
         return self.stream.detector.concurrent and (coverage is None or coverage.concurrent)
 
-    def _search(self, image: np.ndarray) -> tuple[list[Face], list[Face], dict[str, float]]:
+    def _search(self, image: np.ndarray) -> Searched:
         """The frame's faces (detector) and the coverage search's faces none of them covers, with their seconds."""
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -176,9 +210,8 @@ class FrameAnonymizer:
     # -- per frame ------------------------------------------------------------------------------
 
     def _prepare(self, index: int, image: np.ndarray, time_s: float, payload: Any) -> WorkItem:
-        ahead = self._searches.pop(index, None)
         # the photo path's detection and coverage step (same detectors, same passes): videos get what photos get
-        found, missed, timings = ahead.result() if ahead is not None else self._search(image)
+        found, missed, timings = self._searched(index, image)
         start = time.perf_counter()
         tracked = self.tracker.update(found, index, time_s, image.shape)
         timings["track"] = time.perf_counter() - start
