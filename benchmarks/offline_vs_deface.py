@@ -95,7 +95,7 @@ def main() -> None:
             sources.append(source)
             rp_out, deface_out = root / f"rp{k}.png", root / f"deface{k}.png"
             commands = {
-                "rp": [sys.executable, "-m", "rp_core.cli", "anonymize", str(source), "-o", str(rp_out),
+                "rp": [sys.executable, "-m", "rp_core.entry", "anonymize", str(source), "-o", str(rp_out),
                        "--preset", "offline", "-q", *settings],
                 "deface": ["deface", str(source), "-o", str(deface_out)],
             }  # fmt: skip
@@ -120,7 +120,7 @@ def main() -> None:
             rows.append(ROW.format(f"{variant.source}/{variant.name}", len(variant.truth), sum(identifiable),
                                    counts["rp"], counts["deface"], cost_cell(rp), cost_cell(deface)))  # fmt: skip
             print(rows[-1], flush=True)
-        folder_cost = timed([sys.executable, "-m", "rp_core.cli", "anonymize", str(root / "in"), "-o",
+        folder_cost = timed([sys.executable, "-m", "rp_core.entry", "anonymize", str(root / "in"), "-o",
                              str(root / "all"), "--preset", "offline", "-q", *settings])  # fmt: skip
         for source, (variant, originals) in zip(sources, variants, strict=True):
             out = read_image(root / "all" / source.name)

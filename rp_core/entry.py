@@ -24,3 +24,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         gc.freeze()
         gc.enable()
     cli.main(args=list(argv) if argv is not None else None, prog_name="rp")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
